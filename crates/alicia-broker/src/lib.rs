@@ -1,1 +1,24 @@
-//! Embedded MQTT broker.
+//! Alicia's embedded MQTT 3.1.1 and 5.0 broker.
+//!
+//! The broker knows MQTT and nothing of Alicia's envelopes or services. Its parts:
+//! - [`connection`]: one task per client, the protocol state machine;
+//! - [`index`]: the subscription trie, read lock-free by publishers;
+//! - [`outbox`]: per-session delivery queues, the only place publishers and subscribers meet;
+//! - [`session`]: state that survives reconnects; [`retained`]: retained messages;
+//! - [`broker`]: shared state, routing, the client registry and the accept loop.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the path of one PUBLISH.
+
+mod broker;
+pub mod config;
+mod connection;
+pub mod index;
+pub mod message;
+pub mod outbox;
+pub mod retained;
+pub mod session;
+pub mod stats;
+
+pub use broker::{Broker, Listener};
+pub use config::Config;
+pub use stats::Stats;

@@ -1,0 +1,290 @@
+//! The broker: shared state, the client registry, message routing and the accept loop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alicia_codec::{topic, Properties, Will};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::index::{Index, Matches};
+use crate::message::{Delivery, Message};
+use crate::outbox::SessionHandle;
+use crate::retained::Retained;
+use crate::session::SessionState;
+use crate::stats::Stats;
+
+/// A registered client id: its live connection (if any) and its parked session (if offline).
+pub(crate) struct Entry {
+    /// Bumped by every connection that takes this client id; timers compare it.
+    pub generation: u64,
+    /// Signal that asks the live connection to end (session takeover).
+    pub active: Option<Arc<Notify>>,
+    /// Session state while no connection holds it.
+    pub parked: Option<SessionState>,
+}
+
+/// State shared by every connection of one broker.
+pub struct Shared {
+    pub(crate) config: Config,
+    pub(crate) index: Index,
+    pub(crate) retained: Retained,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) registry: Mutex<HashMap<Arc<str>, Entry>>,
+    next_id: AtomicU64,
+    started: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn new_handle(&self, client_id: Arc<str>) -> Arc<SessionHandle> {
+        let limits = (self.config.max_queued, self.config.max_buffered);
+        SessionHandle::new(self.new_session_id(), client_id, limits, self.stats.clone())
+    }
+
+    /// Routes one message to every matching session. Returns the number of sessions reached.
+    pub(crate) fn route(&self, msg: Arc<Message>) -> usize {
+        if msg.retain {
+            self.retained.set(&msg);
+        }
+        let snapshot = self.index.snapshot();
+        let mut m = Matches {
+            subs: Vec::new(),
+            groups: Vec::new(),
+        };
+        snapshot.matches(&msg.topic, &mut m);
+        let mut reached = 0;
+        let subs = &mut m.subs;
+        subs.retain(|s| !(s.options.no_local && s.session.id == msg.origin));
+        if subs.len() > 1 {
+            subs.sort_unstable_by_key(|s| s.session.id);
+        }
+        let mut i = 0;
+        while i < subs.len() {
+            // Overlapping subscriptions of one session: one copy at the highest QoS, carrying
+            // every subscription identifier.
+            let first = subs[i];
+            let mut qos = first.options.qos;
+            let mut rap = first.options.retain_as_published;
+            let mut ids: Vec<u32> = first.id.into_iter().collect();
+            let mut j = i + 1;
+            while j < subs.len() && subs[j].session.id == first.session.id {
+                qos = qos.max(subs[j].options.qos);
+                rap |= subs[j].options.retain_as_published;
+                ids.extend(subs[j].id);
+                j += 1;
+            }
+            first.session.push(Delivery {
+                msg: msg.clone(),
+                qos: qos.min(msg.qos),
+                retain: rap && msg.retain,
+                sub_ids: ids.into_boxed_slice(),
+            });
+            reached += 1;
+            i = j;
+        }
+        for g in m.groups {
+            if let Some(s) = g.pick() {
+                if s.options.no_local && s.session.id == msg.origin {
+                    continue;
+                }
+                s.session.push(Delivery {
+                    msg: msg.clone(),
+                    qos: s.options.qos.min(msg.qos),
+                    retain: s.options.retain_as_published && msg.retain,
+                    sub_ids: s.id.into_iter().collect(),
+                });
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Publishes a client's will message.
+    pub(crate) fn publish_will(&self, will: Will) {
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|s| Instant::now() + Duration::from_secs(s as u64));
+        let msg = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at,
+            origin: 0,
+        };
+        self.route(Arc::new(msg));
+    }
+
+    /// Removes every subscription of a session from the index.
+    pub(crate) fn drop_subscriptions(&self, state: &SessionState) {
+        for raw in state.subscriptions.keys() {
+            if let Ok(f) = topic::parse_filter(raw) {
+                self.index.unsubscribe(f.group, f.filter, state.handle.id);
+            }
+        }
+    }
+
+    /// Called when a client went away without taking its session along: publishes the will
+    /// after its delay (or when the session ends, if sooner) and expires the session.
+    pub(crate) fn schedule_expiry(
+        self: &Arc<Self>,
+        client_id: Arc<str>,
+        generation: u64,
+        will: Option<Will>,
+        expiry: u32,
+    ) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let mut waited = 0u64;
+            if let Some(will) = will {
+                let delay = will.properties.will_delay_interval.unwrap_or(0).min(expiry) as u64;
+                tokio::time::sleep(Duration::from_secs(delay)).await;
+                waited = delay;
+                if !shared.still_parked(&client_id, generation) {
+                    return; // the client came back: the will is cancelled.
+                }
+                shared.publish_will(will);
+            }
+            if expiry == u32::MAX {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs((expiry as u64).saturating_sub(waited))).await;
+            let state = {
+                let mut reg = shared.registry.lock();
+                match reg.get(&client_id) {
+                    Some(e) if e.generation == generation && e.active.is_none() => {
+                        reg.remove(&client_id).and_then(|e| e.parked)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(state) = state {
+                tracing::debug!(client = %client_id, "session expired");
+                shared.drop_subscriptions(&state);
+            }
+        });
+    }
+
+    fn still_parked(&self, client_id: &str, generation: u64) -> bool {
+        let reg = self.registry.lock();
+        reg.get(client_id)
+            .is_some_and(|e| e.generation == generation && e.active.is_none())
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// A broker instance. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Creates a broker with the given settings. Nothing listens until [`Broker::listen`].
+    pub fn new(config: Config) -> Broker {
+        Broker {
+            shared: Arc::new(Shared {
+                config,
+                index: Index::default(),
+                retained: Retained::default(),
+                stats: Arc::new(Stats::default()),
+                registry: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// Counters of this broker.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Binds a plain TCP listener. Port 0 picks a free port; see [`Listener::local_addr`].
+    pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<Listener> {
+        let inner = TcpListener::bind(addr).await?;
+        Ok(Listener {
+            inner,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.shared.index.len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.shared.retained.len()
+    }
+
+    /// Seconds since the broker was created.
+    pub fn uptime(&self) -> Duration {
+        self.shared.uptime()
+    }
+}
+
+/// A bound listener; [`Listener::serve`] accepts connections until the task is dropped.
+pub struct Listener {
+    inner: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Listener {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Accepts connections forever, one task each.
+    pub async fn serve(self) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                crate::connection::serve::<TcpStream>(shared, stream, peer).await;
+            });
+        }
+    }
+}
+
+/// Merged properties helper used when a delivery needs per-subscriber additions.
+pub(crate) fn delivery_properties(
+    base: &Properties,
+    expiry: Option<u32>,
+    alias: Option<u16>,
+    ids: &[u32],
+) -> Properties {
+    let mut p = base.clone();
+    p.message_expiry_interval = expiry;
+    p.topic_alias = alias;
+    p.subscription_identifiers = ids.to_vec();
+    p
+}

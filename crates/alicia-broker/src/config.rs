@@ -1,0 +1,51 @@
+//! Broker settings. Defaults follow Mosquitto where it has one, so a user switching sees the
+//! same behaviour.
+
+/// Settings of one broker instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Longest keep-alive a client may use. A v5 client asking for more (or for none) is told
+    /// this value as Server Keep Alive.
+    pub max_keepalive: u16,
+    /// Largest packet accepted from a client, in bytes (0 = protocol maximum).
+    pub max_packet_size: u32,
+    /// How many unacknowledged QoS 2 PUBLISHes a client may have towards the broker
+    /// (Receive Maximum in CONNACK). Exceeding it is a protocol violation (0x93).
+    pub receive_maximum: u16,
+    /// QoS 1/2 messages in flight towards a 3.1.1 client (v5 clients set their own).
+    pub max_inflight: u16,
+    /// Messages queued for a session whose client is offline (Mosquitto's
+    /// `max_queued_messages`).
+    pub max_queued: usize,
+    /// Messages waiting for an online client's connection to write them. This bounds memory when
+    /// a subscriber reads slower than publishers write.
+    pub max_buffered: usize,
+    /// Topic aliases a v5 client may use towards the broker.
+    pub topic_alias_maximum: u16,
+    /// Largest Session Expiry Interval the broker grants (seconds).
+    pub max_session_expiry: u32,
+    /// Simultaneous client connections allowed (0 = no limit).
+    pub max_connections: usize,
+    /// Topic filters whose subscription is refused (SUBACK 0x80).
+    pub deny_subscribe: Vec<String>,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_keepalive: 65535,
+            max_packet_size: 0,
+            receive_maximum: 100,
+            max_inflight: 20,
+            max_queued: 1000,
+            max_buffered: 100_000,
+            topic_alias_maximum: 100,
+            max_session_expiry: u32::MAX,
+            max_connections: 0,
+            deny_subscribe: Vec::new(),
+            connect_timeout: 10,
+        }
+    }
+}
