@@ -19,6 +19,51 @@ use crate::retained::Retained;
 use crate::session::SessionState;
 use crate::stats::Stats;
 
+/// Deliveries produced by one read batch, grouped by target session so each outbox is locked
+/// (and its connection woken) once per batch instead of once per message.
+#[derive(Default)]
+pub(crate) struct Batch {
+    targets: Vec<(Arc<SessionHandle>, Vec<Delivery>)>,
+    by_id: HashMap<u64, usize>,
+}
+
+impl Batch {
+    fn add(&mut self, session: &Arc<SessionHandle>, d: Delivery) {
+        if let Some((s, v)) = self.targets.last_mut() {
+            if s.id == session.id {
+                v.push(d);
+                return;
+            }
+        }
+        let found = if self.targets.len() <= 8 {
+            self.targets.iter().position(|(s, _)| s.id == session.id)
+        } else {
+            if self.by_id.is_empty() {
+                self.by_id
+                    .extend(self.targets.iter().enumerate().map(|(i, (s, _))| (s.id, i)));
+            }
+            self.by_id.get(&session.id).copied()
+        };
+        match found {
+            Some(i) => self.targets[i].1.push(d),
+            None => {
+                if !self.by_id.is_empty() {
+                    self.by_id.insert(session.id, self.targets.len());
+                }
+                self.targets.push((session.clone(), vec![d]));
+            }
+        }
+    }
+
+    /// Pushes everything collected into the target outboxes.
+    pub(crate) fn flush(&mut self) {
+        for (session, deliveries) in self.targets.drain(..) {
+            session.push_all(deliveries);
+        }
+        self.by_id.clear();
+    }
+}
+
 /// A registered client id: its live connection (if any) and its parked session (if offline).
 pub(crate) struct Entry {
     /// Bumped by every connection that takes this client id; timers compare it.
@@ -50,8 +95,9 @@ impl Shared {
         SessionHandle::new(self.new_session_id(), client_id, limits, self.stats.clone())
     }
 
-    /// Routes one message to every matching session. Returns the number of sessions reached.
-    pub(crate) fn route(&self, msg: Arc<Message>) -> usize {
+    /// Routes one message to every matching session, collecting the deliveries in `batch`
+    /// (pushed to the outboxes by [`Batch::flush`]). Returns the number of sessions reached.
+    pub(crate) fn route(&self, msg: Arc<Message>, batch: &mut Batch) -> usize {
         if msg.retain {
             self.retained.set(&msg);
         }
@@ -82,12 +128,13 @@ impl Shared {
                 ids.extend(subs[j].id);
                 j += 1;
             }
-            first.session.push(Delivery {
+            let d = Delivery {
                 msg: msg.clone(),
                 qos: qos.min(msg.qos),
                 retain: rap && msg.retain,
                 sub_ids: ids.into_boxed_slice(),
-            });
+            };
+            batch.add(&first.session, d);
             reached += 1;
             i = j;
         }
@@ -96,12 +143,13 @@ impl Shared {
                 if s.options.no_local && s.session.id == msg.origin {
                     continue;
                 }
-                s.session.push(Delivery {
+                let d = Delivery {
                     msg: msg.clone(),
                     qos: s.options.qos.min(msg.qos),
                     retain: s.options.retain_as_published && msg.retain,
                     sub_ids: s.id.into_iter().collect(),
-                });
+                };
+                batch.add(&s.session, d);
                 reached += 1;
             }
         }
@@ -125,7 +173,9 @@ impl Shared {
             expires_at,
             origin: 0,
         };
-        self.route(Arc::new(msg));
+        let mut batch = Batch::default();
+        self.route(Arc::new(msg), &mut batch);
+        batch.flush();
     }
 
     /// Removes every subscription of a session from the index.

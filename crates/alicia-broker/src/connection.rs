@@ -20,7 +20,7 @@ use alicia_codec::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::broker::{delivery_properties, Entry, Shared};
+use crate::broker::{delivery_properties, Batch, Entry, Shared};
 use crate::index::Sub;
 use crate::message::{Delivery, Message};
 use crate::session::{Inflight, SessionState, Stage, Subscription};
@@ -280,6 +280,7 @@ where
         problem_info: c.properties.request_problem_information != Some(0),
         received: 0,
         sent: 0,
+        batch: Batch::default(),
     };
     conn.send(Packet::ConnAck(ConnAck {
         session_present: present,
@@ -323,6 +324,7 @@ struct Conn {
     problem_info: bool,
     received: u64,
     sent: u64,
+    batch: Batch,
 }
 
 impl Conn {
@@ -407,8 +409,15 @@ impl Conn {
         }
     }
 
-    /// Decodes and handles every complete packet in the read buffer.
+    /// Decodes and handles every complete packet in the read buffer, then hands the messages
+    /// they published to their subscribers.
     fn process_input(&mut self) -> Option<End> {
+        let end = self.decode_all();
+        self.batch.flush();
+        end
+    }
+
+    fn decode_all(&mut self) -> Option<End> {
         let max = self.shared.config.max_packet_size as usize;
         loop {
             match decode(&mut self.rbuf, self.protocol, max) {
@@ -580,7 +589,7 @@ impl Conn {
             expires_at,
             origin: self.session.handle.id,
         };
-        let reached = self.shared.route(Arc::new(msg));
+        let reached = self.shared.route(Arc::new(msg), &mut self.batch);
         let reason = if reached == 0 && self.protocol.is_v5() {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {

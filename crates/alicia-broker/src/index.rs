@@ -72,13 +72,22 @@ pub struct Matches<'a> {
 }
 
 /// Snapshot of the index at one moment.
-pub struct Snapshot(Arc<Node>);
+pub struct Snapshot(arc_swap::Guard<Arc<Node>>);
 
 impl Snapshot {
     /// Collects every subscription whose filter matches `topic`.
     pub fn matches<'a>(&'a self, topic: &str, out: &mut Matches<'a>) {
-        let levels: Vec<&str> = topic.split('/').collect();
-        walk(&self.0, &levels, 0, topic.starts_with('$'), out);
+        let mut levels: [&str; 16] = [""; 16];
+        let n = topic.split('/').count();
+        if n <= levels.len() {
+            for (slot, level) in levels.iter_mut().zip(topic.split('/')) {
+                *slot = level;
+            }
+            walk(&self.0, &levels[..n], 0, topic.starts_with('$'), out);
+        } else {
+            let levels: Vec<&str> = topic.split('/').collect();
+            walk(&self.0, &levels, 0, topic.starts_with('$'), out);
+        }
     }
 }
 
@@ -120,8 +129,11 @@ pub struct Index {
 
 impl Index {
     /// The current snapshot, for matching.
+    ///
+    /// `ArcSwap::load` borrows a per-thread debt slot instead of bumping the shared reference
+    /// count, so concurrent publishers do not contend on one cache line.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot(self.root.load_full())
+        Snapshot(self.root.load())
     }
 
     /// Number of subscriptions (shared members included).

@@ -57,41 +57,45 @@ impl SessionHandle {
     /// Queues a delivery. When the queue is full the oldest QoS 0 message is dropped to make
     /// room; if there is none, the new message is dropped. Drops are counted.
     pub fn push(&self, d: Delivery) {
-        let mut q = self.queue.lock();
+        self.push_all(std::iter::once(d));
+    }
+
+    /// Queues several deliveries under one lock and with at most one wake-up.
+    pub fn push_all(&self, ds: impl IntoIterator<Item = Delivery>) {
         let limit = if self.online.load(Ordering::Relaxed) {
             self.max_buffered
         } else {
             self.max_queued
         };
-        if q.len() >= limit {
-            let victim = if d.qos == QoS::AtMostOnce {
-                None
-            } else {
-                q.iter().position(|x| x.qos == QoS::AtMostOnce)
-            };
-            match victim {
-                Some(i) => {
-                    q.remove(i);
-                }
-                None => {
-                    drop(q);
-                    self.count_drop();
-                    return;
+        let mut q = self.queue.lock();
+        let was_empty = q.is_empty();
+        let mut dropped = 0;
+        for d in ds {
+            if q.len() >= limit {
+                dropped += 1;
+                let victim = if d.qos == QoS::AtMostOnce {
+                    None
+                } else {
+                    q.iter().position(|x| x.qos == QoS::AtMostOnce)
+                };
+                match victim {
+                    Some(i) => {
+                        q.remove(i);
+                    }
+                    None => continue,
                 }
             }
-            self.count_drop();
+            q.push_back(d);
         }
-        let was_empty = q.is_empty();
-        q.push_back(d);
+        let wake = was_empty && !q.is_empty();
         drop(q);
-        if was_empty {
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if wake {
             self.notify.notify_one();
         }
-    }
-
-    fn count_drop(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Moves everything queued into `into`, keeping order.
