@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use alicia_codec::{topic, Properties, Will};
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::index::{Index, Matches};
+use crate::listener::{Listener, ListenerConfig};
 use crate::message::{Delivery, Message};
 use crate::outbox::SessionHandle;
 use crate::retained::Retained;
@@ -267,13 +267,15 @@ impl Broker {
         &self.shared.stats
     }
 
-    /// Binds a plain TCP listener. Port 0 picks a free port; see [`Listener::local_addr`].
+    /// Binds a plain MQTT-over-TCP listener. Port 0 picks a free port; see
+    /// [`Listener::local_addr`].
     pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<Listener> {
-        let inner = TcpListener::bind(addr).await?;
-        Ok(Listener {
-            inner,
-            shared: self.shared.clone(),
-        })
+        self.listen_with(ListenerConfig::tcp(addr)).await
+    }
+
+    /// Binds a listener with its own transport and TLS settings.
+    pub async fn listen_with(&self, config: ListenerConfig) -> std::io::Result<Listener> {
+        Listener::bind(self.shared.clone(), config).await
     }
 
     /// Number of subscriptions.
@@ -289,39 +291,6 @@ impl Broker {
     /// Seconds since the broker was created.
     pub fn uptime(&self) -> Duration {
         self.shared.uptime()
-    }
-}
-
-/// A bound listener; [`Listener::serve`] accepts connections until the task is dropped.
-pub struct Listener {
-    inner: TcpListener,
-    shared: Arc<Shared>,
-}
-
-impl Listener {
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    /// Accepts connections forever, one task each.
-    pub async fn serve(self) -> std::io::Result<()> {
-        loop {
-            let (stream, peer) = match self.inner.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                crate::connection::serve::<TcpStream>(shared, stream, peer).await;
-            });
-        }
     }
 }
 

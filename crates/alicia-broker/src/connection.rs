@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 
 use crate::broker::{delivery_properties, Batch, Entry, Shared};
 use crate::index::Sub;
+use crate::listener::ConnInfo;
 use crate::message::{Delivery, Message};
 use crate::session::{Inflight, SessionState, Stage, Subscription};
 
@@ -46,10 +47,11 @@ enum End {
 }
 
 /// Serves one accepted socket until it closes.
-pub(crate) async fn serve<S>(shared: Arc<Shared>, mut stream: S, peer: SocketAddr)
+pub(crate) async fn serve<S>(shared: Arc<Shared>, mut stream: S, info: ConnInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let peer = info.peer;
     let mut rbuf = BytesMut::with_capacity(4096);
     let connect = match read_connect(&shared, &mut stream, &mut rbuf).await {
         Ok(c) => c,
@@ -58,7 +60,7 @@ where
             return;
         }
     };
-    let Some(mut conn) = accept(&shared, &mut stream, *connect, rbuf, peer).await else {
+    let Some(mut conn) = accept(&shared, &mut stream, *connect, rbuf, &info).await else {
         return;
     };
     let end = conn.run(&mut stream).await;
@@ -84,7 +86,7 @@ where
                 Ok(None) => {}
                 Err(DecodeError::UnsupportedProtocol) => {
                     // Answer in 3.1.1 form: return code 1, unacceptable protocol version.
-                    let _ = stream.write_all(&[0x20, 2, 0, 1]).await;
+                    let _ = write_out(stream, &[0x20, 2, 0, 1]).await;
                     return Err("unsupported protocol version");
                 }
                 Err(_) => return Err("malformed CONNECT"),
@@ -106,11 +108,12 @@ async fn accept<S>(
     stream: &mut S,
     c: Connect,
     rbuf: BytesMut,
-    peer: SocketAddr,
+    info: &ConnInfo,
 ) -> Option<Conn>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = info.peer;
     let protocol = c.protocol;
     let v5 = protocol.is_v5();
     let refuse = |code: u8, why: &str| {
@@ -130,15 +133,13 @@ where
             reason::BAD_AUTH_METHOD,
             "enhanced authentication is not supported",
         );
-        let _ = stream.write_all(&out).await;
+        let _ = write_out(stream, &out).await;
         return None;
     }
     let mut props = Properties::default();
     let client_id: Arc<str> = if c.client_id.is_empty() {
         if !v5 && !c.clean_start {
-            let _ = stream
-                .write_all(&refuse(reason::CLIENT_ID_NOT_VALID, ""))
-                .await;
+            let _ = write_out(stream, &refuse(reason::CLIENT_ID_NOT_VALID, "")).await;
             return None;
         }
         let id = format!("alicia-{:016x}", shared.new_session_id() ^ random_u64());
@@ -151,9 +152,11 @@ where
     };
     let max_conn = shared.config.max_connections as u64;
     if max_conn > 0 && shared.stats.clients_connected.load(Ordering::Relaxed) >= max_conn {
-        let _ = stream
-            .write_all(&refuse(reason::QUOTA_EXCEEDED, "too many connections"))
-            .await;
+        let _ = write_out(
+            stream,
+            &refuse(reason::QUOTA_EXCEEDED, "too many connections"),
+        )
+        .await;
         return None;
     }
 
@@ -225,12 +228,11 @@ where
             None => {
                 waited += 1;
                 if waited > 500 {
-                    let _ = stream
-                        .write_all(&refuse(
-                            reason::SERVER_BUSY,
-                            "previous connection did not end",
-                        ))
-                        .await;
+                    let _ = write_out(
+                        stream,
+                        &refuse(reason::SERVER_BUSY, "previous connection did not end"),
+                    )
+                    .await;
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -294,6 +296,12 @@ where
     Some(conn)
 }
 
+/// Writes and flushes: TLS and WebSocket streams buffer until flushed.
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, buf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
+}
+
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -348,7 +356,7 @@ impl Conn {
         self.pump();
         loop {
             while !self.wbuf.is_empty() {
-                if let Err(e) = stream.write_all(&self.wbuf).await {
+                if let Err(e) = write_out(stream, &self.wbuf).await {
                     tracing::debug!(client = %self.client_id, error = %e, "write failed");
                     return End::Closed;
                 }
@@ -844,7 +852,7 @@ impl Conn {
             if self.protocol.is_v5() {
                 self.wbuf.clear();
                 self.send(Packet::Disconnect(Disconnect::with_reason(code, why)));
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&self.wbuf))
+                let _ = tokio::time::timeout(Duration::from_secs(1), write_out(stream, &self.wbuf))
                     .await;
             }
         }

@@ -13,12 +13,15 @@ mod broker;
 pub mod config;
 mod connection;
 pub mod index;
+pub mod listener;
 pub mod message;
 pub mod outbox;
 pub mod retained;
 pub mod session;
 pub mod stats;
+mod ws;
 
-pub use broker::{Broker, Listener};
+pub use broker::Broker;
 pub use config::Config;
+pub use listener::{ConnInfo, Listener, ListenerConfig, TlsFiles, Transport};
 pub use stats::Stats;

@@ -1,0 +1,316 @@
+//! Listeners: plain TCP, TLS (rustls, optional client certificates), and WebSockets over
+//! either. Each accepted socket goes through the transport layers its listener asks for and
+//! then into [`crate::connection::serve`], which sees only a byte stream and a [`ConnInfo`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::broker::Shared;
+
+/// How MQTT is carried on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// MQTT directly on TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT inside WebSocket binary frames (on TCP or TLS).
+    WebSockets,
+}
+
+/// TLS settings of a listener, in Mosquitto's terms.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificates (PEM) that client certificates must chain to.
+    pub cafile: Option<PathBuf>,
+    /// Server certificate chain (PEM).
+    pub certfile: PathBuf,
+    /// Server private key (PEM).
+    pub keyfile: PathBuf,
+    /// Refuse clients without a certificate signed by `cafile`.
+    pub require_certificate: bool,
+    /// Use the client certificate's Common Name as the MQTT username.
+    pub use_identity_as_username: bool,
+    /// Certificate revocation lists (PEM) checked for client certificates.
+    pub crlfile: Option<PathBuf>,
+}
+
+/// One listener's settings.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address and port (port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// MQTT or WebSockets.
+    pub transport: Transport,
+    /// TLS, if the listener is encrypted.
+    pub tls: Option<TlsFiles>,
+}
+
+impl ListenerConfig {
+    /// A plain MQTT-over-TCP listener.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        ListenerConfig {
+            addr,
+            transport: Transport::Mqtt,
+            tls: None,
+        }
+    }
+}
+
+/// What a connection knows about how it arrived.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Local address of the listener.
+    pub local: SocketAddr,
+    /// Common Name of a verified client certificate, when the listener uses it as identity.
+    pub cert_identity: Option<String>,
+    /// Whether a verified client certificate was presented.
+    pub has_certificate: bool,
+}
+
+/// Why TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or parsed.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// rustls refused the combination.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+fn file_err(path: &std::path::Path, why: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// Builds a rustls server configuration from Mosquitto-style files.
+pub fn server_config(t: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.certfile)
+        .map_err(|e| file_err(&t.certfile, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(&t.certfile, e))?;
+    if certs.is_empty() {
+        return Err(file_err(&t.certfile, "no certificate found"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&t.keyfile).map_err(|e| file_err(&t.keyfile, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match &t.cafile {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
+                roots
+                    .add(cert.map_err(|e| file_err(ca, e))?)
+                    .map_err(|e| file_err(ca, e))?;
+            }
+            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crl) = &t.crlfile {
+                let crls: Vec<CertificateRevocationListDer<'static>> =
+                    CertificateRevocationListDer::pem_file_iter(crl)
+                        .map_err(|e| file_err(crl, e))?
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| file_err(crl, e))?;
+                v = v.with_crls(crls);
+            }
+            if !t.require_certificate {
+                v = v.allow_unauthenticated();
+            }
+            builder
+                .with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
+        }
+        None if t.require_certificate => {
+            return Err(TlsError::Rustls(
+                "require_certificate needs a cafile".into(),
+            ));
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// The Common Name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
+}
+
+/// A bound listener; [`Listener::serve`] accepts connections until its task is dropped.
+pub struct Listener {
+    inner: TcpListener,
+    config: ListenerConfig,
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    shared: Arc<Shared>,
+}
+
+impl Listener {
+    pub(crate) async fn bind(shared: Arc<Shared>, config: ListenerConfig) -> io::Result<Listener> {
+        let tls = match &config.tls {
+            Some(files) => {
+                let sc = server_config(files).map_err(io::Error::other)?;
+                Some(Arc::new(ArcSwap::from_pointee(TlsAcceptor::from(
+                    Arc::new(sc),
+                ))))
+            }
+            None => None,
+        };
+        let inner = TcpListener::bind(config.addr).await?;
+        Ok(Listener {
+            inner,
+            config,
+            tls,
+            shared,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// A handle that replaces this listener's certificates (for reloads). `None` for plain
+    /// listeners.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        Some(TlsReloader {
+            files: self.config.tls.clone()?,
+            acceptor: self.tls.clone()?,
+        })
+    }
+
+    /// Accepts connections forever, one task each.
+    pub async fn serve(self) -> io::Result<()> {
+        let local = self.inner.local_addr()?;
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let transport = self.config.transport;
+            let identity = self
+                .config
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.use_identity_as_username);
+            let acceptor = self.tls.as_ref().map(|a| a.load_full());
+            tokio::spawn(async move {
+                let info = ConnInfo {
+                    peer,
+                    local,
+                    cert_identity: None,
+                    has_certificate: false,
+                };
+                let handshake = Duration::from_secs(shared.config.connect_timeout);
+                match acceptor {
+                    None => over_transport(shared, stream, info, transport).await,
+                    Some(acceptor) => {
+                        let tls =
+                            match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                        let cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.to_vec());
+                        let mut info = info;
+                        info.has_certificate = cert.is_some();
+                        if identity {
+                            info.cert_identity = cert.as_deref().and_then(common_name);
+                        }
+                        over_transport(shared, tls, info, transport).await
+                    }
+                }
+            });
+        }
+    }
+}
+
+async fn over_transport<S>(shared: Arc<Shared>, stream: S, info: ConnInfo, transport: Transport)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match transport {
+        Transport::Mqtt => crate::connection::serve(shared, stream, info).await,
+        Transport::WebSockets => {
+            let handshake = Duration::from_secs(shared.config.connect_timeout);
+            match tokio::time::timeout(handshake, crate::ws::accept(stream)).await {
+                Ok(Ok(ws)) => crate::connection::serve(shared, ws, info).await,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %info.peer, error = %e, "WebSocket handshake failed")
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Replaces a TLS listener's certificates atomically: on any error the old ones stay.
+#[derive(Clone)]
+pub struct TlsReloader {
+    files: TlsFiles,
+    acceptor: Arc<ArcSwap<TlsAcceptor>>,
+}
+
+impl TlsReloader {
+    /// Reads the certificate files again and, if they load, uses them for new connections.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let sc = server_config(&self.files)?;
+        self.acceptor
+            .store(Arc::new(TlsAcceptor::from(Arc::new(sc))));
+        Ok(())
+    }
+}
+
+/// Keeps generic code honest about what a transport stream must offer.
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+#[allow(dead_code)]
+fn _assert_stream(_: impl ByteStream) {}
+#[allow(dead_code)]
+fn _tcp_is_stream(s: TcpStream) {
+    _assert_stream(s)
+}
