@@ -16,8 +16,10 @@ use crate::listener::{Listener, ListenerConfig};
 use crate::message::{Delivery, Message};
 use crate::outbox::SessionHandle;
 use crate::retained::Retained;
+use crate::security::{AllowAll, Security};
 use crate::session::SessionState;
 use crate::stats::Stats;
+use arc_swap::ArcSwap;
 
 /// Deliveries produced by one read batch, grouped by target session so each outbox is locked
 /// (and its connection woken) once per batch instead of once per message.
@@ -39,8 +41,7 @@ impl Batch {
             self.targets.iter().position(|(s, _)| s.id == session.id)
         } else {
             if self.by_id.is_empty() {
-                self.by_id
-                    .extend(self.targets.iter().enumerate().map(|(i, (s, _))| (s.id, i)));
+                self.by_id.extend(self.targets.iter().enumerate().map(|(i, (s, _))| (s.id, i)));
             }
             self.by_id.get(&session.id).copied()
         };
@@ -81,6 +82,7 @@ pub struct Shared {
     pub(crate) retained: Retained,
     pub(crate) stats: Arc<Stats>,
     pub(crate) registry: Mutex<HashMap<Arc<str>, Entry>>,
+    pub(crate) security: ArcSwap<Box<dyn Security>>,
     next_id: AtomicU64,
     started: Instant,
 }
@@ -102,10 +104,7 @@ impl Shared {
             self.retained.set(&msg);
         }
         let snapshot = self.index.snapshot();
-        let mut m = Matches {
-            subs: Vec::new(),
-            groups: Vec::new(),
-        };
+        let mut m = Matches { subs: Vec::new(), groups: Vec::new() };
         snapshot.matches(&msg.topic, &mut m);
         let mut reached = 0;
         let subs = &mut m.subs;
@@ -160,10 +159,8 @@ impl Shared {
     pub(crate) fn publish_will(&self, will: Will) {
         let mut properties = will.properties;
         properties.will_delay_interval = None;
-        let expires_at = properties
-            .message_expiry_interval
-            .take()
-            .map(|s| Instant::now() + Duration::from_secs(s as u64));
+        let expires_at =
+            properties.message_expiry_interval.take().map(|s| Instant::now() + Duration::from_secs(s as u64));
         let msg = Message {
             topic: will.topic,
             payload: will.payload,
@@ -230,8 +227,7 @@ impl Shared {
 
     fn still_parked(&self, client_id: &str, generation: u64) -> bool {
         let reg = self.registry.lock();
-        reg.get(client_id)
-            .is_some_and(|e| e.generation == generation && e.active.is_none())
+        reg.get(client_id).is_some_and(|e| e.generation == generation && e.active.is_none())
     }
 
     /// Seconds since start.
@@ -256,10 +252,17 @@ impl Broker {
                 retained: Retained::default(),
                 stats: Arc::new(Stats::default()),
                 registry: Mutex::new(HashMap::new()),
+                security: ArcSwap::from_pointee(Box::new(AllowAll)),
                 next_id: AtomicU64::new(1),
                 started: Instant::now(),
             }),
         }
+    }
+
+    /// Replaces the authentication and authorisation in force. Connections already
+    /// established keep their identity; every later decision uses the new rules.
+    pub fn set_security(&self, security: Box<dyn Security>) {
+        self.shared.security.store(Arc::new(security));
     }
 
     /// Counters of this broker.

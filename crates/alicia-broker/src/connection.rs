@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alicia_codec::{
-    decode, encode, encode_publish, publish_len, reason, topic, Ack, ByteString, BytesMut, ConnAck,
-    Connect, DecodeError, Disconnect, EncodeError, Packet, Properties, Protocol, Publish,
-    PublishOut, QoS, RetainHandling, SubAck, Subscribe, Unsubscribe, Will,
+    decode, encode, encode_publish, publish_len, reason, topic, Ack, ByteString, BytesMut, ConnAck, Connect,
+    DecodeError, Disconnect, EncodeError, Packet, Properties, Protocol, Publish, PublishOut, QoS, RetainHandling,
+    SubAck, Subscribe, Unsubscribe, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -24,6 +24,7 @@ use crate::broker::{delivery_properties, Batch, Entry, Shared};
 use crate::index::Sub;
 use crate::listener::ConnInfo;
 use crate::message::{Delivery, Message};
+use crate::security::{Access, Credentials};
 use crate::session::{Inflight, SessionState, Stage, Subscription};
 
 /// Flush the write buffer once it holds this much.
@@ -68,11 +69,7 @@ where
 }
 
 /// Reads the first packet, which must be CONNECT.
-async fn read_connect<S>(
-    shared: &Shared,
-    stream: &mut S,
-    rbuf: &mut BytesMut,
-) -> Result<Box<Connect>, &'static str>
+async fn read_connect<S>(shared: &Shared, stream: &mut S, rbuf: &mut BytesMut) -> Result<Box<Connect>, &'static str>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -97,19 +94,11 @@ where
             }
         }
     };
-    tokio::time::timeout(deadline, read)
-        .await
-        .unwrap_or(Err("no CONNECT in time"))
+    tokio::time::timeout(deadline, read).await.unwrap_or(Err("no CONNECT in time"))
 }
 
 /// Validates CONNECT, takes over or creates the session and sends CONNACK.
-async fn accept<S>(
-    shared: &Arc<Shared>,
-    stream: &mut S,
-    c: Connect,
-    rbuf: BytesMut,
-    info: &ConnInfo,
-) -> Option<Conn>
+async fn accept<S>(shared: &Arc<Shared>, stream: &mut S, c: Connect, rbuf: BytesMut, info: &ConnInfo) -> Option<Conn>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -118,10 +107,7 @@ where
     let v5 = protocol.is_v5();
     let refuse = |code: u8, why: &str| {
         let mut out = BytesMut::new();
-        let mut ack = ConnAck {
-            reason: code,
-            ..ConnAck::default()
-        };
+        let mut ack = ConnAck { reason: code, ..ConnAck::default() };
         if v5 {
             ack.properties.reason_string = Some(why.into());
         }
@@ -129,10 +115,7 @@ where
         out
     };
     if c.properties.authentication_method.is_some() {
-        let out = refuse(
-            reason::BAD_AUTH_METHOD,
-            "enhanced authentication is not supported",
-        );
+        let out = refuse(reason::BAD_AUTH_METHOD, "enhanced authentication is not supported");
         let _ = write_out(stream, &out).await;
         return None;
     }
@@ -152,13 +135,35 @@ where
     };
     let max_conn = shared.config.max_connections as u64;
     if max_conn > 0 && shared.stats.clients_connected.load(Ordering::Relaxed) >= max_conn {
-        let _ = write_out(
-            stream,
-            &refuse(reason::QUOTA_EXCEEDED, "too many connections"),
-        )
-        .await;
+        let _ = write_out(stream, &refuse(reason::QUOTA_EXCEEDED, "too many connections")).await;
         return None;
     }
+
+    let username = {
+        let security = shared.security.load();
+        let creds = Credentials {
+            client_id: &client_id,
+            username: c.username.as_deref(),
+            password: c.password.as_deref(),
+            info,
+        };
+        let username = match security.authenticate(&creds) {
+            Ok(u) => u,
+            Err(r) => {
+                tracing::info!(client = %client_id, %peer, why = %r.why, "connection refused");
+                let _ = write_out(stream, &refuse(r.reason, &r.why)).await;
+                return None;
+            }
+        };
+        if let Some(w) = &c.will {
+            if !security.authorize(&client_id, username.as_deref(), Access::Write, &w.topic) {
+                tracing::info!(client = %client_id, %peer, topic = %w.topic, "will topic not authorised");
+                let _ = write_out(stream, &refuse(reason::NOT_AUTHORIZED, "will topic not authorised")).await;
+                return None;
+            }
+        }
+        username.map(Arc::<str>::from)
+    };
 
     // Keep alive: a v5 client asking for more than allowed (or for none) is told the maximum.
     let max_ka = shared.config.max_keepalive;
@@ -203,14 +208,7 @@ where
                     Some((e.parked.take(), e.generation))
                 }
                 None => {
-                    reg.insert(
-                        client_id.clone(),
-                        Entry {
-                            generation: 1,
-                            active: Some(kick.clone()),
-                            parked: None,
-                        },
-                    );
+                    reg.insert(client_id.clone(), Entry { generation: 1, active: Some(kick.clone()), parked: None });
                     Some((None, 1))
                 }
             }
@@ -218,21 +216,12 @@ where
         match taken {
             Some((Some(s), generation)) if !c.clean_start => break (s, true, generation, None),
             Some((old, generation)) => {
-                break (
-                    SessionState::new(shared.new_handle(client_id.clone())),
-                    false,
-                    generation,
-                    old,
-                )
+                break (SessionState::new(shared.new_handle(client_id.clone())), false, generation, old)
             }
             None => {
                 waited += 1;
                 if waited > 500 {
-                    let _ = write_out(
-                        stream,
-                        &refuse(reason::SERVER_BUSY, "previous connection did not end"),
-                    )
-                    .await;
+                    let _ = write_out(stream, &refuse(reason::SERVER_BUSY, "previous connection did not end")).await;
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -254,10 +243,7 @@ where
         }
     }
     let client_receive_max = if v5 {
-        c.properties
-            .receive_maximum
-            .unwrap_or(u16::MAX)
-            .min(shared.config.max_inflight.max(1))
+        c.properties.receive_maximum.unwrap_or(u16::MAX).min(shared.config.max_inflight.max(1))
     } else {
         shared.config.max_inflight.max(1)
     };
@@ -265,6 +251,7 @@ where
         shared: shared.clone(),
         protocol,
         client_id,
+        username,
         peer,
         rbuf,
         wbuf: BytesMut::with_capacity(4096),
@@ -284,11 +271,7 @@ where
         sent: 0,
         batch: Batch::default(),
     };
-    conn.send(Packet::ConnAck(ConnAck {
-        session_present: present,
-        reason: 0,
-        properties: props,
-    }));
+    conn.send(Packet::ConnAck(ConnAck { session_present: present, reason: 0, properties: props }));
     tracing::debug!(client = %conn.client_id, %peer, ?protocol, present, "connected");
     if present {
         conn.resend_inflight();
@@ -314,6 +297,8 @@ struct Conn {
     shared: Arc<Shared>,
     protocol: Protocol,
     client_id: Arc<str>,
+    /// User name that authorisation uses (certificate identity or CONNECT user name).
+    username: Option<Arc<str>>,
     peer: SocketAddr,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -343,11 +328,7 @@ impl Conn {
         let handle = self.session.handle.clone();
         let kick = self.kick.clone();
         let keep_alive = self.keep_alive;
-        let sleep = tokio::time::sleep(if keep_alive.is_zero() {
-            Duration::from_secs(86400)
-        } else {
-            keep_alive
-        });
+        let sleep = tokio::time::sleep(if keep_alive.is_zero() { Duration::from_secs(86400) } else { keep_alive });
         tokio::pin!(sleep);
         // Bytes of the CONNECT read may already hold further packets.
         if let Some(end) = self.process_input() {
@@ -360,10 +341,7 @@ impl Conn {
                     tracing::debug!(client = %self.client_id, error = %e, "write failed");
                     return End::Closed;
                 }
-                self.shared
-                    .stats
-                    .bytes_sent
-                    .fetch_add(self.wbuf.len() as u64, Ordering::Relaxed);
+                self.shared.stats.bytes_sent.fetch_add(self.wbuf.len() as u64, Ordering::Relaxed);
                 self.wbuf.clear();
                 self.pump();
             }
@@ -406,9 +384,7 @@ impl Conn {
     fn flush_counters(&mut self) {
         let stats = &self.shared.stats;
         if self.received > 0 {
-            stats
-                .messages_received
-                .fetch_add(self.received, Ordering::Relaxed);
+            stats.messages_received.fetch_add(self.received, Ordering::Relaxed);
             self.received = 0;
         }
         if self.sent > 0 {
@@ -482,11 +458,7 @@ impl Conn {
                     }
                     self.session.inflight[i].stage = Stage::Released;
                 }
-                self.send(Packet::PubRel(Ack {
-                    packet_id: a.packet_id,
-                    reason,
-                    properties: Properties::default(),
-                }));
+                self.send(Packet::PubRel(Ack { packet_id: a.packet_id, reason, properties: Properties::default() }));
             }
             Packet::PubComp(a) => {
                 if let Some(i) = self.session.find(a.packet_id) {
@@ -496,16 +468,9 @@ impl Conn {
                 }
             }
             Packet::PubRel(a) => {
-                let reason = if self.session.incoming_qos2.remove(&a.packet_id) {
-                    0
-                } else {
-                    reason::PACKET_ID_NOT_FOUND
-                };
-                self.send(Packet::PubComp(Ack {
-                    packet_id: a.packet_id,
-                    reason,
-                    properties: Properties::default(),
-                }));
+                let reason =
+                    if self.session.incoming_qos2.remove(&a.packet_id) { 0 } else { reason::PACKET_ID_NOT_FOUND };
+                self.send(Packet::PubComp(Ack { packet_id: a.packet_id, reason, properties: Properties::default() }));
             }
             Packet::Subscribe(s) => return self.on_subscribe(s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
@@ -520,25 +485,15 @@ impl Conn {
                     }
                     self.session.expiry = new.min(self.shared.config.max_session_expiry);
                 }
-                return Some(End::Disconnect {
-                    will: d.reason == reason::DISCONNECT_WITH_WILL,
-                });
+                return Some(End::Disconnect { will: d.reason == reason::DISCONNECT_WITH_WILL });
             }
-            Packet::Connect(_) => {
-                return Some(End::Violation(reason::PROTOCOL_ERROR, "second CONNECT"))
-            }
+            Packet::Connect(_) => return Some(End::Violation(reason::PROTOCOL_ERROR, "second CONNECT")),
             Packet::Auth(_) => {
-                return Some(End::Violation(
-                    reason::PROTOCOL_ERROR,
-                    "AUTH without an authentication method",
-                ))
+                return Some(End::Violation(reason::PROTOCOL_ERROR, "AUTH without an authentication method"))
             }
             other => {
                 tracing::debug!(client = %self.client_id, packet = other.name(), "unexpected packet from client");
-                return Some(End::Violation(
-                    reason::PROTOCOL_ERROR,
-                    "packet type not sent by clients",
-                ));
+                return Some(End::Violation(reason::PROTOCOL_ERROR, "packet type not sent by clients"));
             }
         }
         None
@@ -547,20 +502,12 @@ impl Conn {
     fn on_publish(&mut self, mut p: Publish) -> Option<End> {
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.shared.config.topic_alias_maximum {
-                return Some(End::Violation(
-                    reason::TOPIC_ALIAS_INVALID,
-                    "topic alias out of range",
-                ));
+                return Some(End::Violation(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
             }
             if p.topic.is_empty() {
                 match self.in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => {
-                        return Some(End::Violation(
-                            reason::PROTOCOL_ERROR,
-                            "unknown topic alias",
-                        ))
-                    }
+                    None => return Some(End::Violation(reason::PROTOCOL_ERROR, "unknown topic alias")),
                 }
             } else {
                 self.in_aliases.insert(alias, p.topic.clone());
@@ -569,6 +516,25 @@ impl Conn {
         self.received += 1;
         let qos = p.qos;
         let packet_id = p.packet_id;
+        let allowed =
+            self.shared.security.load().authorize(&self.client_id, self.username.as_deref(), Access::Write, &p.topic);
+        if !allowed {
+            tracing::debug!(client = %self.client_id, topic = %p.topic, "publish not authorised");
+            // MQTT 5 says why; 3.1.1 has no way to, so the message is acknowledged and dropped.
+            let reason = if self.protocol.is_v5() { reason::NOT_AUTHORIZED } else { 0 };
+            let ack = Ack { packet_id, reason, properties: Properties::default() };
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.send(Packet::PubAck(ack)),
+                QoS::ExactlyOnce => {
+                    if reason == 0 {
+                        self.session.incoming_qos2.insert(packet_id);
+                    }
+                    self.send(Packet::PubRec(ack));
+                }
+            }
+            return None;
+        }
         if qos == QoS::ExactlyOnce {
             if self.session.incoming_qos2.contains(&packet_id) {
                 // A resend of a message we already have: acknowledge, do not route again.
@@ -576,18 +542,13 @@ impl Conn {
                 return None;
             }
             if self.session.incoming_qos2.len() >= self.shared.config.receive_maximum as usize {
-                return Some(End::Violation(
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                    "receive maximum exceeded",
-                ));
+                return Some(End::Violation(reason::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
             }
         }
         let mut properties = p.properties;
         properties.subscription_identifiers.clear();
-        let expires_at = properties
-            .message_expiry_interval
-            .take()
-            .map(|s| Instant::now() + Duration::from_secs(s as u64));
+        let expires_at =
+            properties.message_expiry_interval.take().map(|s| Instant::now() + Duration::from_secs(s as u64));
         let msg = Message {
             topic: p.topic,
             payload: p.payload,
@@ -598,25 +559,13 @@ impl Conn {
             origin: self.session.handle.id,
         };
         let reached = self.shared.route(Arc::new(msg), &mut self.batch);
-        let reason = if reached == 0 && self.protocol.is_v5() {
-            reason::NO_MATCHING_SUBSCRIBERS
-        } else {
-            0
-        };
+        let reason = if reached == 0 && self.protocol.is_v5() { reason::NO_MATCHING_SUBSCRIBERS } else { 0 };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(Ack {
-                packet_id,
-                reason,
-                properties: Properties::default(),
-            })),
+            QoS::AtLeastOnce => self.send(Packet::PubAck(Ack { packet_id, reason, properties: Properties::default() })),
             QoS::ExactlyOnce => {
                 self.session.incoming_qos2.insert(packet_id);
-                self.send(Packet::PubRec(Ack {
-                    packet_id,
-                    reason,
-                    properties: Properties::default(),
-                }));
+                self.send(Packet::PubRec(Ack { packet_id, reason, properties: Properties::default() }));
             }
         }
         None
@@ -632,40 +581,31 @@ impl Conn {
                 Ok(f) => f,
                 Err(why) => {
                     tracing::debug!(client = %self.client_id, filter = %raw, why, "invalid topic filter");
-                    reasons.push(if v5 {
-                        reason::TOPIC_FILTER_INVALID
-                    } else {
-                        0x80
-                    });
+                    reasons.push(if v5 { reason::TOPIC_FILTER_INVALID } else { 0x80 });
                     continue;
                 }
             };
             if parsed.group.is_some() && options.no_local {
-                return Some(End::Violation(
-                    reason::PROTOCOL_ERROR,
-                    "no local on a shared subscription",
-                ));
+                return Some(End::Violation(reason::PROTOCOL_ERROR, "no local on a shared subscription"));
             }
             if self.shared.config.deny_subscribe.iter().any(|d| d == &*raw) {
                 reasons.push(reason::UNSPECIFIED_ERROR);
                 continue;
             }
-            let sub = Sub {
-                session: self.session.handle.clone(),
-                options,
-                id: sub_id,
-            };
-            let existed = self
-                .shared
-                .index
-                .subscribe(parsed.group, parsed.filter, sub);
-            self.session.subscriptions.insert(
-                raw.to_string(),
-                Subscription {
-                    options,
-                    id: sub_id,
-                },
+            let allowed = self.shared.security.load().authorize(
+                &self.client_id,
+                self.username.as_deref(),
+                Access::Subscribe,
+                parsed.filter,
             );
+            if !allowed {
+                tracing::debug!(client = %self.client_id, filter = %raw, "subscription not authorised");
+                reasons.push(if v5 { reason::NOT_AUTHORIZED } else { 0x80 });
+                continue;
+            }
+            let sub = Sub { session: self.session.handle.clone(), options, id: sub_id };
+            let existed = self.shared.index.subscribe(parsed.group, parsed.filter, sub);
+            self.session.subscriptions.insert(raw.to_string(), Subscription { options, id: sub_id });
             reasons.push(options.qos as u8);
             let send_retained = parsed.group.is_none()
                 && match options.retain_handling {
@@ -684,11 +624,7 @@ impl Conn {
                 }
             }
         }
-        self.send(Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            properties: Properties::default(),
-            reasons,
-        }));
+        self.send(Packet::SubAck(SubAck { packet_id: s.packet_id, properties: Properties::default(), reasons }));
         // Retained messages go out after the SUBACK, ahead of anything queued later.
         for d in retained.into_iter().rev() {
             self.session.pending.push_front(d);
@@ -701,21 +637,11 @@ impl Conn {
         for raw in u.filters {
             let existed = self.session.subscriptions.remove(&*raw).is_some();
             if let Ok(f) = topic::parse_filter(&raw) {
-                self.shared
-                    .index
-                    .unsubscribe(f.group, f.filter, self.session.handle.id);
+                self.shared.index.unsubscribe(f.group, f.filter, self.session.handle.id);
             }
-            reasons.push(if existed {
-                0
-            } else {
-                reason::NO_SUBSCRIPTION_EXISTED
-            });
+            reasons.push(if existed { 0 } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
-        self.send(Packet::UnsubAck(SubAck {
-            packet_id: u.packet_id,
-            properties: Properties::default(),
-            reasons,
-        }));
+        self.send(Packet::UnsubAck(SubAck { packet_id: u.packet_id, properties: Properties::default(), reasons }));
     }
 
     /// Moves queued deliveries to the wire as far as flow control and the write buffer allow.
@@ -724,18 +650,22 @@ impl Conn {
             self.session.handle.drain_into(&mut self.session.pending);
         }
         let now = Instant::now();
+        let security = self.shared.security.load();
+        let check_reads = security.checks_reads();
         while self.wbuf.len() < WRITE_HIGH_WATER {
             let Some(front) = self.session.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce
-                && self.session.inflight.len() >= self.client_receive_max
-            {
+            if front.qos != QoS::AtMostOnce && self.session.inflight.len() >= self.client_receive_max {
                 break;
             }
             let d = self.session.pending.pop_front().expect("front exists");
             if d.msg.expired(now) {
                 self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if check_reads && !security.authorize(&self.client_id, self.username.as_deref(), Access::Read, &d.msg.topic)
+            {
                 continue;
             }
             self.send_publish(d, now);
@@ -757,11 +687,7 @@ impl Conn {
                 new_alias = true;
             }
         }
-        let topic: &str = if alias.is_some() && !new_alias {
-            ""
-        } else {
-            &msg.topic
-        };
+        let topic: &str = if alias.is_some() && !new_alias { "" } else { &msg.topic };
         let extra = expiry.is_some() || alias.is_some() || !d.sub_ids.is_empty();
         let owned;
         let properties = if v5 && extra {
@@ -785,8 +711,7 @@ impl Conn {
             return;
         }
         if new_alias {
-            self.out_aliases
-                .insert(msg.topic.clone(), alias.expect("alias chosen"));
+            self.out_aliases.insert(msg.topic.clone(), alias.expect("alias chosen"));
         }
         if d.qos != QoS::AtMostOnce {
             out.packet_id = self.session.next_id();
@@ -795,11 +720,7 @@ impl Conn {
         self.sent += 1;
         if d.qos != QoS::AtMostOnce {
             let id = out.packet_id;
-            self.session.inflight.push_back(Inflight {
-                id,
-                delivery: d,
-                stage: Stage::Published,
-            });
+            self.session.inflight.push_back(Inflight { id, delivery: d, stage: Stage::Published });
         }
     }
 
@@ -842,18 +763,14 @@ impl Conn {
         let notice = match end {
             End::Violation(code, why) => Some((code, why)),
             End::KeepAlive => Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout")),
-            End::TakenOver => Some((
-                reason::SESSION_TAKEN_OVER,
-                "another connection took over this client id",
-            )),
+            End::TakenOver => Some((reason::SESSION_TAKEN_OVER, "another connection took over this client id")),
             End::Disconnect { .. } | End::Closed => None,
         };
         if let Some((code, why)) = notice {
             if self.protocol.is_v5() {
                 self.wbuf.clear();
                 self.send(Packet::Disconnect(Disconnect::with_reason(code, why)));
-                let _ = tokio::time::timeout(Duration::from_secs(1), write_out(stream, &self.wbuf))
-                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), write_out(stream, &self.wbuf)).await;
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -904,9 +821,7 @@ impl Conn {
 /// which are the first thing to go when a packet would be too large.
 fn strip_problem_info(p: &mut Packet) {
     let props = match p {
-        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-            &mut a.properties
-        }
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => &mut a.properties,
         Packet::SubAck(s) | Packet::UnsubAck(s) => &mut s.properties,
         Packet::Disconnect(d) => &mut d.properties,
         _ => return,

@@ -173,13 +173,7 @@ impl Index {
                     } else {
                         members.push(sub.clone());
                     }
-                    node.groups.push((
-                        g.into(),
-                        Arc::new(Group {
-                            members,
-                            next: AtomicUsize::new(0),
-                        }),
-                    ));
+                    node.groups.push((g.into(), Arc::new(Group { members, next: AtomicUsize::new(0) })));
                 }
             }
         });
@@ -194,38 +188,24 @@ impl Index {
     pub fn unsubscribe(&self, group: Option<&str>, filter: &str, session_id: u64) -> bool {
         let _w = self.writer.lock();
         let mut existed = false;
-        let root = update(
-            Some(&self.root.load()),
-            &levels(filter),
-            &mut |node| match group {
-                None => {
-                    let before = node.subs.len();
-                    node.subs.retain(|s| s.session.id != session_id);
-                    existed = node.subs.len() != before;
-                }
-                Some(g) => {
-                    if let Some(i) = node.groups.iter().position(|(n, _)| &**n == g) {
-                        let (name, old) = node.groups.remove(i);
-                        let members: Vec<Sub> = old
-                            .members
-                            .iter()
-                            .filter(|s| s.session.id != session_id)
-                            .cloned()
-                            .collect();
-                        existed = members.len() != old.members.len();
-                        if !members.is_empty() {
-                            node.groups.push((
-                                name,
-                                Arc::new(Group {
-                                    members,
-                                    next: AtomicUsize::new(0),
-                                }),
-                            ));
-                        }
+        let root = update(Some(&self.root.load()), &levels(filter), &mut |node| match group {
+            None => {
+                let before = node.subs.len();
+                node.subs.retain(|s| s.session.id != session_id);
+                existed = node.subs.len() != before;
+            }
+            Some(g) => {
+                if let Some(i) = node.groups.iter().position(|(n, _)| &**n == g) {
+                    let (name, old) = node.groups.remove(i);
+                    let members: Vec<Sub> =
+                        old.members.iter().filter(|s| s.session.id != session_id).cloned().collect();
+                    existed = members.len() != old.members.len();
+                    if !members.is_empty() {
+                        node.groups.push((name, Arc::new(Group { members, next: AtomicUsize::new(0) })));
                     }
                 }
-            },
-        );
+            }
+        });
         if existed {
             self.root.store(root);
             self.count.fetch_sub(1, Ordering::Relaxed);

@@ -60,11 +60,7 @@ pub struct ListenerConfig {
 impl ListenerConfig {
     /// A plain MQTT-over-TCP listener.
     pub fn tcp(addr: SocketAddr) -> Self {
-        ListenerConfig {
-            addr,
-            transport: Transport::Mqtt,
-            tls: None,
-        }
+        ListenerConfig { addr, transport: Transport::Mqtt, tls: None }
     }
 }
 
@@ -98,10 +94,7 @@ pub enum TlsError {
 }
 
 fn file_err(path: &std::path::Path, why: impl ToString) -> TlsError {
-    TlsError::File {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
+    TlsError::File { path: path.to_path_buf(), why: why.to_string() }
 }
 
 /// Builds a rustls server configuration from Mosquitto-style files.
@@ -122,47 +115,33 @@ pub fn server_config(t: &TlsFiles) -> Result<ServerConfig, TlsError> {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
-                roots
-                    .add(cert.map_err(|e| file_err(ca, e))?)
-                    .map_err(|e| file_err(ca, e))?;
+                roots.add(cert.map_err(|e| file_err(ca, e))?).map_err(|e| file_err(ca, e))?;
             }
             let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             if let Some(crl) = &t.crlfile {
-                let crls: Vec<CertificateRevocationListDer<'static>> =
-                    CertificateRevocationListDer::pem_file_iter(crl)
-                        .map_err(|e| file_err(crl, e))?
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| file_err(crl, e))?;
+                let crls: Vec<CertificateRevocationListDer<'static>> = CertificateRevocationListDer::pem_file_iter(crl)
+                    .map_err(|e| file_err(crl, e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| file_err(crl, e))?;
                 v = v.with_crls(crls);
             }
             if !t.require_certificate {
                 v = v.allow_unauthenticated();
             }
-            builder
-                .with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
+            builder.with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
         }
         None if t.require_certificate => {
-            return Err(TlsError::Rustls(
-                "require_certificate needs a cafile".into(),
-            ));
+            return Err(TlsError::Rustls("require_certificate needs a cafile".into()));
         }
         None => builder.with_no_client_auth(),
     };
-    builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))
+    builder.with_single_cert(certs, key).map_err(|e| TlsError::Rustls(e.to_string()))
 }
 
 /// The Common Name of a DER certificate.
 pub fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
     Some(cn)
 }
 
@@ -179,19 +158,12 @@ impl Listener {
         let tls = match &config.tls {
             Some(files) => {
                 let sc = server_config(files).map_err(io::Error::other)?;
-                Some(Arc::new(ArcSwap::from_pointee(TlsAcceptor::from(
-                    Arc::new(sc),
-                ))))
+                Some(Arc::new(ArcSwap::from_pointee(TlsAcceptor::from(Arc::new(sc)))))
             }
             None => None,
         };
         let inner = TcpListener::bind(config.addr).await?;
-        Ok(Listener {
-            inner,
-            config,
-            tls,
-            shared,
-        })
+        Ok(Listener { inner, config, tls, shared })
     }
 
     /// The address actually bound.
@@ -202,10 +174,7 @@ impl Listener {
     /// A handle that replaces this listener's certificates (for reloads). `None` for plain
     /// listeners.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
-        Some(TlsReloader {
-            files: self.config.tls.clone()?,
-            acceptor: self.tls.clone()?,
-        })
+        Some(TlsReloader { files: self.config.tls.clone()?, acceptor: self.tls.clone()? })
     }
 
     /// Accepts connections forever, one task each.
@@ -224,38 +193,23 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             let transport = self.config.transport;
-            let identity = self
-                .config
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.use_identity_as_username);
+            let identity = self.config.tls.as_ref().is_some_and(|t| t.use_identity_as_username);
             let acceptor = self.tls.as_ref().map(|a| a.load_full());
             tokio::spawn(async move {
-                let info = ConnInfo {
-                    peer,
-                    local,
-                    cert_identity: None,
-                    has_certificate: false,
-                };
+                let info = ConnInfo { peer, local, cert_identity: None, has_certificate: false };
                 let handshake = Duration::from_secs(shared.config.connect_timeout);
                 match acceptor {
                     None => over_transport(shared, stream, info, transport).await,
                     Some(acceptor) => {
-                        let tls =
-                            match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::info!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => return,
-                            };
-                        let cert = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| c.to_vec());
+                        let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
                         let mut info = info;
                         info.has_certificate = cert.is_some();
                         if identity {
@@ -299,8 +253,7 @@ impl TlsReloader {
     /// Reads the certificate files again and, if they load, uses them for new connections.
     pub fn reload(&self) -> Result<(), TlsError> {
         let sc = server_config(&self.files)?;
-        self.acceptor
-            .store(Arc::new(TlsAcceptor::from(Arc::new(sc))));
+        self.acceptor.store(Arc::new(TlsAcceptor::from(Arc::new(sc))));
         Ok(())
     }
 }

@@ -35,12 +35,7 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(
-        id: u64,
-        client_id: Arc<str>,
-        limits: (usize, usize),
-        stats: Arc<Stats>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(id: u64, client_id: Arc<str>, limits: (usize, usize), stats: Arc<Stats>) -> Arc<Self> {
         Arc::new(SessionHandle {
             id,
             client_id,
@@ -62,22 +57,15 @@ impl SessionHandle {
 
     /// Queues several deliveries under one lock and with at most one wake-up.
     pub fn push_all(&self, ds: impl IntoIterator<Item = Delivery>) {
-        let limit = if self.online.load(Ordering::Relaxed) {
-            self.max_buffered
-        } else {
-            self.max_queued
-        };
+        let limit = if self.online.load(Ordering::Relaxed) { self.max_buffered } else { self.max_queued };
         let mut q = self.queue.lock();
         let was_empty = q.is_empty();
         let mut dropped = 0;
         for d in ds {
             if q.len() >= limit {
                 dropped += 1;
-                let victim = if d.qos == QoS::AtMostOnce {
-                    None
-                } else {
-                    q.iter().position(|x| x.qos == QoS::AtMostOnce)
-                };
+                let victim =
+                    if d.qos == QoS::AtMostOnce { None } else { q.iter().position(|x| x.qos == QoS::AtMostOnce) };
                 match victim {
                     Some(i) => {
                         q.remove(i);

@@ -38,17 +38,12 @@ where
             .flat_map(|v| v.split(','))
             .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
         if offers_mqtt {
-            resp.headers_mut()
-                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
         }
         Ok(resp)
     }
     let inner = tokio_tungstenite::accept_hdr_async(stream, select).await?;
-    Ok(WsStream {
-        inner,
-        read: Bytes::new(),
-        closed: false,
-    })
+    Ok(WsStream { inner, read: Bytes::new(), closed: false })
 }
 
 fn to_io(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
@@ -56,11 +51,7 @@ fn to_io(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             if !self.read.is_empty() {
                 let n = self.read.len().min(buf.remaining());
@@ -75,10 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 Some(Ok(Message::Binary(data))) => self.read = data,
                 // Text frames are not MQTT (MQTT 5 §6.0.0.1): treat as a broken connection.
                 Some(Ok(Message::Text(_))) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "text frame on MQTT WebSocket",
-                    )))
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "text frame on MQTT WebSocket")))
                 }
                 Some(Ok(Message::Close(_))) | None => self.closed = true,
                 Some(Ok(_)) => {} // ping/pong are answered by tungstenite
@@ -89,15 +77,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(Pin::new(&mut self.inner).poll_ready(cx)).map_err(to_io)?;
-        Pin::new(&mut self.inner)
-            .start_send(Message::binary(buf.to_vec()))
-            .map_err(to_io)?;
+        Pin::new(&mut self.inner).start_send(Message::binary(buf.to_vec())).map_err(to_io)?;
         Poll::Ready(Ok(buf.len()))
     }
 

@@ -38,32 +38,19 @@ pub fn peek_frame(buf: &[u8], max: usize) -> Result<Option<Frame>, DecodeError> 
         };
         remaining |= ((b & 0x7F) as usize) << (7 * i);
         if b & 0x80 == 0 {
-            let frame = Frame {
-                header: buf[0],
-                header_len: 2 + i,
-                remaining,
-            };
+            let frame = Frame { header: buf[0], header_len: 2 + i, remaining };
             if max > 0 && frame.total() > max {
-                return Err(DecodeError::TooLarge {
-                    size: frame.total(),
-                    max,
-                });
+                return Err(DecodeError::TooLarge { size: frame.total(), max });
             }
             return Ok(Some(frame));
         }
     }
-    Err(DecodeError::Malformed(
-        "remaining length longer than 4 bytes",
-    ))
+    Err(DecodeError::Malformed("remaining length longer than 4 bytes"))
 }
 
 /// Decodes one packet from the front of `buf`, consuming it. Returns `Ok(None)` when more bytes
 /// are needed. `protocol` is the version agreed by CONNECT (CONNECT itself carries its own).
-pub fn decode(
-    buf: &mut BytesMut,
-    protocol: Protocol,
-    max: usize,
-) -> Result<Option<Packet>, DecodeError> {
+pub fn decode(buf: &mut BytesMut, protocol: Protocol, max: usize) -> Result<Option<Packet>, DecodeError> {
     let Some(frame) = peek_frame(buf, max)? else {
         return Ok(None);
     };
@@ -101,16 +88,8 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
                 return Err(DecodeError::Malformed("reserved CONNACK flags"));
             }
             let reason = r.u8()?;
-            let properties = if v5 {
-                Properties::decode(&mut r, Ctx::ConnAck)?
-            } else {
-                Properties::default()
-            };
-            Packet::ConnAck(ConnAck {
-                session_present: ack_flags & 1 == 1,
-                reason,
-                properties,
-            })
+            let properties = if v5 { Properties::decode(&mut r, Ctx::ConnAck)? } else { Properties::default() };
+            Packet::ConnAck(ConnAck { session_present: ack_flags & 1 == 1, reason, properties })
         }
         3 => Packet::Publish(publish(flags, &mut r, v5)?),
         4 => {
@@ -136,26 +115,14 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
         9 => {
             fixed(0)?;
             let packet_id = r.u16()?;
-            let properties = if v5 {
-                Properties::decode(&mut r, Ctx::SubAck)?
-            } else {
-                Properties::default()
-            };
+            let properties = if v5 { Properties::decode(&mut r, Ctx::SubAck)? } else { Properties::default() };
             let reasons = r.rest().to_vec();
-            Packet::SubAck(SubAck {
-                packet_id,
-                properties,
-                reasons,
-            })
+            Packet::SubAck(SubAck { packet_id, properties, reasons })
         }
         10 => {
             fixed(2)?;
             let packet_id = nonzero_id(r.u16()?)?;
-            let properties = if v5 {
-                Properties::decode(&mut r, Ctx::Unsubscribe)?
-            } else {
-                Properties::default()
-            };
+            let properties = if v5 { Properties::decode(&mut r, Ctx::Unsubscribe)? } else { Properties::default() };
             let mut filters = Vec::new();
             while r.remaining() > 0 {
                 filters.push(r.string()?);
@@ -163,11 +130,7 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             if filters.is_empty() {
                 return Err(DecodeError::Protocol("UNSUBSCRIBE without topic filters"));
             }
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id,
-                properties,
-                filters,
-            })
+            Packet::Unsubscribe(Unsubscribe { packet_id, properties, filters })
         }
         11 => {
             fixed(0)?;
@@ -177,11 +140,7 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             } else {
                 (Properties::default(), Vec::new())
             };
-            Packet::UnsubAck(SubAck {
-                packet_id,
-                properties,
-                reasons,
-            })
+            Packet::UnsubAck(SubAck { packet_id, properties, reasons })
         }
         12 => {
             fixed(0)?;
@@ -256,51 +215,20 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Malformed("password without user name"));
     }
     let keep_alive = r.u16()?;
-    let properties = if v5 {
-        Properties::decode(r, Ctx::Connect)?
-    } else {
-        Properties::default()
-    };
+    let properties = if v5 { Properties::decode(r, Ctx::Connect)? } else { Properties::default() };
     let client_id = r.string()?;
     let will = if has_will {
-        let properties = if v5 {
-            Properties::decode(r, Ctx::Will)?
-        } else {
-            Properties::default()
-        };
+        let properties = if v5 { Properties::decode(r, Ctx::Will)? } else { Properties::default() };
         let topic = r.string()?;
         crate::topic::valid_name(&topic).map_err(DecodeError::TopicName)?;
         let payload = r.binary()?;
-        Some(Will {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties,
-        })
+        Some(Will { topic, payload, qos: will_qos, retain: will_retain, properties })
     } else {
         None
     };
-    let username = if has_username {
-        Some(r.string()?)
-    } else {
-        None
-    };
-    let password = if has_password {
-        Some(r.binary()?)
-    } else {
-        None
-    };
-    Ok(Connect {
-        protocol,
-        clean_start,
-        keep_alive,
-        client_id,
-        will,
-        username,
-        password,
-        properties,
-    })
+    let username = if has_username { Some(r.string()?) } else { None };
+    let password = if has_password { Some(r.binary()?) } else { None };
+    Ok(Connect { protocol, clean_start, keep_alive, client_id, will, username, password, properties })
 }
 
 fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> {
@@ -314,39 +242,18 @@ fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> 
     if topic.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(DecodeError::TopicName("wildcard in topic name"));
     }
-    let packet_id = if qos == QoS::AtMostOnce {
-        0
-    } else {
-        nonzero_id(r.u16()?)?
-    };
-    let properties = if v5 {
-        Properties::decode(r, Ctx::Publish)?
-    } else {
-        Properties::default()
-    };
+    let packet_id = if qos == QoS::AtMostOnce { 0 } else { nonzero_id(r.u16()?)? };
+    let properties = if v5 { Properties::decode(r, Ctx::Publish)? } else { Properties::default() };
     if topic.is_empty() && properties.topic_alias.is_none() {
-        return Err(DecodeError::Protocol(
-            "empty topic name without a topic alias",
-        ));
+        return Err(DecodeError::Protocol("empty topic name without a topic alias"));
     }
     let payload = r.rest();
-    Ok(Publish {
-        dup,
-        qos,
-        retain,
-        topic,
-        packet_id,
-        properties,
-        payload,
-    })
+    Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload })
 }
 
 fn ack(r: &mut Reader, v5: bool) -> Result<Ack, DecodeError> {
     let packet_id = nonzero_id(r.u16()?)?;
-    let mut a = Ack {
-        packet_id,
-        ..Ack::default()
-    };
+    let mut a = Ack { packet_id, ..Ack::default() };
     if v5 && r.remaining() > 0 {
         a.reason = r.u8()?;
         if r.remaining() > 0 {
@@ -358,11 +265,7 @@ fn ack(r: &mut Reader, v5: bool) -> Result<Ack, DecodeError> {
 
 fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = nonzero_id(r.u16()?)?;
-    let properties = if v5 {
-        Properties::decode(r, Ctx::Subscribe)?
-    } else {
-        Properties::default()
-    };
+    let properties = if v5 { Properties::decode(r, Ctx::Subscribe)? } else { Properties::default() };
     let mut filters = Vec::new();
     while r.remaining() > 0 {
         let filter = r.string()?;
@@ -378,22 +281,14 @@ fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
             2 => RetainHandling::DoNotSend,
             _ => return Err(DecodeError::Protocol("retain handling 3")),
         };
-        let options = SubscriptionOptions {
-            qos,
-            no_local: o & 0x04 != 0,
-            retain_as_published: o & 0x08 != 0,
-            retain_handling,
-        };
+        let options =
+            SubscriptionOptions { qos, no_local: o & 0x04 != 0, retain_as_published: o & 0x08 != 0, retain_handling };
         filters.push((filter, options));
     }
     if filters.is_empty() {
         return Err(DecodeError::Protocol("SUBSCRIBE without topic filters"));
     }
-    Ok(Subscribe {
-        packet_id,
-        properties,
-        filters,
-    })
+    Ok(Subscribe { packet_id, properties, filters })
 }
 
 /// A cursor over one packet's body. Every read is bounds-checked and fails as "malformed".
@@ -442,9 +337,7 @@ impl Reader {
                 return Ok(value);
             }
         }
-        Err(DecodeError::Malformed(
-            "variable byte integer longer than 4 bytes",
-        ))
+        Err(DecodeError::Malformed("variable byte integer longer than 4 bytes"))
     }
 
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {

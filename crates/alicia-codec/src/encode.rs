@@ -54,12 +54,7 @@ fn header(out: &mut BytesMut, first: u8, remaining: usize) -> Result<(), EncodeE
 /// Appends `packet` to `out` in the given protocol version. MQTT 5-only fields are left out for
 /// 3.1.1. `max` is the peer's maximum packet size (0 = unlimited); a packet that would exceed it
 /// is not written and `EncodeError::TooLarge` is returned.
-pub fn encode(
-    packet: &Packet,
-    protocol: Protocol,
-    out: &mut BytesMut,
-    max: usize,
-) -> Result<(), EncodeError> {
+pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut, max: usize) -> Result<(), EncodeError> {
     let start = out.len();
     encode_unchecked(packet, protocol, out)?;
     let size = out.len() - start;
@@ -78,11 +73,7 @@ fn props_len(p: &Properties, v5: bool) -> usize {
     }
 }
 
-fn encode_unchecked(
-    packet: &Packet,
-    protocol: Protocol,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
     let v5 = protocol.is_v5();
     match packet {
         Packet::Connect(c) => {
@@ -91,8 +82,7 @@ fn encode_unchecked(
                 p => ("MQTT", p.level()),
             };
             let v5 = c.protocol.is_v5();
-            let mut len =
-                2 + name.len() + 1 + 1 + 2 + props_len(&c.properties, v5) + 2 + c.client_id.len();
+            let mut len = 2 + name.len() + 1 + 1 + 2 + props_len(&c.properties, v5) + 2 + c.client_id.len();
             let mut flags = 0u8;
             if c.clean_start {
                 flags |= 0x02;
@@ -138,11 +128,7 @@ fn encode_unchecked(
         Packet::ConnAck(a) => {
             header(out, 0x20, 2 + props_len(&a.properties, v5))?;
             out.put_u8(a.session_present as u8);
-            out.put_u8(if v5 {
-                a.reason
-            } else {
-                crate::reason::v3_connack(a.reason)
-            });
+            out.put_u8(if v5 { a.reason } else { crate::reason::v3_connack(a.reason) });
             if v5 {
                 a.properties.encode(out);
             }
@@ -164,12 +150,7 @@ fn encode_unchecked(
         Packet::PubRel(a) => ack(out, 0x62, a, v5)?,
         Packet::PubComp(a) => ack(out, 0x70, a, v5)?,
         Packet::Subscribe(s) => {
-            let len = 2
-                + props_len(&s.properties, v5)
-                + s.filters
-                    .iter()
-                    .map(|(f, _)| 2 + f.len() + 1)
-                    .sum::<usize>();
+            let len = 2 + props_len(&s.properties, v5) + s.filters.iter().map(|(f, _)| 2 + f.len() + 1).sum::<usize>();
             header(out, 0x82, len)?;
             out.put_u16(s.packet_id);
             if v5 {
@@ -179,19 +160,13 @@ fn encode_unchecked(
                 put_str(out, f);
                 let mut b = o.qos as u8;
                 if v5 {
-                    b |= (o.no_local as u8) << 2
-                        | (o.retain_as_published as u8) << 3
-                        | (o.retain_handling as u8) << 4;
+                    b |= (o.no_local as u8) << 2 | (o.retain_as_published as u8) << 3 | (o.retain_handling as u8) << 4;
                 }
                 out.put_u8(b);
             }
         }
         Packet::SubAck(s) => {
-            header(
-                out,
-                0x90,
-                2 + props_len(&s.properties, v5) + s.reasons.len(),
-            )?;
+            header(out, 0x90, 2 + props_len(&s.properties, v5) + s.reasons.len())?;
             out.put_u16(s.packet_id);
             if v5 {
                 s.properties.encode(out);
@@ -199,9 +174,7 @@ fn encode_unchecked(
             out.put_slice(&s.reasons);
         }
         Packet::Unsubscribe(u) => {
-            let len = 2
-                + props_len(&u.properties, v5)
-                + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>();
+            let len = 2 + props_len(&u.properties, v5) + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>();
             header(out, 0xA2, len)?;
             out.put_u16(u.packet_id);
             if v5 {
@@ -290,11 +263,7 @@ pub struct PublishOut<'a> {
 pub fn encode_publish(out: &mut BytesMut, protocol: Protocol, p: &PublishOut) -> usize {
     let v5 = protocol.is_v5();
     let has_id = p.qos != QoS::AtMostOnce;
-    let remaining = 2
-        + p.topic.len()
-        + if has_id { 2 } else { 0 }
-        + props_len(p.properties, v5)
-        + p.payload.len();
+    let remaining = 2 + p.topic.len() + if has_id { 2 } else { 0 } + props_len(p.properties, v5) + p.payload.len();
     let mut first = 0x30 | ((p.qos as u8) << 1);
     if p.dup && has_id {
         first |= 0x08;

@@ -194,10 +194,7 @@ pub struct Ack {
 impl Ack {
     /// A plain success acknowledgement.
     pub fn new(packet_id: u16) -> Ack {
-        Ack {
-            packet_id,
-            ..Ack::default()
-        }
+        Ack { packet_id, ..Ack::default() }
     }
 }
 

@@ -104,9 +104,7 @@ impl Properties {
                 0x01 => {
                     let v = r.u8()?;
                     if v > 1 {
-                        return Err(DecodeError::Protocol(
-                            "payload format indicator must be 0 or 1",
-                        ));
+                        return Err(DecodeError::Protocol("payload format indicator must be 0 or 1"));
                     }
                     once!(p.payload_format_indicator, v)
                 }
@@ -138,9 +136,7 @@ impl Properties {
                 0x17 => {
                     let v = r.u8()?;
                     if v > 1 {
-                        return Err(DecodeError::Protocol(
-                            "request problem information must be 0 or 1",
-                        ));
+                        return Err(DecodeError::Protocol("request problem information must be 0 or 1"));
                     }
                     once!(p.request_problem_information, v)
                 }
@@ -148,9 +144,7 @@ impl Properties {
                 0x19 => {
                     let v = r.u8()?;
                     if v > 1 {
-                        return Err(DecodeError::Protocol(
-                            "request response information must be 0 or 1",
-                        ));
+                        return Err(DecodeError::Protocol("request response information must be 0 or 1"));
                     }
                     once!(p.request_response_information, v)
                 }

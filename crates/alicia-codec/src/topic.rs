@@ -44,23 +44,15 @@ pub struct SharedFilter<'a> {
 /// Parses and validates a subscription filter, including the shared-subscription form.
 pub fn parse_filter(raw: &str) -> Result<SharedFilter<'_>, Invalid> {
     if let Some(rest) = raw.strip_prefix("$share/") {
-        let (group, filter) = rest
-            .split_once('/')
-            .ok_or("shared subscription without a filter")?;
+        let (group, filter) = rest.split_once('/').ok_or("shared subscription without a filter")?;
         if group.is_empty() || group.contains(['+', '#']) {
             return Err("invalid share group name");
         }
         valid_filter(filter)?;
-        Ok(SharedFilter {
-            group: Some(group),
-            filter,
-        })
+        Ok(SharedFilter { group: Some(group), filter })
     } else {
         valid_filter(raw)?;
-        Ok(SharedFilter {
-            group: None,
-            filter: raw,
-        })
+        Ok(SharedFilter { group: None, filter: raw })
     }
 }
 
@@ -99,13 +91,7 @@ mod tests {
 
     #[test]
     fn shared() {
-        assert_eq!(
-            parse_filter("$share/g/a/+").unwrap(),
-            SharedFilter {
-                group: Some("g"),
-                filter: "a/+"
-            }
-        );
+        assert_eq!(parse_filter("$share/g/a/+").unwrap(), SharedFilter { group: Some("g"), filter: "a/+" });
         assert!(parse_filter("$share/g").is_err());
         assert!(parse_filter("$share//a").is_err());
         assert!(parse_filter("$share/g+/a").is_err());

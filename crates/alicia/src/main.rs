@@ -9,11 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "alicia",
-    version,
-    about = "Alicia: a local-first message bus for a private home voice assistant"
-)]
+#[command(name = "alicia", version, about = "Alicia: a local-first message bus for a private home voice assistant")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,15 +68,11 @@ impl BrokerArgs {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) | Command::Broker(args) => run_broker(args).await,
@@ -91,10 +83,7 @@ fn main() -> anyhow::Result<()> {
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let broker = alicia_broker::Broker::new(args.config());
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = broker
-        .listen(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = broker.listen(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "MQTT listener ready");
     // Scripts and tests read this line to learn the port chosen for --port 0.
