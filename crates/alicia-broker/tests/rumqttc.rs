@@ -23,14 +23,9 @@ async fn client(
     id: &str,
     clean: bool,
     will: Option<LastWill>,
-) -> (
-    AsyncClient,
-    mpsc::UnboundedReceiver<rumqttc::Publish>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>, tokio::task::JoinHandle<()>) {
     let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    opts.set_clean_session(clean)
-        .set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(clean).set_keep_alive(Duration::from_secs(30));
     if let Some(w) = will {
         opts.set_last_will(w);
     }
@@ -51,47 +46,29 @@ async fn client(
             }
         }
     });
-    timeout(Duration::from_secs(5), conn_rx.recv())
-        .await
-        .expect("CONNACK in time")
-        .expect("connected");
+    timeout(Duration::from_secs(5), conn_rx.recv()).await.expect("CONNACK in time").expect("connected");
     (c, rx, task)
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<rumqttc::Publish>) -> rumqttc::Publish {
-    timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("message in time")
-        .expect("channel open")
+    timeout(Duration::from_secs(5), rx.recv()).await.expect("message in time").expect("channel open")
 }
 
 async fn nothing(rx: &mut mpsc::UnboundedReceiver<rumqttc::Publish>) {
-    assert!(
-        timeout(Duration::from_millis(300), rx.recv())
-            .await
-            .is_err(),
-        "unexpected message"
-    );
+    assert!(timeout(Duration::from_millis(300), rx.recv()).await.is_err(), "unexpected message");
 }
 
 #[tokio::test]
 async fn qos_0_1_2_round_trip_and_wildcards() {
     let (_b, addr) = start(Config::default()).await;
     let (sub, mut rx, _t) = client(addr, "sub", true, None).await;
-    sub.subscribe("home/+/temp", QoS::ExactlyOnce)
-        .await
-        .unwrap();
+    sub.subscribe("home/+/temp", QoS::ExactlyOnce).await.unwrap();
     sub.subscribe("$SYS/#", QoS::AtMostOnce).await.unwrap();
     sub.subscribe("#", QoS::AtMostOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (publ, _prx, _t2) = client(addr, "pub", true, None).await;
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
-        .into_iter()
-        .enumerate()
-    {
-        publ.publish("home/kitchen/temp", qos, false, format!("m{i}"))
-            .await
-            .unwrap();
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+        publ.publish("home/kitchen/temp", qos, false, format!("m{i}")).await.unwrap();
         let m = next(&mut rx).await;
         assert_eq!(m.topic, "home/kitchen/temp");
         assert_eq!(&m.payload[..], format!("m{i}").as_bytes());
@@ -105,9 +82,7 @@ async fn qos_0_1_2_round_trip_and_wildcards() {
 async fn retained_messages_are_kept_and_cleared() {
     let (b, addr) = start(Config::default()).await;
     let (publ, _r, _t) = client(addr, "pub", true, None).await;
-    publ.publish("state/lamp", QoS::AtLeastOnce, true, "on")
-        .await
-        .unwrap();
+    publ.publish("state/lamp", QoS::AtLeastOnce, true, "on").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(b.retained_count(), 1);
     let (sub, mut rx, _t2) = client(addr, "sub", true, None).await;
@@ -115,9 +90,7 @@ async fn retained_messages_are_kept_and_cleared() {
     let m = next(&mut rx).await;
     assert!(m.retain);
     assert_eq!(&m.payload[..], b"on");
-    publ.publish("state/lamp", QoS::AtLeastOnce, true, "")
-        .await
-        .unwrap();
+    publ.publish("state/lamp", QoS::AtLeastOnce, true, "").await.unwrap();
     let m = next(&mut rx).await;
     assert!(m.payload.is_empty());
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -160,9 +133,7 @@ async fn persistent_session_queues_while_offline() {
     let _ = timeout(Duration::from_secs(2), task).await;
     let (publ, _r, _t) = client(addr, "pub", true, None).await;
     for i in 0..5 {
-        publ.publish("queue/t", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .unwrap();
+        publ.publish("queue/t", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_sub, mut rx, _t2) = client(addr, "sleepy", false, None).await;
@@ -176,18 +147,12 @@ async fn shared_subscription_delivers_each_message_once() {
     let (_b, addr) = start(Config::default()).await;
     let (a, mut ra, _t1) = client(addr, "worker-a", true, None).await;
     let (b, mut rb, _t2) = client(addr, "worker-b", true, None).await;
-    a.subscribe("$share/workers/jobs", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    b.subscribe("$share/workers/jobs", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    a.subscribe("$share/workers/jobs", QoS::AtLeastOnce).await.unwrap();
+    b.subscribe("$share/workers/jobs", QoS::AtLeastOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (publ, _r, _t) = client(addr, "pub", true, None).await;
     for i in 0..10 {
-        publ.publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .unwrap();
+        publ.publish("jobs", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut got = Vec::new();
@@ -199,20 +164,14 @@ async fn shared_subscription_delivers_each_message_once() {
         got.push(m.payload);
     }
     assert_eq!(got.len(), 10, "every message exactly once");
-    assert!(
-        from_a > 0 && from_a < 10,
-        "both members got work: a={from_a}"
-    );
+    assert!(from_a > 0 && from_a < 10, "both members got work: a={from_a}");
 }
 
 /// A v5 client with its own event loop, returning incoming PUBLISHes.
 async fn client5(
     addr: SocketAddr,
     id: &str,
-) -> (
-    mq5::AsyncClient,
-    mpsc::UnboundedReceiver<mq5::mqttbytes::v5::Publish>,
-) {
+) -> (mq5::AsyncClient, mpsc::UnboundedReceiver<mq5::mqttbytes::v5::Publish>) {
     let mut opts = mq5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(30));
     let (c, mut ev) = mq5::AsyncClient::new(opts, 100);
@@ -232,10 +191,7 @@ async fn client5(
             }
         }
     });
-    timeout(Duration::from_secs(5), conn_rx.recv())
-        .await
-        .expect("CONNACK in time")
-        .expect("connected");
+    timeout(Duration::from_secs(5), conn_rx.recv()).await.expect("CONNACK in time").expect("connected");
     (c, rx)
 }
 
@@ -244,13 +200,8 @@ async fn v5_subscription_identifiers_and_properties_pass_through() {
     use mq5::mqttbytes::v5::{PublishProperties, SubscribeProperties};
     let (_b, addr) = start(Config::default()).await;
     let (sub, mut rx) = client5(addr, "sub5").await;
-    let props = SubscribeProperties {
-        id: Some(7),
-        user_properties: vec![],
-    };
-    sub.subscribe_with_properties("v5/+", mq5::mqttbytes::QoS::AtLeastOnce, props)
-        .await
-        .unwrap();
+    let props = SubscribeProperties { id: Some(7), user_properties: vec![] };
+    sub.subscribe_with_properties("v5/+", mq5::mqttbytes::QoS::AtLeastOnce, props).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (publ, _r) = client5(addr, "pub5").await;
     let props = PublishProperties {
@@ -261,19 +212,8 @@ async fn v5_subscription_identifiers_and_properties_pass_through() {
         user_properties: vec![("room".into(), "kitchen".into())],
         ..PublishProperties::default()
     };
-    publ.publish_with_properties(
-        "v5/req",
-        mq5::mqttbytes::QoS::AtLeastOnce,
-        false,
-        "hello",
-        props,
-    )
-    .await
-    .unwrap();
-    let m = timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    publ.publish_with_properties("v5/req", mq5::mqttbytes::QoS::AtLeastOnce, false, "hello", props).await.unwrap();
+    let m = timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"hello");
     let p = m.properties.expect("properties forwarded");
     assert_eq!(p.subscription_identifiers, vec![7]);
@@ -281,8 +221,5 @@ async fn v5_subscription_identifiers_and_properties_pass_through() {
     assert_eq!(p.correlation_data.as_deref(), Some(&b"c-1"[..]));
     assert_eq!(p.content_type.as_deref(), Some("text/plain"));
     assert_eq!(p.payload_format_indicator, Some(1));
-    assert_eq!(
-        p.user_properties,
-        vec![("room".to_string(), "kitchen".to_string())]
-    );
+    assert_eq!(p.user_properties, vec![("room".to_string(), "kitchen".to_string())]);
 }
