@@ -265,6 +265,14 @@ impl Broker {
         self.shared.security.store(Arc::new(security));
     }
 
+    /// Publishes the `$SYS/broker/...` statistics every `interval` (Mosquitto's
+    /// `sys_interval`) for as long as the broker exists.
+    pub fn spawn_sys(&self, interval: Duration) {
+        if !interval.is_zero() {
+            tokio::spawn(crate::sys::run(Arc::downgrade(&self.shared), interval));
+        }
+    }
+
     /// Counters of this broker.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats

@@ -276,6 +276,10 @@ where
     if present {
         conn.resend_inflight();
     }
+    let peer_s = peer.to_string();
+    let proto = if v5 { "5" } else { "3.1.1" };
+    let user = conn.username.as_deref().unwrap_or("").to_string();
+    shared.presence(&conn.client_id, "connected", &[("peer", &peer_s), ("protocol", proto), ("username", &user)]);
     Some(conn)
 }
 
@@ -778,6 +782,15 @@ impl Conn {
 
         let shared = self.shared.clone();
         shared.stats.disconnected();
+        let why = match &end {
+            End::Disconnect { will: false } => "client disconnected",
+            End::Disconnect { will: true } => "client disconnected with will",
+            End::Closed => "connection closed",
+            End::Violation(_, why) => why,
+            End::KeepAlive => "keep alive timeout",
+            End::TakenOver => "session taken over",
+        };
+        shared.presence(&self.client_id, "disconnected", &[("reason", why)]);
         self.session.handle.online.store(false, Ordering::Relaxed);
         let will = match end {
             End::Disconnect { will } => will.then(|| self.will.take()).flatten(),

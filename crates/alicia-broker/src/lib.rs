@@ -20,6 +20,7 @@ pub mod retained;
 pub mod security;
 pub mod session;
 pub mod stats;
+pub mod sys;
 mod ws;
 
 pub use broker::Broker;

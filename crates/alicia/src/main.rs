@@ -47,6 +47,9 @@ struct BrokerArgs {
     /// Maximum simultaneous connections (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     max_connections: usize,
+    /// Seconds between `$SYS/broker/...` statistics updates (0 = off).
+    #[arg(long, default_value_t = 10)]
+    sys_interval: u64,
     /// Refuse subscriptions to this exact topic filter (repeatable).
     #[arg(long = "deny-subscribe", value_name = "FILTER")]
     deny_subscribe: Vec<String>,
@@ -83,6 +86,7 @@ fn main() -> anyhow::Result<()> {
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let broker = alicia_broker::Broker::new(args.config());
     let addr = SocketAddr::new(args.bind, args.port);
+    broker.spawn_sys(std::time::Duration::from_secs(args.sys_interval));
     let listener = broker.listen(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "MQTT listener ready");

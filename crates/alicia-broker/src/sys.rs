@@ -1,0 +1,151 @@
+//! `$SYS` topics, in Mosquitto's layout so existing dashboards keep working, and per-client
+//! presence events, which Mosquitto lacks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alicia_codec::{ByteString, Bytes, Properties, QoS};
+
+use crate::broker::{Batch, Shared};
+use crate::message::Message;
+
+/// Topic prefix of presence events: `$SYS/broker/presence/<client id>`.
+pub const PRESENCE_PREFIX: &str = "$SYS/broker/presence/";
+
+impl Shared {
+    /// Publishes a message from the broker itself.
+    pub(crate) fn publish_internal(&self, topic: String, payload: impl Into<Bytes>, retain: bool) {
+        let msg = Message {
+            topic: ByteString::from(topic),
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: 0,
+        };
+        let mut batch = Batch::default();
+        self.route(Arc::new(msg), &mut batch);
+        batch.flush();
+    }
+
+    /// Announces that a client connected or disconnected, as a small JSON object.
+    pub(crate) fn presence(&self, client_id: &str, event: &str, detail: &[(&str, &str)]) {
+        if client_id.contains(['+', '#']) {
+            return; // cannot be a topic level; such ids are refused at CONNECT anyway
+        }
+        let mut json = format!("{{\"client_id\":{},\"event\":\"{event}\"", json_str(client_id));
+        for (k, v) in detail {
+            json.push_str(&format!(",\"{k}\":{}", json_str(v)));
+        }
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        json.push_str(&format!(",\"timestamp_ms\":{ts}}}"));
+        self.publish_internal(format!("{PRESENCE_PREFIX}{client_id}"), json, false);
+    }
+}
+
+/// JSON string literal with escaping.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Exponentially damped rate, as Mosquitto computes its `load/.../1min` values.
+struct Load {
+    window: f64,
+    value: f64,
+}
+
+impl Load {
+    fn update(&mut self, per_second: f64, dt: f64) {
+        let k = (-dt / self.window).exp();
+        self.value = per_second + k * (self.value - per_second);
+    }
+}
+
+/// Publishes the `$SYS/broker/...` tree every `interval` until the broker is dropped.
+pub(crate) async fn run(shared: std::sync::Weak<Shared>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    let mut prev = [0u64; 5];
+    let windows = [60.0, 300.0, 900.0];
+    let mut loads: Vec<Vec<Load>> =
+        (0..5).map(|_| windows.iter().map(|&window| Load { window, value: 0.0 }).collect()).collect();
+    let names = ["messages/received", "messages/sent", "bytes/received", "bytes/sent", "publish/dropped"];
+    let mut first = true;
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let s = &shared.stats;
+        let now = Instant::now();
+        let dt = now.duration_since(last).as_secs_f64().max(0.001);
+        last = now;
+        let counters = [
+            s.messages_received.load(Ordering::Relaxed),
+            s.messages_sent.load(Ordering::Relaxed),
+            s.bytes_received.load(Ordering::Relaxed),
+            s.bytes_sent.load(Ordering::Relaxed),
+            s.dropped.load(Ordering::Relaxed),
+        ];
+        let p = |topic: &str, value: String| shared.publish_internal(format!("$SYS/broker/{topic}"), value, true);
+        if first {
+            p("version", format!("alicia {}", env!("CARGO_PKG_VERSION")));
+            first = false;
+        }
+        p("uptime", format!("{} seconds", shared.uptime().as_secs()));
+        let connected = s.clients_connected.load(Ordering::Relaxed);
+        let total = shared.registry.lock().len() as u64;
+        p("clients/connected", connected.to_string());
+        p("clients/active", connected.to_string());
+        p("clients/total", total.to_string());
+        p("clients/disconnected", total.saturating_sub(connected).to_string());
+        p("clients/inactive", total.saturating_sub(connected).to_string());
+        p("clients/maximum", s.clients_maximum.load(Ordering::Relaxed).to_string());
+        p("messages/received", counters[0].to_string());
+        p("messages/sent", counters[1].to_string());
+        p("bytes/received", counters[2].to_string());
+        p("bytes/sent", counters[3].to_string());
+        p("publish/messages/dropped", counters[4].to_string());
+        p("subscriptions/count", shared.index.len().to_string());
+        p("retained messages/count", shared.retained.len().to_string());
+        for (i, name) in names.iter().enumerate() {
+            let rate = counters[i].saturating_sub(prev[i]) as f64 / dt;
+            for (load, label) in loads[i].iter_mut().zip(["1min", "5min", "15min"]) {
+                load.update(rate, dt);
+                p(&format!("load/{name}/{label}"), format!("{:.2}", load.value));
+            }
+        }
+        prev = counters;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escaping() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn load_converges_to_rate() {
+        let mut l = Load { window: 60.0, value: 0.0 };
+        for _ in 0..1000 {
+            l.update(100.0, 10.0);
+        }
+        assert!((l.value - 100.0).abs() < 0.01);
+    }
+}
