@@ -15,10 +15,12 @@ use crate::index::{Index, Matches};
 use crate::listener::{Listener, ListenerConfig};
 use crate::message::{Delivery, Message};
 use crate::outbox::SessionHandle;
+use crate::persist::{Event, Store};
 use crate::retained::Retained;
 use crate::security::{AllowAll, Security};
 use crate::session::SessionState;
 use crate::stats::Stats;
+use alicia_codec::QoS;
 use arc_swap::ArcSwap;
 
 /// Deliveries produced by one read batch, grouped by target session so each outbox is locked
@@ -56,12 +58,25 @@ impl Batch {
         }
     }
 
-    /// Pushes everything collected into the target outboxes.
-    pub(crate) fn flush(&mut self) {
-        for (session, deliveries) in self.targets.drain(..) {
+    /// Pushes everything collected into the target outboxes, first recording QoS 1/2
+    /// deliveries to persistent sessions in the store. Returns true if anything was recorded
+    /// (the caller must [`Store::sync`] before acknowledging).
+    pub(crate) fn flush(&mut self, store: Option<&Store>) -> bool {
+        let mut recorded = false;
+        for (session, mut deliveries) in self.targets.drain(..) {
+            if let Some(store) = store {
+                if session.durable.load(Ordering::Relaxed) {
+                    for d in deliveries.iter_mut().filter(|d| d.qos != QoS::AtMostOnce) {
+                        d.seq = session.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                        store.record(Event::Enqueue { client_id: &session.client_id, seq: d.seq, delivery: d });
+                        recorded = true;
+                    }
+                }
+            }
             session.push_all(deliveries);
         }
         self.by_id.clear();
+        recorded
     }
 }
 
@@ -83,11 +98,28 @@ pub struct Shared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) registry: Mutex<HashMap<Arc<str>, Entry>>,
     pub(crate) security: ArcSwap<Box<dyn Security>>,
+    pub(crate) store: Option<Store>,
     next_id: AtomicU64,
     started: Instant,
 }
 
 impl Shared {
+    /// Writes recorded changes to the store; a failure is logged, never fatal.
+    pub(crate) fn sync_store(&self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.sync() {
+                tracing::error!(error = %e, "cannot write the persistence store");
+            }
+        }
+    }
+
+    /// Records a change if persistence is on.
+    pub(crate) fn record(&self, event: Event<'_>) {
+        if let Some(store) = &self.store {
+            store.record(event);
+        }
+    }
+
     pub(crate) fn new_session_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -102,6 +134,11 @@ impl Shared {
     pub(crate) fn route(&self, msg: Arc<Message>, batch: &mut Batch) -> usize {
         if msg.retain {
             self.retained.set(&msg);
+            if let Some(store) = &self.store {
+                if !msg.topic.starts_with("$SYS/") {
+                    store.record(Event::Retain(&msg));
+                }
+            }
         }
         let snapshot = self.index.snapshot();
         let mut m = Matches { subs: Vec::new(), groups: Vec::new() };
@@ -132,6 +169,7 @@ impl Shared {
                 qos: qos.min(msg.qos),
                 retain: rap && msg.retain,
                 sub_ids: ids.into_boxed_slice(),
+                seq: 0,
             };
             batch.add(&first.session, d);
             reached += 1;
@@ -147,6 +185,7 @@ impl Shared {
                     qos: s.options.qos.min(msg.qos),
                     retain: s.options.retain_as_published && msg.retain,
                     sub_ids: s.id.into_iter().collect(),
+                    seq: 0,
                 };
                 batch.add(&s.session, d);
                 reached += 1;
@@ -172,7 +211,9 @@ impl Shared {
         };
         let mut batch = Batch::default();
         self.route(Arc::new(msg), &mut batch);
-        batch.flush();
+        if batch.flush(self.store.as_ref()) {
+            self.sync_store();
+        }
     }
 
     /// Removes every subscription of a session from the index.
@@ -221,6 +262,8 @@ impl Shared {
             if let Some(state) = state {
                 tracing::debug!(client = %client_id, "session expired");
                 shared.drop_subscriptions(&state);
+                shared.record(Event::SessionEnd { client_id: &client_id });
+                shared.sync_store();
             }
         });
     }
@@ -228,6 +271,14 @@ impl Shared {
     fn still_parked(&self, client_id: &str, generation: u64) -> bool {
         let reg = self.registry.lock();
         reg.get(client_id).is_some_and(|e| e.generation == generation && e.active.is_none())
+    }
+
+    fn save(&self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.sync().and_then(|_| store.compact()) {
+                tracing::error!(error = %e, "cannot save the persistence store");
+            }
+        }
     }
 
     /// Seconds since start.
@@ -244,7 +295,13 @@ pub struct Broker {
 
 impl Broker {
     /// Creates a broker with the given settings. Nothing listens until [`Broker::listen`].
+    ///
+    /// `config.persistence` is ignored here; use [`Broker::open`] for a persistent broker.
     pub fn new(config: Config) -> Broker {
+        Broker::build(config, None)
+    }
+
+    fn build(config: Config, store: Option<Store>) -> Broker {
         Broker {
             shared: Arc::new(Shared {
                 config,
@@ -253,10 +310,67 @@ impl Broker {
                 stats: Arc::new(Stats::default()),
                 registry: Mutex::new(HashMap::new()),
                 security: ArcSwap::from_pointee(Box::new(AllowAll)),
+                store,
                 next_id: AtomicU64::new(1),
                 started: Instant::now(),
             }),
         }
+    }
+
+    /// Creates a broker and, when `config.persistence` names a directory, restores its
+    /// sessions, queued messages and retained messages from the store there and saves them
+    /// every `autosave_interval`. Must be called inside a tokio runtime.
+    pub fn open(config: Config) -> std::io::Result<Broker> {
+        let Some(dir) = config.persistence.clone() else { return Ok(Broker::new(config)) };
+        let (store, recovered) = Store::open(&dir)?;
+        let autosave = Duration::from_secs(config.autosave_interval.max(1));
+        let broker = Broker::build(config, Some(store));
+        let shared = &broker.shared;
+        for (topic, msg) in recovered.retained {
+            debug_assert_eq!(&*topic, &*msg.topic);
+            shared.retained.set(&msg);
+        }
+        let sessions = recovered.sessions.len();
+        for (client_id, durable) in recovered.sessions {
+            let handle = shared.new_handle(client_id.clone());
+            handle.durable.store(true, Ordering::Relaxed);
+            handle.seq.store(durable.msgs.keys().next_back().copied().unwrap_or(0), Ordering::Relaxed);
+            let mut state = SessionState::new(handle.clone());
+            state.expiry = durable.expiry;
+            for (raw, sub) in durable.subs {
+                if let Ok(f) = topic::parse_filter(&raw) {
+                    let s = crate::index::Sub { session: handle.clone(), options: sub.options, id: sub.id };
+                    shared.index.subscribe(f.group, f.filter, s);
+                    state.subscriptions.insert(raw, sub);
+                }
+            }
+            handle.push_all(durable.msgs.into_values());
+            shared
+                .registry
+                .lock()
+                .insert(client_id.clone(), Entry { generation: 1, active: None, parked: Some(state) });
+            // The restart counts as the moment these clients went away.
+            shared.schedule_expiry(client_id, 1, None, durable.expiry);
+        }
+        tracing::info!(store = %dir.display(), sessions, retained = shared.retained.len(), "persistence store loaded");
+        let weak = Arc::downgrade(&broker.shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(autosave);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                // Compaction fsyncs: keep it off the runtime's worker threads.
+                let _ = tokio::task::spawn_blocking(move || shared.save()).await;
+            }
+        });
+        Ok(broker)
+    }
+
+    /// Writes everything to the persistence store now (also done every `autosave_interval`).
+    /// Call it before a planned shutdown.
+    pub fn save(&self) {
+        self.shared.save();
     }
 
     /// Replaces the authentication and authorisation in force. Connections already

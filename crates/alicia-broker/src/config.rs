@@ -30,6 +30,10 @@ pub struct Config {
     pub deny_subscribe: Vec<String>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
+    /// Directory of the persistence store; `None` keeps everything in memory only.
+    pub persistence: Option<std::path::PathBuf>,
+    /// Seconds between full rewrites of the store (Mosquitto's `autosave_interval`).
+    pub autosave_interval: u64,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             max_connections: 0,
             deny_subscribe: Vec::new(),
             connect_timeout: 10,
+            persistence: None,
+            autosave_interval: 1800,
         }
     }
 }

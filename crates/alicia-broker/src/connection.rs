@@ -24,6 +24,7 @@ use crate::broker::{delivery_properties, Batch, Entry, Shared};
 use crate::index::Sub;
 use crate::listener::ConnInfo;
 use crate::message::{Delivery, Message};
+use crate::persist::Event;
 use crate::security::{Access, Credentials};
 use crate::session::{Inflight, SessionState, Stage, Subscription};
 
@@ -230,8 +231,26 @@ where
     };
     if let Some(old) = stale {
         shared.drop_subscriptions(&old);
+        if old.handle.durable.load(Ordering::Relaxed) {
+            shared.record(Event::SessionEnd { client_id: &client_id });
+        }
     }
     session.expiry = expiry;
+    if shared.store.is_some() {
+        let durable = &session.handle.durable;
+        if expiry > 0 {
+            shared.record(Event::Session { client_id: &client_id, expiry });
+            if !durable.swap(true, Ordering::Relaxed) {
+                // A session becoming persistent now: record what it already has.
+                for (filter, sub) in &session.subscriptions {
+                    shared.record(Event::Subscribe { client_id: &client_id, filter, sub: *sub });
+                }
+            }
+        } else if durable.swap(false, Ordering::Relaxed) {
+            shared.record(Event::SessionEnd { client_id: &client_id });
+        }
+        shared.sync_store();
+    }
     session.handle.online.store(true, Ordering::Relaxed);
     shared.stats.connected();
 
@@ -270,6 +289,7 @@ where
         received: 0,
         sent: 0,
         batch: Batch::default(),
+        logged: false,
     };
     conn.send(Packet::ConnAck(ConnAck { session_present: present, reason: 0, properties: props }));
     tracing::debug!(client = %conn.client_id, %peer, ?protocol, present, "connected");
@@ -322,6 +342,8 @@ struct Conn {
     received: u64,
     sent: u64,
     batch: Batch,
+    /// Changes were recorded for the store that must reach it before the next write.
+    logged: bool,
 }
 
 impl Conn {
@@ -340,6 +362,11 @@ impl Conn {
         }
         self.pump();
         loop {
+            if self.logged {
+                // Acknowledgements below promise durability: the store gets the data first.
+                self.shared.sync_store();
+                self.logged = false;
+            }
             while !self.wbuf.is_empty() {
                 if let Err(e) = write_out(stream, &self.wbuf).await {
                     tracing::debug!(client = %self.client_id, error = %e, "write failed");
@@ -401,7 +428,9 @@ impl Conn {
     /// they published to their subscribers.
     fn process_input(&mut self) -> Option<End> {
         let end = self.decode_all();
-        self.batch.flush();
+        if self.batch.flush(self.shared.store.as_ref()) {
+            self.logged = true;
+        }
         end
     }
 
@@ -441,13 +470,28 @@ impl Conn {
         }
     }
 
+    /// Removes a fully acknowledged in-flight message and forgets it in the store.
+    fn complete(&mut self, i: usize) {
+        if let Some(f) = self.session.inflight.remove(i) {
+            self.forget(f.delivery.seq);
+        }
+    }
+
+    /// Records that a stored delivery needs no further attempt.
+    fn forget(&mut self, seq: u64) {
+        if seq != 0 {
+            self.shared.record(Event::Done { client_id: &self.client_id, seq });
+            self.logged = true;
+        }
+    }
+
     fn handle(&mut self, p: Packet) -> Option<End> {
         match p {
             Packet::Publish(p) => return self.on_publish(p),
             Packet::PubAck(a) => {
                 if let Some(i) = self.session.find(a.packet_id) {
                     if self.session.inflight[i].stage == Stage::Published {
-                        self.session.inflight.remove(i);
+                        self.complete(i);
                     }
                 }
             }
@@ -457,7 +501,7 @@ impl Conn {
                     reason = 0;
                     if a.reason >= 0x80 {
                         // The receiver refused the message: the exchange ends here.
-                        self.session.inflight.remove(i);
+                        self.complete(i);
                         return None;
                     }
                     self.session.inflight[i].stage = Stage::Released;
@@ -467,7 +511,7 @@ impl Conn {
             Packet::PubComp(a) => {
                 if let Some(i) = self.session.find(a.packet_id) {
                     if self.session.inflight[i].stage == Stage::Released {
-                        self.session.inflight.remove(i);
+                        self.complete(i);
                     }
                 }
             }
@@ -488,6 +532,10 @@ impl Conn {
                         ));
                     }
                     self.session.expiry = new.min(self.shared.config.max_session_expiry);
+                    if self.session.expiry > 0 && self.session.handle.durable.load(Ordering::Relaxed) {
+                        self.shared.record(Event::Session { client_id: &self.client_id, expiry: self.session.expiry });
+                        self.logged = true;
+                    }
                 }
                 return Some(End::Disconnect { will: d.reason == reason::DISCONNECT_WITH_WILL });
             }
@@ -609,7 +657,12 @@ impl Conn {
             }
             let sub = Sub { session: self.session.handle.clone(), options, id: sub_id };
             let existed = self.shared.index.subscribe(parsed.group, parsed.filter, sub);
-            self.session.subscriptions.insert(raw.to_string(), Subscription { options, id: sub_id });
+            let sub = Subscription { options, id: sub_id };
+            self.session.subscriptions.insert(raw.to_string(), sub);
+            if self.session.handle.durable.load(Ordering::Relaxed) {
+                self.shared.record(Event::Subscribe { client_id: &self.client_id, filter: &raw, sub });
+                self.logged = true;
+            }
             reasons.push(options.qos as u8);
             let send_retained = parsed.group.is_none()
                 && match options.retain_handling {
@@ -624,6 +677,7 @@ impl Conn {
                         msg,
                         retain: true,
                         sub_ids: sub_id.into_iter().collect(),
+                        seq: 0,
                     });
                 }
             }
@@ -640,6 +694,10 @@ impl Conn {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for raw in u.filters {
             let existed = self.session.subscriptions.remove(&*raw).is_some();
+            if existed && self.session.handle.durable.load(Ordering::Relaxed) {
+                self.shared.record(Event::Unsubscribe { client_id: &self.client_id, filter: &raw });
+                self.logged = true;
+            }
             if let Ok(f) = topic::parse_filter(&raw) {
                 self.shared.index.unsubscribe(f.group, f.filter, self.session.handle.id);
             }
@@ -666,10 +724,12 @@ impl Conn {
             let d = self.session.pending.pop_front().expect("front exists");
             if d.msg.expired(now) {
                 self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.forget(d.seq);
                 continue;
             }
             if check_reads && !security.authorize(&self.client_id, self.username.as_deref(), Access::Read, &d.msg.topic)
             {
+                self.forget(d.seq);
                 continue;
             }
             self.send_publish(d, now);
@@ -712,6 +772,8 @@ impl Conn {
         if self.client_max_packet > 0 && publish_len(self.protocol, &out) > self.client_max_packet {
             // MQTT 5 §3.1.2.11.4: a message too large for the client is discarded as if sent.
             self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let seq = d.seq;
+            self.forget(seq);
             return;
         }
         if new_alias {
@@ -819,6 +881,10 @@ impl Conn {
             reg.remove(&client_id);
             drop(reg);
             shared.drop_subscriptions(&self.session);
+            if self.session.handle.durable.load(Ordering::Relaxed) {
+                shared.record(Event::SessionEnd { client_id: &client_id });
+                shared.sync_store();
+            }
             if let Some(w) = will {
                 shared.publish_will(w);
             }

@@ -16,6 +16,7 @@ pub mod index;
 pub mod listener;
 pub mod message;
 pub mod outbox;
+pub mod persist;
 pub mod retained;
 pub mod security;
 pub mod session;

@@ -56,4 +56,6 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (v5).
     pub sub_ids: Box<[u32]>,
+    /// Sequence number in the persistence store (0 = not stored).
+    pub seq: u64,
 }

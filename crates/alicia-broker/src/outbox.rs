@@ -32,6 +32,10 @@ pub struct SessionHandle {
     stats: Arc<Stats>,
     /// Messages dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Whether this session's QoS 1/2 messages are written to the persistence store.
+    pub durable: AtomicBool,
+    /// Last persistence sequence number used.
+    pub seq: AtomicU64,
 }
 
 impl SessionHandle {
@@ -46,6 +50,8 @@ impl SessionHandle {
             max_buffered: limits.1,
             stats,
             dropped: AtomicU64::new(0),
+            durable: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
         })
     }
 

@@ -27,7 +27,7 @@ impl Shared {
         };
         let mut batch = Batch::default();
         self.route(Arc::new(msg), &mut batch);
-        batch.flush();
+        batch.flush(None);
     }
 
     /// Announces that a client connected or disconnected, as a small JSON object.

@@ -47,6 +47,12 @@ struct BrokerArgs {
     /// Maximum simultaneous connections (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     max_connections: usize,
+    /// Keep sessions, queued messages and retained messages in this directory across restarts.
+    #[arg(long, value_name = "DIR")]
+    persistence: Option<std::path::PathBuf>,
+    /// Seconds between full rewrites of the persistence store.
+    #[arg(long, default_value_t = 1800)]
+    autosave_interval: u64,
     /// Seconds between `$SYS/broker/...` statistics updates (0 = off).
     #[arg(long, default_value_t = 10)]
     sys_interval: u64,
@@ -64,6 +70,8 @@ impl BrokerArgs {
             max_inflight: self.max_inflight,
             max_connections: self.max_connections,
             deny_subscribe: self.deny_subscribe.clone(),
+            persistence: self.persistence.clone(),
+            autosave_interval: self.autosave_interval,
             ..alicia_broker::Config::default()
         }
     }
@@ -84,7 +92,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
-    let broker = alicia_broker::Broker::new(args.config());
+    let broker = alicia_broker::Broker::open(args.config()).context("cannot open the persistence store")?;
     let addr = SocketAddr::new(args.bind, args.port);
     broker.spawn_sys(std::time::Duration::from_secs(args.sys_interval));
     let listener = broker.listen(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -98,6 +106,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         r = listener.serve() => r.context("listener failed")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
+    broker.save();
     Ok(())
 }
 
