@@ -9,6 +9,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the path of one PUBLISH.
 
+pub mod auth;
 mod broker;
 pub mod config;
 mod connection;
