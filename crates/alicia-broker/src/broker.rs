@@ -387,6 +387,11 @@ impl Broker {
         }
     }
 
+    /// Publishes a QoS 0 message from the broker itself (for example `$SYS` notices).
+    pub fn publish(&self, topic: &str, payload: impl Into<bytes::Bytes>, retain: bool) {
+        self.shared.publish_internal(topic.to_string(), payload, retain);
+    }
+
     /// Counters of this broker.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats

@@ -14,6 +14,10 @@ pub struct Config {
     pub receive_maximum: u16,
     /// QoS 1/2 messages in flight towards a 3.1.1 client (v5 clients set their own).
     pub max_inflight: u16,
+    /// Largest PUBLISH payload accepted, in bytes (0 = no limit; Mosquitto's
+    /// `message_size_limit`). MQTT 5 clients that exceed it are disconnected with 0x95; 3.1.1
+    /// clients have the message acknowledged and dropped.
+    pub message_size_limit: usize,
     /// Messages queued for a session whose client is offline (Mosquitto's
     /// `max_queued_messages`).
     pub max_queued: usize,
@@ -44,6 +48,7 @@ impl Default for Config {
             receive_maximum: 100,
             max_inflight: 20,
             max_queued: 1000,
+            message_size_limit: 0,
             max_buffered: 100_000,
             topic_alias_maximum: 100,
             max_session_expiry: u32::MAX,

@@ -134,6 +134,16 @@ where
     } else {
         Arc::from(&*c.client_id)
     };
+    let slot = match &info.slots {
+        Some(slots) => match slots.take() {
+            Some(slot) => Some(slot),
+            None => {
+                let _ = write_out(stream, &refuse(reason::QUOTA_EXCEEDED, "listener connection limit reached")).await;
+                return None;
+            }
+        },
+        None => None,
+    };
     let max_conn = shared.config.max_connections as u64;
     if max_conn > 0 && shared.stats.clients_connected.load(Ordering::Relaxed) >= max_conn {
         let _ = write_out(stream, &refuse(reason::QUOTA_EXCEEDED, "too many connections")).await;
@@ -290,6 +300,7 @@ where
         sent: 0,
         batch: Batch::default(),
         logged: false,
+        _slot: slot,
     };
     conn.send(Packet::ConnAck(ConnAck { session_present: present, reason: 0, properties: props }));
     tracing::debug!(client = %conn.client_id, %peer, ?protocol, present, "connected");
@@ -344,6 +355,8 @@ struct Conn {
     batch: Batch,
     /// Changes were recorded for the store that must reach it before the next write.
     logged: bool,
+    /// This client's place in its listener's connection limit.
+    _slot: Option<crate::listener::Slot>,
 }
 
 impl Conn {
@@ -568,6 +581,22 @@ impl Conn {
         self.received += 1;
         let qos = p.qos;
         let packet_id = p.packet_id;
+        let limit = self.shared.config.message_size_limit;
+        if limit > 0 && p.payload.len() > limit {
+            if self.protocol.is_v5() {
+                return Some(End::Violation(reason::PACKET_TOO_LARGE, "payload exceeds message_size_limit"));
+            }
+            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.send(Packet::PubAck(Ack::new(packet_id))),
+                QoS::ExactlyOnce => {
+                    self.session.incoming_qos2.insert(packet_id);
+                    self.send(Packet::PubRec(Ack::new(packet_id)));
+                }
+            }
+            return None;
+        }
         let allowed =
             self.shared.security.load().authorize(&self.client_id, self.username.as_deref(), Access::Write, &p.topic);
         if !allowed {

@@ -27,6 +27,6 @@ mod ws;
 
 pub use broker::Broker;
 pub use config::Config;
-pub use listener::{ConnInfo, Listener, ListenerConfig, TlsFiles, Transport};
+pub use listener::{ConnInfo, Listener, ListenerConfig, PreparedTls, TlsFiles, TlsReloader, Transport};
 pub use security::{Access, AllowAll, Credentials, Refusal, Security};
 pub use stats::Stats;

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +56,14 @@ pub struct ListenerConfig {
     pub transport: Transport,
     /// TLS, if the listener is encrypted.
     pub tls: Option<TlsFiles>,
+    /// Clients this listener serves at once (0 = no limit of its own).
+    pub max_connections: usize,
 }
 
 impl ListenerConfig {
     /// A plain MQTT-over-TCP listener.
     pub fn tcp(addr: SocketAddr) -> Self {
-        ListenerConfig { addr, transport: Transport::Mqtt, tls: None }
+        ListenerConfig { addr, transport: Transport::Mqtt, tls: None, max_connections: 0 }
     }
 }
 
@@ -75,6 +78,38 @@ pub struct ConnInfo {
     pub cert_identity: Option<String>,
     /// Whether a verified client certificate was presented.
     pub has_certificate: bool,
+    /// The listener's connection count and limit.
+    pub(crate) slots: Option<Arc<Slots>>,
+}
+
+/// Counts a listener's connected clients against its `max_connections`.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    active: AtomicUsize,
+    max: usize,
+}
+
+/// One taken slot; gives it back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// Takes a slot if the listener has room.
+    pub(crate) fn take(self: &Arc<Self>) -> Option<Slot> {
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            None
+        } else {
+            Some(Slot(self.clone()))
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why TLS settings could not be loaded.
@@ -151,6 +186,7 @@ pub struct Listener {
     config: ListenerConfig,
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
     shared: Arc<Shared>,
+    slots: Option<Arc<Slots>>,
 }
 
 impl Listener {
@@ -163,7 +199,9 @@ impl Listener {
             None => None,
         };
         let inner = TcpListener::bind(config.addr).await?;
-        Ok(Listener { inner, config, tls, shared })
+        let slots = (config.max_connections > 0)
+            .then(|| Arc::new(Slots { active: AtomicUsize::new(0), max: config.max_connections }));
+        Ok(Listener { inner, config, tls, shared, slots })
     }
 
     /// The address actually bound.
@@ -195,8 +233,9 @@ impl Listener {
             let transport = self.config.transport;
             let identity = self.config.tls.as_ref().is_some_and(|t| t.use_identity_as_username);
             let acceptor = self.tls.as_ref().map(|a| a.load_full());
+            let slots = self.slots.clone();
             tokio::spawn(async move {
-                let info = ConnInfo { peer, local, cert_identity: None, has_certificate: false };
+                let info = ConnInfo { peer, local, cert_identity: None, has_certificate: false, slots };
                 let handshake = Duration::from_secs(shared.config.connect_timeout);
                 match acceptor {
                     None => over_transport(shared, stream, info, transport).await,
@@ -250,11 +289,24 @@ pub struct TlsReloader {
 }
 
 impl TlsReloader {
-    /// Reads the certificate files again and, if they load, uses them for new connections.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    /// Reads the certificate files again. Nothing changes until [`PreparedTls::install`], so a
+    /// reload of several parts can check them all before switching any.
+    pub fn prepare(&self) -> Result<PreparedTls, TlsError> {
         let sc = server_config(&self.files)?;
-        self.acceptor.store(Arc::new(TlsAcceptor::from(Arc::new(sc))));
-        Ok(())
+        Ok(PreparedTls { acceptor: Arc::new(TlsAcceptor::from(Arc::new(sc))), target: self.acceptor.clone() })
+    }
+}
+
+/// Certificates loaded by [`TlsReloader::prepare`], ready to be used.
+pub struct PreparedTls {
+    acceptor: Arc<TlsAcceptor>,
+    target: Arc<ArcSwap<TlsAcceptor>>,
+}
+
+impl PreparedTls {
+    /// Uses these certificates for every new connection from now on.
+    pub fn install(self) {
+        self.target.store(self.acceptor);
     }
 }
 

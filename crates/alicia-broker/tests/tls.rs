@@ -67,6 +67,7 @@ async fn start(pki: &Pki) -> (SocketAddr, SocketAddr) {
                 use_identity_as_username: true,
                 crlfile: None,
             }),
+            max_connections: 0,
         })
         .await
         .unwrap();

@@ -10,12 +10,14 @@
 
 pub mod acl;
 pub mod conf;
+mod files;
 pub mod passwd;
 
 use std::path::{Path, PathBuf};
 
 pub use acl::Acl;
 pub use conf::{ListenerConf, LogDest, LogType, MosquittoConf, SecurityConf, Warning};
+pub use files::FileSecurity;
 pub use passwd::{hash_password, set_user, PasswordFile};
 
 /// Why a password, ACL or configuration file could not be used.
