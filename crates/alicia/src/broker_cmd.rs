@@ -1,0 +1,253 @@
+//! `alicia broker` / `alicia up`: building the broker from command-line options or a
+//! Mosquitto configuration file, running it, and reloading its security on SIGHUP.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alicia_broker::auth::{FileSecurity, LogType, MosquittoConf, SecurityConf};
+use alicia_broker::{Broker, Config, ListenerConfig, TlsReloader, Transport};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+#[derive(Args, Clone)]
+pub struct BrokerArgs {
+    /// A Mosquitto configuration file (mosquitto.conf syntax). Its listeners replace
+    /// --bind/--port; its other settings override the options below.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// MQTT port (0 picks a free one; the chosen address is printed on stdout).
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Longest keep-alive a client may use, in seconds; MQTT 5 clients asking for more are told
+    /// this value (Server Keep Alive).
+    #[arg(long, default_value_t = 65535)]
+    max_keepalive: u16,
+    /// Largest packet accepted, in bytes (0 = no limit below the protocol's).
+    #[arg(long, default_value_t = 0)]
+    max_packet_size: u32,
+    /// Largest PUBLISH payload accepted, in bytes (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    message_size_limit: usize,
+    /// Messages queued per offline session.
+    #[arg(long, default_value_t = 1000)]
+    max_queued: usize,
+    /// QoS 1/2 messages in flight per client.
+    #[arg(long, default_value_t = 20)]
+    max_inflight: u16,
+    /// Maximum simultaneous connections (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Keep sessions, queued messages and retained messages in this directory across restarts.
+    #[arg(long, value_name = "DIR")]
+    persistence: Option<PathBuf>,
+    /// Seconds between full rewrites of the persistence store.
+    #[arg(long, default_value_t = 1800)]
+    autosave_interval: u64,
+    /// Seconds between `$SYS/broker/...` statistics updates (0 = off).
+    #[arg(long, default_value_t = 10)]
+    sys_interval: u64,
+    /// Refuse subscriptions to this exact topic filter (repeatable).
+    #[arg(long = "deny-subscribe", value_name = "FILTER")]
+    deny_subscribe: Vec<String>,
+    /// Write the process id here, for `alicia broker reload`.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum BrokerCommand {
+    /// Ask a running broker to reload its password file, ACL file and certificates. On any
+    /// error the running broker keeps its old ones and says why.
+    Reload {
+        /// The file the broker was started with as --pid-file.
+        #[arg(long, value_name = "FILE")]
+        pid_file: PathBuf,
+    },
+}
+
+/// The log level a configuration file asks for (`log_type`), for when ALICIA_LOG is unset.
+pub fn log_level(args: &BrokerArgs) -> String {
+    let Some(conf) = args.config.as_ref().and_then(|p| MosquittoConf::load(p).ok()) else { return "info".into() };
+    match conf.log_type {
+        Some(types) if types.iter().any(|t| matches!(t, LogType::Debug | LogType::All)) => "debug".into(),
+        Some(types) if types.iter().any(|t| matches!(t, LogType::Information | LogType::Notice)) => "info".into(),
+        Some(types) if types.iter().any(|t| matches!(t, LogType::Warning)) => "warn".into(),
+        Some(types) if !types.is_empty() => "error".into(),
+        Some(_) => "off".into(),
+        None => "info".into(),
+    }
+}
+
+pub fn control(cmd: BrokerCommand) -> anyhow::Result<()> {
+    match cmd {
+        BrokerCommand::Reload { pid_file } => {
+            let text =
+                std::fs::read_to_string(&pid_file).with_context(|| format!("cannot read {}", pid_file.display()))?;
+            let pid: u32 = text.trim().parse().with_context(|| format!("{}: not a process id", pid_file.display()))?;
+            let status = std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status()?;
+            if !status.success() {
+                bail!("cannot signal process {pid}");
+            }
+            eprintln!("reload requested; the broker logs the outcome and publishes it on $SYS/broker/reload");
+            Ok(())
+        }
+    }
+}
+
+/// Everything needed to start the broker.
+struct Plan {
+    config: Config,
+    listeners: Vec<ListenerConfig>,
+    /// `None`: no configuration file, so no authentication (development and tests).
+    security: Option<SecurityConf>,
+    sys_interval: u64,
+}
+
+fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
+    let mut config = Config {
+        max_keepalive: args.max_keepalive,
+        max_packet_size: args.max_packet_size,
+        message_size_limit: args.message_size_limit,
+        max_queued: args.max_queued,
+        max_inflight: args.max_inflight,
+        max_connections: args.max_connections,
+        deny_subscribe: args.deny_subscribe.clone(),
+        persistence: args.persistence.clone(),
+        autosave_interval: args.autosave_interval,
+        ..Config::default()
+    };
+    let default_listener = ListenerConfig::tcp(SocketAddr::new(args.bind, args.port));
+    let Some(path) = &args.config else {
+        return Ok(Plan { config, listeners: vec![default_listener], security: None, sys_interval: args.sys_interval });
+    };
+    let conf = MosquittoConf::load(path)?;
+    for w in &conf.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(v) = conf.max_inflight_messages {
+        config.max_inflight = if v == 0 { u16::MAX } else { v };
+    }
+    if let Some(v) = conf.max_queued_messages {
+        config.max_queued = if v == 0 { usize::MAX } else { v };
+    }
+    if let Some(v) = conf.message_size_limit {
+        config.message_size_limit = v as usize;
+    }
+    if let Some(v) = conf.max_keepalive {
+        config.max_keepalive = v;
+    }
+    if conf.persistence {
+        config.persistence = Some(conf.persistence_location.clone().unwrap_or_else(|| PathBuf::from(".")));
+    }
+    if let Some(v) = conf.autosave_interval {
+        config.autosave_interval = if v == 0 { u64::MAX / 4 } else { v as u64 };
+    }
+    let sys_interval = conf.sys_interval.map_or(args.sys_interval, u64::from);
+    let mut listeners = Vec::new();
+    for l in &conf.listeners {
+        let host = l.address.as_deref().unwrap_or("0.0.0.0");
+        let addr = (host, l.port)
+            .to_socket_addrs()
+            .with_context(|| format!("{}:{}: cannot resolve listener address {host}", path.display(), l.line))?
+            .next()
+            .with_context(|| format!("{}:{}: no address for {host}", path.display(), l.line))?;
+        listeners.push(ListenerConfig {
+            addr,
+            transport: l.protocol,
+            tls: l.tls(),
+            max_connections: l.max_connections.unwrap_or(0) as usize,
+        });
+    }
+    if listeners.is_empty() {
+        listeners.push(default_listener);
+    }
+    if conf.per_listener_settings && conf.listeners.iter().any(|l| l.security != conf.security_for(0).clone()) {
+        tracing::warn!(
+            "{}: per_listener_settings with different security per listener is not supported yet; \
+             the first listener's settings apply to all",
+            path.display()
+        );
+    }
+    let security = Some(conf.security_for(0).clone());
+    Ok(Plan { config, listeners, security, sys_interval })
+}
+
+pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let plan = plan(&args)?;
+    let broker = Broker::open(plan.config).context("cannot open the persistence store")?;
+    if let Some(sec) = &plan.security {
+        broker.set_security(Box::new(FileSecurity::load(sec)?));
+    }
+    broker.spawn_sys(Duration::from_secs(plan.sys_interval));
+    let mut reloaders: Vec<TlsReloader> = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in plan.listeners {
+        let kind = match (l.transport, l.tls.is_some()) {
+            (Transport::Mqtt, false) => "mqtt",
+            (Transport::Mqtt, true) => "mqtts",
+            (Transport::WebSockets, false) => "ws",
+            (Transport::WebSockets, true) => "wss",
+        };
+        let addr = l.addr;
+        let listener = broker.listen_with(l).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        reloaders.extend(listener.tls_reloader());
+        tracing::info!(%local, kind, "listener ready");
+        // Scripts and tests read these lines to learn the ports chosen for port 0.
+        println!("{kind} listening on {local}");
+        tasks.spawn(listener.serve());
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    if let Some(pid_file) = &args.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            Some(r) = tasks.join_next() => {
+                r.context("listener task failed")?.context("listener failed")?;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => reload(&broker, plan.security.as_ref(), &reloaders),
+        }
+    }
+    tracing::info!("shutting down");
+    broker.save();
+    if let Some(pid_file) = &args.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    Ok(())
+}
+
+/// Reloads passwords, ACL and certificates all or nothing, and says how it went.
+fn reload(broker: &Broker, security: Option<&SecurityConf>, tls: &[TlsReloader]) {
+    let result = (|| -> anyhow::Result<()> {
+        let sec = security.map(FileSecurity::load).transpose()?;
+        let certs = tls.iter().map(TlsReloader::prepare).collect::<Result<Vec<_>, _>>()?;
+        if let Some(sec) = sec {
+            broker.set_security(Box::new(sec));
+        }
+        certs.into_iter().for_each(|c| c.install());
+        Ok(())
+    })();
+    let payload = match &result {
+        Ok(()) => {
+            tracing::info!("reloaded passwords, ACL and certificates");
+            "{\"ok\":true}".to_string()
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed; the previous passwords, ACL and certificates stay in force");
+            format!("{{\"ok\":false,\"error\":{:?}}}", format!("{e:#}"))
+        }
+    };
+    broker.publish("$SYS/broker/reload", payload, false);
+}
