@@ -29,6 +29,9 @@ enum Command {
         #[command(flatten)]
         args: BrokerArgs,
     },
+    /// Load-test an MQTT broker on this machine (loopback only): fan-in, fan-out, pairs, or
+    /// fixed-rate latency.
+    Bench(alicia_bench::BenchArgs),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -51,6 +54,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
+        Command::Bench(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(alicia_bench::cli(&args))
+        }
         Command::Broker { action: Some(action), .. } => broker_cmd::control(action),
         Command::Up(args) | Command::Broker { args, action: None } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
