@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need when it is missing (Debian 12,
+# as root), then runs formatting, lints, the Rust tests and the Python black-box suite
+# (paho-mqtt and mosquitto_pub/mosquitto_sub against the real alicia binary).
+# Idempotent; any failure exits non-zero.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- Debian packages --------------------------------------------------------------------
+missing_debs=()
+[ -x /usr/sbin/mosquitto ] || missing_debs+=(mosquitto)
+{ command -v mosquitto_pub && command -v mosquitto_sub; } >/dev/null 2>&1 \
+    || missing_debs+=(mosquitto-clients)
+command -v stdbuf >/dev/null 2>&1 || missing_debs+=(coreutils)
+command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
+if [ ${#missing_debs[@]} -gt 0 ]; then
+    step "installing Debian packages: ${missing_debs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Do not let the package's postinst start a system-wide mosquitto on port 1883: the tests
+    # start their own brokers on free ports. (policy-rc.d exit 101 = "action not allowed".)
+    policy=/usr/sbin/policy-rc.d
+    created_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        created_policy=1
+    fi
+    if ! as_root apt-get install -y --no-install-recommends "${missing_debs[@]}"; then
+        as_root apt-get update
+        as_root apt-get install -y --no-install-recommends "${missing_debs[@]}"
+    fi
+    [ "$created_policy" = 1 ] && as_root rm -f "$policy"
+fi
+
+# --- Python packages --------------------------------------------------------------------
+if ! python3 - <<'PY' 2>/dev/null
+import sys
+import paho.mqtt, pytest  # noqa: F401
+major = int(paho.mqtt.__version__.split(".")[0])
+sys.exit(0 if major == 2 else 1)
+PY
+then
+    step "installing Python packages: paho-mqtt 2.x, pytest"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        as_root apt-get install -y --no-install-recommends python3-pip \
+            || { as_root apt-get update && as_root apt-get install -y python3-pip; }
+    fi
+    # Debian's system Python refuses plain pip installs (PEP 668); the flag exists only in
+    # newer pips, so try without it first.
+    python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest \
+        || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest
+fi
+
+# --- Rust ---------------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "cargo build -p alicia"
+cargo build -p alicia
+export ALICIA_BIN="$ROOT/target/debug/alicia"
+
+# --- Python black-box suite -----------------------------------------------------------------
+step "pytest tests/python (broker: ${TEST_BROKER:-alicia})"
+python3 -m pytest tests/python -v -p no:cacheprovider
