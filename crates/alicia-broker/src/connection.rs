@@ -815,7 +815,8 @@ impl Conn {
         self.sent += 1;
         if d.qos != QoS::AtMostOnce {
             let id = out.packet_id;
-            self.session.inflight.push_back(Inflight { id, delivery: d, stage: Stage::Published });
+            let alloc = self.session.allocated;
+            self.session.inflight.push_back(Inflight { id, delivery: d, stage: Stage::Published, alloc });
         }
     }
 

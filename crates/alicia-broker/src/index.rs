@@ -52,7 +52,7 @@ impl Group {
 
 #[derive(Debug, Default, Clone)]
 struct Node {
-    children: HashMap<Box<str>, Arc<Node>>,
+    children: HashMap<Box<str>, Arc<Node>, foldhash::fast::RandomState>,
     subs: Vec<Sub>,
     groups: Vec<(Box<str>, Arc<Group>)>,
 }
@@ -77,17 +77,20 @@ pub struct Snapshot(arc_swap::Guard<Arc<Node>>);
 impl Snapshot {
     /// Collects every subscription whose filter matches `topic`.
     pub fn matches<'a>(&'a self, topic: &str, out: &mut Matches<'a>) {
+        let dollar = topic.starts_with('$');
         let mut levels: [&str; 16] = [""; 16];
-        let n = topic.split('/').count();
-        if n <= levels.len() {
-            for (slot, level) in levels.iter_mut().zip(topic.split('/')) {
-                *slot = level;
+        let mut n = 0;
+        for level in topic.split('/') {
+            if n == levels.len() {
+                // Deep topics are rare: fall back to a heap-allocated list.
+                let levels: Vec<&str> = topic.split('/').collect();
+                walk(&self.0, &levels, 0, dollar, out);
+                return;
             }
-            walk(&self.0, &levels[..n], 0, topic.starts_with('$'), out);
-        } else {
-            let levels: Vec<&str> = topic.split('/').collect();
-            walk(&self.0, &levels, 0, topic.starts_with('$'), out);
+            levels[n] = level;
+            n += 1;
         }
+        walk(&self.0, &levels[..n], 0, dollar, out);
     }
 }
 

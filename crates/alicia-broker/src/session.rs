@@ -39,6 +39,8 @@ pub struct Inflight {
     pub delivery: Delivery,
     /// Handshake stage.
     pub stage: Stage,
+    /// Value of [`SessionState::allocated`] when the id was chosen.
+    pub alloc: u64,
 }
 
 /// The session state of one client.
@@ -52,6 +54,8 @@ pub struct SessionState {
     pub inflight: VecDeque<Inflight>,
     /// Last packet identifier used.
     pub last_id: u16,
+    /// Packet identifiers handed out so far.
+    pub allocated: u64,
     /// Incoming QoS 2 packet ids that were received but not yet released.
     pub incoming_qos2: HashSet<u16>,
     /// Deliveries taken from the outbox that wait for a free inflight slot.
@@ -67,6 +71,7 @@ impl SessionState {
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             last_id: 0,
+            allocated: 0,
             incoming_qos2: HashSet::new(),
             pending: VecDeque::new(),
             expiry: 0,
@@ -74,14 +79,20 @@ impl SessionState {
     }
 
     /// A packet identifier not used by any in-flight message.
+    ///
+    /// Identifiers are handed out in sequence and in-flight entries stay in allocation order,
+    /// so a new identifier can only collide with an entry allocated a full cycle (65,535
+    /// identifiers) ago, and only the oldest entry needs looking at before a full scan.
     pub(crate) fn next_id(&mut self) -> u16 {
         loop {
             self.last_id = self.last_id.wrapping_add(1);
             if self.last_id == 0 {
                 continue;
             }
+            self.allocated += 1;
             let id = self.last_id;
-            if !self.inflight.iter().any(|f| f.id == id) {
+            let may_collide = self.inflight.front().is_some_and(|f| self.allocated - f.alloc >= 65_535);
+            if !may_collide || !self.inflight.iter().any(|f| f.id == id) {
                 return id;
             }
         }
