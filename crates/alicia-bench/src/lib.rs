@@ -4,28 +4,37 @@
 //! - **fan-in**: N publishers → 1 subscriber (`bench/<run>/p<i>` → `bench/<run>/+`).
 //! - **fan-out**: 1 publisher → N subscribers; every delivery counts as received.
 //! - **pairs**: N publisher → subscriber pairs, each on its own topic.
-//! - **latency**: publishers at a fixed aggregate rate; reports p50/p99/max latency.
+//! - **latency**: publishers at a fixed aggregate `--rate`; reports p50/p99/max latency.
 //!
 //! Each run uses a fresh topic prefix `bench/<run-id>/`, so runs never see each other's
 //! messages. Throughput is deliveries received divided by the time from the first send to the
 //! last delivery; `lost` is deliveries expected from what was actually sent minus deliveries
 //! received.
 //!
+//! # Closed loop
+//! Publishers pause while subscribers are more than `--backlog` deliveries (each) behind, and
+//! are woken as soon as they catch up. Without this, a fast publisher only measures how much a
+//! broker can buffer (or drop) before it delivers; with it, throughput is the rate the broker
+//! sustains end to end, and broker queues stay under the usual limit of 1000 messages. A
+//! publisher held back for 2 s without progress gives up, so a broker that stops delivering
+//! ends the run with losses instead of hanging it.
+//!
 //! # Design
 //! The broker under test shares a 2-core machine with this tool, so the tool must stay cheap:
 //! - one tokio task per connection, no channels and no locks on the hot path; tasks share only
-//!   a few atomic counters ([`shared`]);
-//! - a small pipelined client ([`conn`]) built on `alicia-codec`: publishers encode a whole batch
+//!   a few atomic counters (module `shared`);
+//! - a small pipelined client (module `conn`) built on `alicia-codec`: publishers encode a whole batch
 //!   of PUBLISHes into one buffer and write it with one syscall, subscribers read up to 128 KiB
 //!   at a time and walk every frame in place; PUBLISH and PUBACK are parsed without allocating,
-//!   PUBACKs for a read are written back together;
+//!   and the PUBACKs for one read go back in one write;
 //! - QoS 1 publishers keep a window of `--inflight` unacknowledged messages (capped by the
-//!   broker's Receive Maximum) and harvest PUBACKs with non-blocking reads between batches;
+//!   broker's Receive Maximum), refilled a quarter at a time so writes stay batched;
 //! - the first 16 bytes of each payload carry the send time, the publisher and a sequence
 //!   number, which give latency (hdrhistogram) and duplicate/reordering detection for free.
 //!
 //! Every run is bounded: `--messages` per publisher and `--duration` for the whole run,
-//! connecting included. Only loopback addresses are accepted as targets.
+//! connecting and closing included, even if the broker stops reading. Only loopback addresses
+//! are accepted as targets.
 
 mod args;
 mod conn;
@@ -138,9 +147,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         conns.push(c);
     }
     // Close only now: a publisher that hung up early could lose messages still in flight.
-    for c in conns {
-        c.disconnect().await;
-    }
+    let close_by = deadline.max(Instant::now() + Duration::from_millis(50));
+    let _ = timeout_at(close_by.into(), async {
+        for c in conns {
+            c.disconnect().await;
+        }
+    })
+    .await;
     Ok(build_report(args, &plan, &pub_results, sub_results))
 }
 

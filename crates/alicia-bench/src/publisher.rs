@@ -67,7 +67,9 @@ pub(crate) async fn publish(
         }
         n = n.min(shared.backlog_room());
         if n > 0 {
-            let stamp = shared.nanos(Instant::now());
+            let now = Instant::now();
+            r.first_send.get_or_insert(now);
+            let stamp = shared.nanos(now);
             for _ in 0..n {
                 let packet_id = if qos1 {
                     next_id = next_id.checked_add(1).unwrap_or(1);
@@ -94,11 +96,13 @@ pub(crate) async fn publish(
                 }
                 r.sent += 1;
             }
-            conn.flush().await?;
-            let t = Instant::now();
-            r.first_send.get_or_insert(t);
-            r.last_send = Some(t);
             counter.sent.fetch_add(n, Relaxed);
+            // A broker that stops reading must not hold the run past its deadline.
+            match timeout_at(deadline.into(), conn.flush()).await {
+                Ok(res) => res?,
+                Err(_) => break,
+            }
+            r.last_send = Some(Instant::now());
         }
         if r.sent == plan.messages && (!qos1 || r.acked == r.sent) {
             break;

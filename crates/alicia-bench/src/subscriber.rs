@@ -103,7 +103,10 @@ pub(crate) async fn subscribe(
             r.last_receive = Some(at);
             shared.add_received(r.received - before);
         }
-        conn.flush().await?;
+        match timeout_at(deadline.into(), conn.flush()).await {
+            Ok(res) => res?,
+            Err(_) => break,
+        }
     }
     Ok((r, conn))
 }
