@@ -37,7 +37,7 @@ if [ ${#missing_debs[@]} -gt 0 ]; then
         as_root apt-get update
         as_root apt-get install -y --no-install-recommends "${missing_debs[@]}"
     fi
-    [ "$created_policy" = 1 ] && as_root rm -f "$policy"
+    if [ "$created_policy" = 1 ]; then as_root rm -f "$policy"; fi
 fi
 
 # --- Python packages --------------------------------------------------------------------
