@@ -177,6 +177,12 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM that arrives right after the listening line (which is
+    // what scripts wait for) must still shut down cleanly and save the store.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let plan = plan(&args)?;
     let broker = Broker::open(plan.config).context("cannot open the persistence store")?;
     if let Some(sec) = &plan.security {
@@ -207,15 +213,12 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write {}", pid_file.display()))?;
     }
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             Some(r) = tasks.join_next() => {
                 r.context("listener task failed")?.context("listener failed")?;
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => reload(&broker, plan.security.as_ref(), &reloaders),
         }
