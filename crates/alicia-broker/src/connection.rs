@@ -862,12 +862,18 @@ impl Conn {
             End::TakenOver => Some((reason::SESSION_TAKEN_OVER, "another connection took over this client id")),
             End::Disconnect { .. } | End::Closed => None,
         };
+        if self.logged {
+            self.shared.sync_store();
+            self.logged = false;
+        }
+        // Acknowledgements already produced still go out, then the reason for closing.
         if let Some((code, why)) = notice {
             if self.protocol.is_v5() {
-                self.wbuf.clear();
                 self.send(Packet::Disconnect(Disconnect::with_reason(code, why)));
-                let _ = tokio::time::timeout(Duration::from_secs(1), write_out(stream, &self.wbuf)).await;
             }
+        }
+        if !self.wbuf.is_empty() && !matches!(end, End::Closed) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), write_out(stream, &self.wbuf)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         self.flush_counters();
@@ -890,40 +896,61 @@ impl Conn {
         };
         let expiry = self.session.expiry;
         let client_id = self.client_id.clone();
-        let taken_over = matches!(end, End::TakenOver);
-        let mut reg = shared.registry.lock();
-        let Some(entry) = reg.get_mut(&client_id) else {
-            return;
-        };
-        if entry.generation != self.generation {
-            return;
+        {
+            let taken_over = matches!(end, End::TakenOver);
+            let mut reg = shared.registry.lock();
+            let Some(entry) = reg.get_mut(&client_id) else {
+                return;
+            };
+            if entry.generation != self.generation {
+                return;
+            }
+            entry.active = None;
+            if taken_over {
+                // The new connection decides what happens to the session. A will without delay
+                // goes now; a delayed one is cancelled by the reconnect.
+                entry.parked = Some(self.session);
+                drop(reg);
+                if let Some(w) = will.filter(|w| w.properties.will_delay_interval.unwrap_or(0) == 0) {
+                    shared.publish_will(w);
+                }
+            } else if expiry == 0 {
+                reg.remove(&client_id);
+                drop(reg);
+                shared.drop_subscriptions(&self.session);
+                if self.session.handle.durable.load(Ordering::Relaxed) {
+                    shared.record(Event::SessionEnd { client_id: &client_id });
+                    shared.sync_store();
+                }
+                if let Some(w) = will {
+                    shared.publish_will(w);
+                }
+            } else {
+                entry.parked = Some(self.session);
+                drop(reg);
+                shared.schedule_expiry(client_id, self.generation, will, expiry);
+            }
         }
-        entry.active = None;
-        if taken_over {
-            // The new connection decides what happens to the session. A will without delay
-            // goes now; a delayed one is cancelled by the reconnect.
-            entry.parked = Some(self.session);
-            drop(reg);
-            if let Some(w) = will.filter(|w| w.properties.will_delay_interval.unwrap_or(0) == 0) {
-                shared.publish_will(w);
-            }
-        } else if expiry == 0 {
-            reg.remove(&client_id);
-            drop(reg);
-            shared.drop_subscriptions(&self.session);
-            if self.session.handle.durable.load(Ordering::Relaxed) {
-                shared.record(Event::SessionEnd { client_id: &client_id });
-                shared.sync_store();
-            }
-            if let Some(w) = will {
-                shared.publish_will(w);
-            }
-        } else {
-            entry.parked = Some(self.session);
-            drop(reg);
-            shared.schedule_expiry(client_id, self.generation, will, expiry);
+        if notice.is_some() {
+            linger(stream).await;
         }
     }
+}
+
+/// After the broker closed a connection on its own, reads and discards what the client still
+/// sends, for a short while, before the socket is dropped. Dropping a socket with unread data
+/// makes the kernel send a reset, and a client that is still writing would see that instead of
+/// the DISCONNECT that says why.
+async fn linger<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Removes reason strings and user properties, which a client may ask not to receive and

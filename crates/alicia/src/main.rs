@@ -60,7 +60,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Broker { action: Some(action), .. } => broker_cmd::control(action),
         Command::Up(args) | Command::Broker { args, action: None } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // Without the LIFO slot, connections whose packets arrived together are served in
+            // arrival order: a SUBSCRIBE that reached the broker before another client's
+            // PUBLISH takes effect first, as it would in a single-threaded broker.
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
             runtime.block_on(broker_cmd::run(args))
         }
     }
