@@ -12,7 +12,8 @@ use clap::{Args, Subcommand};
 
 #[derive(Args, Clone)]
 pub struct BrokerArgs {
-    /// A Mosquitto configuration file (mosquitto.conf syntax). Its listeners replace
+    /// A configuration file: Alicia's YAML (`*.yaml`, a `broker:` section) or Mosquitto's
+    /// mosquitto.conf syntax (any other name). Its listeners replace
     /// --bind/--port; its other settings override the options below.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -71,7 +72,7 @@ pub enum BrokerCommand {
 
 /// The log level a configuration file asks for (`log_type`), for when ALICIA_LOG is unset.
 pub fn log_level(args: &BrokerArgs) -> String {
-    let Some(conf) = args.config.as_ref().and_then(|p| MosquittoConf::load(p).ok()) else { return "info".into() };
+    let Some(conf) = args.config.as_ref().and_then(|p| load_conf(p).ok()) else { return "info".into() };
     match conf.log_type {
         Some(types) if types.iter().any(|t| matches!(t, LogType::Debug | LogType::All)) => "debug".into(),
         Some(types) if types.iter().any(|t| matches!(t, LogType::Information | LogType::Notice)) => "info".into(),
@@ -95,6 +96,14 @@ pub fn control(cmd: BrokerCommand) -> anyhow::Result<()> {
             eprintln!("reload requested; the broker logs the outcome and publishes it on $SYS/broker/reload");
             Ok(())
         }
+    }
+}
+
+/// Reads a configuration file: Alicia's YAML (`.yaml`/`.yml`) or a `mosquitto.conf`.
+fn load_conf(path: &std::path::Path) -> anyhow::Result<MosquittoConf> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => crate::broker_yaml::load(path),
+        _ => Ok(MosquittoConf::load(path)?),
     }
 }
 
@@ -124,7 +133,7 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     let Some(path) = &args.config else {
         return Ok(Plan { config, listeners: vec![default_listener], security: None, sys_interval: args.sys_interval });
     };
-    let conf = MosquittoConf::load(path)?;
+    let conf = load_conf(path)?;
     for w in &conf.warnings {
         tracing::warn!("{w}");
     }

@@ -3,6 +3,7 @@
 //! arguments, sets up logging and runs things.
 
 mod broker_cmd;
+mod broker_yaml;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
