@@ -4,6 +4,7 @@
 
 mod broker_cmd;
 mod broker_yaml;
+mod certs;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
         #[command(flatten)]
         args: BrokerArgs,
     },
+    /// Issue certificates from the home certificate authority (CA, broker, devices, services).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Load-test an MQTT broker on this machine (loopback only): fan-in, fan-out, pairs, or
     /// fixed-rate latency.
     Bench(alicia_bench::BenchArgs),
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
