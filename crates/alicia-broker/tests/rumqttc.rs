@@ -224,3 +224,32 @@ async fn v5_subscription_identifiers_and_properties_pass_through() {
     assert_eq!(p.payload_format_indicator, Some(1));
     assert_eq!(p.user_properties, vec![("room".to_string(), "kitchen".to_string())]);
 }
+
+#[tokio::test]
+async fn sys_topics_report_live_counters() {
+    let (b, addr) = start(Config::default()).await;
+    b.spawn_sys(Duration::from_secs(1));
+    let (sub, mut rx, _t) = client(addr, "dashboard", true, None).await;
+    sub.subscribe("$SYS/broker/#", QoS::AtMostOnce).await.unwrap();
+    let (publ, _r, _t2) = client(addr, "pub", true, None).await;
+    for _ in 0..5 {
+        publ.publish("x/y", QoS::AtLeastOnce, false, "m").await.unwrap();
+    }
+    let mut seen = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(m)) = timeout(Duration::from_millis(500), rx.recv()).await else { continue };
+        seen.insert(m.topic.clone(), String::from_utf8_lossy(&m.payload).to_string());
+        let received: u64 = seen.get("$SYS/broker/messages/received").and_then(|v| v.parse().ok()).unwrap_or(0);
+        // The dropped-messages load is the last topic of each round: stop after a full round.
+        if received >= 5 && m.topic == "$SYS/broker/load/publish/dropped/15min" {
+            break;
+        }
+    }
+    assert!(seen["$SYS/broker/version"].starts_with("alicia "), "{seen:?}");
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    assert_eq!(seen["$SYS/broker/clients/connected"], "2");
+    assert!(seen["$SYS/broker/messages/received"].parse::<u64>().unwrap() >= 5, "{seen:?}");
+    assert!(seen["$SYS/broker/subscriptions/count"].parse::<u64>().unwrap() >= 1);
+    assert!(seen["$SYS/broker/load/messages/received/1min"].parse::<f64>().unwrap() > 0.0, "{seen:?}");
+}
