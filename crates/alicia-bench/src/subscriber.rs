@@ -85,7 +85,7 @@ pub(crate) async fn subscribe(
                             if seq < *next {
                                 r.out_of_order += 1;
                             } else {
-                                *next = seq + 1;
+                                *next = seq.saturating_add(1);
                             }
                         }
                         if let Some(h) = r.latency.as_mut() {
