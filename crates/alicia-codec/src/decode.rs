@@ -87,7 +87,21 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             if ack_flags & 0xFE != 0 {
                 return Err(DecodeError::Malformed("reserved CONNACK flags"));
             }
-            let reason = r.u8()?;
+            let code = r.u8()?;
+            // The packet type always holds an MQTT 5 reason code; 3.1.1 return codes map onto it.
+            let reason = if v5 {
+                code
+            } else {
+                match code {
+                    0 => 0,
+                    1 => crate::reason::UNSUPPORTED_PROTOCOL_VERSION,
+                    2 => crate::reason::CLIENT_ID_NOT_VALID,
+                    3 => crate::reason::SERVER_UNAVAILABLE,
+                    4 => crate::reason::BAD_USERNAME_OR_PASSWORD,
+                    5 => crate::reason::NOT_AUTHORIZED,
+                    _ => return Err(DecodeError::Malformed("reserved CONNACK return code")),
+                }
+            };
             let properties = if v5 { Properties::decode(&mut r, Ctx::ConnAck)? } else { Properties::default() };
             Packet::ConnAck(ConnAck { session_present: ack_flags & 1 == 1, reason, properties })
         }
