@@ -27,12 +27,24 @@ def test_listening_line_and_free_port(tmp_path):
         b.stop()
 
 
-def test_up_subcommand(tmp_path):
-    x = brokers.start_alicia(tmp_path, subcommand="up")
+def test_up_subcommand_is_secure_on_first_start(tmp_path):
+    """`alicia up` in an empty home creates a configuration with authentication on: anonymous
+    clients are refused (v5 0x87 not authorised), a core service logs in with the random
+    password `init` wrote to a 0600 file, and no secret reaches the logs."""
+    home = tmp_path / "home"
+    x = brokers.start_alicia(tmp_path, ["--home", str(home), "--tls-port", "0"], subcommand="up")
     try:
         c = r.RawClient(x.host, x.port, 5)
-        c.handshake("up-check")
+        c.handshake("anonymous", expect_reason=0x87)
         c.close()
+        secret = home / "secrets" / "router.password"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        password = secret.read_text()
+        assert len(password) >= 32
+        pub = subprocess.run(["mosquitto_pub", "-h", x.host, "-p", str(x.port), "-u", "router", "-P", password,
+                              "-t", "alicia/up-check", "-m", "hi"], capture_output=True, timeout=10)
+        assert pub.returncode == 0, pub.stderr
+        assert password not in x.log()
     finally:
         assert x.stop() == 0
 

@@ -16,13 +16,17 @@ pub struct BrokerArgs {
     /// mosquitto.conf syntax (any other name). Its listeners replace
     /// --bind/--port; its other settings override the options below.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// MQTT port (0 picks a free one; the chosen address is printed on stdout).
-    #[arg(long, default_value_t = 1883)]
-    port: u16,
+    /// MQTT port [default: 1883] (0 picks a free one; the chosen address is printed on
+    /// stdout). With a configuration file it replaces the port of its first plain listener.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// With a configuration file: replaces the port of its first TLS listener.
+    #[arg(long)]
+    pub tls_port: Option<u16>,
     /// Longest keep-alive a client may use, in seconds; MQTT 5 clients asking for more are told
     /// this value (Server Keep Alive).
     #[arg(long, default_value_t = 65535)]
@@ -129,7 +133,7 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         autosave_interval: args.autosave_interval,
         ..Config::default()
     };
-    let default_listener = ListenerConfig::tcp(SocketAddr::new(args.bind, args.port));
+    let default_listener = ListenerConfig::tcp(SocketAddr::new(args.bind, args.port.unwrap_or(1883)));
     let Some(path) = &args.config else {
         return Ok(Plan { config, listeners: vec![default_listener], security: None, sys_interval: args.sys_interval });
     };
@@ -173,6 +177,16 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     }
     if listeners.is_empty() {
         listeners.push(default_listener);
+    }
+    if let Some(port) = args.port {
+        if let Some(l) = listeners.iter_mut().find(|l| l.tls.is_none()) {
+            l.addr.set_port(port);
+        }
+    }
+    if let Some(port) = args.tls_port {
+        if let Some(l) = listeners.iter_mut().find(|l| l.tls.is_some()) {
+            l.addr.set_port(port);
+        }
     }
     if conf.per_listener_settings && conf.listeners.iter().any(|l| l.security != conf.security_for(0).clone()) {
         tracing::warn!(

@@ -54,7 +54,7 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
             eprintln!("created {}", written.display());
         }
         CertsCommand::Server { dir, hosts } => {
-            let p = issue(&dir, "server", "alicia-broker", &hosts, true)?;
+            let p = issue_server(&dir, &hosts)?;
             eprintln!("issued {}", p.display());
         }
         CertsCommand::Device { id, dir } => {
@@ -105,6 +105,11 @@ pub fn create_ca(dir: &Path) -> anyhow::Result<PathBuf> {
     write_secret(&dir.join("ca.key"), key.serialize_pem().as_bytes())?;
     std::fs::write(&crt, cert.pem())?;
     Ok(crt)
+}
+
+/// Issues the broker's `server.crt`/`server.key` in the certificate directory.
+pub fn issue_server(dir: &Path, hosts: &[String]) -> anyhow::Result<PathBuf> {
+    issue(dir, "server", "alicia-broker", hosts, true)
 }
 
 fn load_ca(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {

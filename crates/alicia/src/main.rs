@@ -5,6 +5,7 @@
 mod broker_cmd;
 mod broker_yaml;
 mod certs;
+mod init;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -21,8 +22,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole bus on this machine (for now: the embedded broker).
-    Up(BrokerArgs),
+    /// Run the whole bus on this machine (for now: the embedded broker), secured with the
+    /// configuration in the Alicia home directory, which is created on first start.
+    Up {
+        /// Alicia's home directory [default: $ALICIA_HOME, else $XDG_CONFIG_HOME/alicia, else
+        /// ~/.config/alicia].
+        #[arg(long)]
+        home: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        args: BrokerArgs,
+    },
+    /// Create a ready, secure configuration: certificate authority and broker certificate,
+    /// random service passwords, ACL, JWT and encryption keys. Prints no secret.
+    Init {
+        /// Directory to create it in [default: the Alicia home directory].
+        dir: Option<std::path::PathBuf>,
+        /// Host name or IP address devices use to reach this machine (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
     /// Run the embedded MQTT broker alone, or control a running one.
     #[command(args_conflicts_with_subcommands = true)]
     Broker {
@@ -50,7 +68,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match &cli.command {
-        Command::Up(a) | Command::Broker { args: a, action: None } => broker_cmd::log_level(a),
+        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_level(a),
         _ => "info".to_string(),
     };
     tracing_subscriber::fmt()
@@ -60,12 +78,31 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Init { dir, hosts } => {
+            let dir = dir.unwrap_or_else(init::default_home);
+            let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
+            eprintln!("created {} (secrets are in {}, mode 0600)", config.display(), dir.join("secrets").display());
+            Ok(())
+        }
+        Command::Up { home, mut args } => {
+            if args.config.is_none() {
+                let home = home.unwrap_or_else(init::default_home);
+                let config = home.join("alicia.yaml");
+                if !config.exists() {
+                    init::init(&home, &with_default_hosts(Vec::new()), init::Ports { mqtt: 1883, mqtts: 8883 })?;
+                    tracing::info!(home = %home.display(), "first start: created a configuration (see `alicia init --help`)");
+                }
+                args.config = Some(config);
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
+            runtime.block_on(broker_cmd::run(args))
+        }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
         }
         Command::Broker { action: Some(action), .. } => broker_cmd::control(action),
-        Command::Up(args) | Command::Broker { args, action: None } => {
+        Command::Broker { args, action: None } => {
             // Without the LIFO slot, connections whose packets arrived together are served in
             // arrival order: a SUBSCRIBE that reached the broker before another client's
             // PUBLISH takes effect first, as it would in a single-threaded broker.
@@ -73,6 +110,20 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(broker_cmd::run(args))
         }
     }
+}
+
+/// `localhost`, `127.0.0.1` and this machine's host name, plus any given.
+fn with_default_hosts(mut hosts: Vec<String>) -> Vec<String> {
+    let mut all = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            all.push(name.to_string());
+        }
+    }
+    all.append(&mut hosts);
+    all.dedup();
+    all
 }
 
 fn passwd(file: &std::path::Path, user: &str) -> anyhow::Result<()> {

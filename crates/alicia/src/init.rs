@@ -1,0 +1,124 @@
+//! `alicia init`: a ready, secure configuration with no secret in the code or on the screen.
+//!
+//! The home directory gets: `certs/` (a CA, the broker's server certificate), `passwd` (one
+//! random password per core service, Mosquitto format) with each service's password in
+//! `secrets/<service>.password`, an `acl` (services on `alicia/#`, each device only under its
+//! own id), a JWT signing key and a first message encryption key in `keys/`, and
+//! `alicia.yaml` tying it together. Every secret file is mode 0600; nothing secret is printed
+//! or logged. `alicia up` runs this on first start.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::certs::write_secret;
+
+/// The core services that get broker credentials.
+pub const SERVICES: &[&str] =
+    &["router", "registry", "discovery", "gateway", "config", "health", "metrics", "logs", "api"];
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new().fill(&mut buf).map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The listener ports `init` writes into `alicia.yaml`.
+#[derive(Clone, Copy)]
+pub struct Ports {
+    /// Plain MQTT on loopback, for services on this machine (password login).
+    pub mqtt: u16,
+    /// MQTT over TLS with client certificates, for devices.
+    pub mqtts: u16,
+}
+
+/// Creates a configuration in `home`. Refuses to touch an existing one.
+pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathBuf> {
+    let config = home.join("alicia.yaml");
+    if config.exists() {
+        bail!("{} exists: refusing to overwrite a configuration", config.display());
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    for d in ["secrets", "keys", "data"] {
+        std::fs::create_dir_all(home.join(d))?;
+        set_mode(&home.join(d), 0o700)?;
+    }
+    let certs = home.join("certs");
+    if !certs.join("ca.crt").exists() {
+        crate::certs::create_ca(&certs)?;
+    }
+    crate::certs::issue_server(&certs, hosts)?;
+
+    let passwd = home.join("passwd");
+    for service in SERVICES {
+        let password = random_hex(24)?;
+        alicia_broker::auth::set_user(&passwd, service, &password)?;
+        write_secret(&home.join("secrets").join(format!("{service}.password")), password.as_bytes())?;
+    }
+    write_secret(&home.join("keys").join("jwt.key"), random_hex(64)?.as_bytes())?;
+    write_secret(&home.join("keys").join("enc-1.key"), random_hex(32)?.as_bytes())?;
+
+    let mut acl = String::from(
+        "# Written by `alicia init`. Mosquitto acl_file format.\n\
+         # Core services: the whole bus, and the broker's statistics.\n",
+    );
+    for service in SERVICES {
+        acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n\n"));
+    }
+    acl.push_str(
+        "# Devices log in with a client certificate whose CN is their id (%u): each may only use\n\
+         # its own topics, announce itself, and hear broadcasts.\n\
+         pattern readwrite alicia/devices/%u/#\n\
+         pattern write alicia/system/discovery/register\n\
+         pattern write alicia/system/discovery/heartbeat\n\
+         pattern write alicia/system/discovery/unregister\n\
+         pattern read alicia/broadcast/#\n",
+    );
+    std::fs::write(home.join("acl"), acl)?;
+
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `alicia init`. Paths are relative to this file.\n\
+             broker:\n\
+             \x20 allow_anonymous: false\n\
+             \x20 password_file: passwd\n\
+             \x20 acl_file: acl\n\
+             \x20 persistence: {{ location: data }}\n\
+             \x20 listeners:\n\
+             \x20   # Services on this machine log in with the passwords in secrets/.\n\
+             \x20   - {{ port: {mqtt}, address: 127.0.0.1 }}\n\
+             \x20   # Devices: TLS with a client certificate from `alicia certs device ID`.\n\
+             \x20   - port: {mqtts}\n\
+             \x20     tls:\n\
+             \x20       cafile: certs/ca.crt\n\
+             \x20       certfile: certs/server.crt\n\
+             \x20       keyfile: certs/server.key\n\
+             \x20       require_certificate: true\n\
+             \x20       use_identity_as_username: true\n",
+            mqtt = ports.mqtt,
+            mqtts = ports.mqtts,
+        ),
+    )?;
+    Ok(config)
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Where Alicia keeps its configuration: `$ALICIA_HOME`, else `$XDG_CONFIG_HOME/alicia`, else
+/// `~/.config/alicia`.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("ALICIA_HOME") {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(x).join("alicia");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".config").join("alicia")
+}
