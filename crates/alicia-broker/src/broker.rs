@@ -99,6 +99,8 @@ pub struct Shared {
     pub(crate) registry: Mutex<HashMap<Arc<str>, Entry>>,
     pub(crate) security: ArcSwap<Box<dyn Security>>,
     pub(crate) store: Option<Store>,
+    /// Set once when the broker shuts down; every connection watches it.
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     next_id: AtomicU64,
     started: Instant,
 }
@@ -311,6 +313,7 @@ impl Broker {
                 registry: Mutex::new(HashMap::new()),
                 security: ArcSwap::from_pointee(Box::new(AllowAll)),
                 store,
+                shutdown: tokio::sync::watch::channel(false).0,
                 next_id: AtomicU64::new(1),
                 started: Instant::now(),
             }),
@@ -365,6 +368,18 @@ impl Broker {
             }
         });
         Ok(broker)
+    }
+
+    /// Ends every connection (MQTT 5 clients get DISCONNECT 0x8B "server shutting down"),
+    /// waits up to `grace` for them to finish, then saves the store.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.shared.stats.clients_connected.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.save();
     }
 
     /// Writes everything to the persistence store now (also done every `autosave_interval`).

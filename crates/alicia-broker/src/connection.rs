@@ -46,6 +46,8 @@ enum End {
     KeepAlive,
     /// Another connection took over the client id.
     TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
 }
 
 /// Serves one accepted socket until it closes.
@@ -366,6 +368,10 @@ impl Conn {
     {
         let handle = self.session.handle.clone();
         let kick = self.kick.clone();
+        let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            return End::Shutdown;
+        }
         let keep_alive = self.keep_alive;
         let sleep = tokio::time::sleep(if keep_alive.is_zero() { Duration::from_secs(86400) } else { keep_alive });
         tokio::pin!(sleep);
@@ -396,6 +402,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = kick.notified() => return End::TakenOver,
+                _ = shutdown.changed() => return End::Shutdown,
                 r = stream.read_buf(&mut self.rbuf) => {
                     match r {
                         Ok(0) => return End::Closed,
@@ -860,6 +867,7 @@ impl Conn {
             End::Violation(code, why) => Some((code, why)),
             End::KeepAlive => Some((reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout")),
             End::TakenOver => Some((reason::SESSION_TAKEN_OVER, "another connection took over this client id")),
+            End::Shutdown => Some((reason::SERVER_SHUTTING_DOWN, "server shutting down")),
             End::Disconnect { .. } | End::Closed => None,
         };
         if self.logged {
@@ -887,6 +895,7 @@ impl Conn {
             End::Violation(_, why) => why,
             End::KeepAlive => "keep alive timeout",
             End::TakenOver => "session taken over",
+            End::Shutdown => "server shutting down",
         };
         shared.presence(&self.client_id, "disconnected", &[("reason", why)]);
         self.session.handle.online.store(false, Ordering::Relaxed);
@@ -931,7 +940,7 @@ impl Conn {
                 shared.schedule_expiry(client_id, self.generation, will, expiry);
             }
         }
-        if notice.is_some() {
+        if notice.is_some() && !matches!(end, End::Shutdown) {
             linger(stream).await;
         }
     }

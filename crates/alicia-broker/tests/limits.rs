@@ -105,3 +105,19 @@ async fn oversize_v5_publish_is_disconnected_with_0x95() {
         other => panic!("expected DISCONNECT 0x95, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_tells_v5_clients_why() {
+    let broker = Broker::new(Config::default());
+    let l = broker.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(l.serve());
+    let (mut s, p) = raw_connect(addr, "stay", Protocol::V5).await;
+    assert_eq!(connack_reason(&p), 0);
+    broker.shutdown(Duration::from_secs(2)).await;
+    match read_packet(&mut s, Protocol::V5).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::SERVER_SHUTTING_DOWN),
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    assert_eq!(broker.stats().clients_connected.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -247,7 +247,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
-    broker.save();
+    broker.shutdown(Duration::from_secs(2)).await;
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
