@@ -40,8 +40,8 @@ pub struct BrokerArgs {
     /// Messages queued per offline session.
     #[arg(long, default_value_t = 1000)]
     max_queued: usize,
-    /// QoS 1/2 messages in flight per client.
-    #[arg(long, default_value_t = 20)]
+    /// QoS 1/2 messages in flight per client (`max_inflight_messages` in a configuration file).
+    #[arg(long, default_value_t = 256)]
     max_inflight: u16,
     /// Maximum simultaneous connections (0 = unlimited).
     #[arg(long, default_value_t = 0)]
