@@ -1,0 +1,174 @@
+//! Device certificate checks: chain to the home CA, validity dates, revocation, and the
+//! Common Name as the device id.
+//!
+//! The check is rustls' own client-certificate verifier (`WebPkiClientVerifier`, i.e.
+//! rustls-webpki with ring), the same one the broker's TLS listeners use, so a certificate the
+//! gateway accepts in a request body is exactly one the broker and the mTLS listener would
+//! accept. [`DeviceAuthority::client_verifier`] hands that verifier to an HTTPS listener.
+//!
+//! Revocation is a CRL file in PEM (`-----BEGIN X509 CRL-----`, one or more), the same file
+//! the broker's `crlfile` option reads; a certificate whose serial it lists is refused. Only
+//! the end-entity certificate's status is checked, and a certificate whose issuer has no CRL
+//! in the file counts as not revoked.
+//!
+//! The device id is the certificate's first Common Name. It becomes an MQTT user name and a
+//! topic level (`alicia/devices/<id>/#`), so a CN that is empty or contains `/`, `+`, `#` or a
+//! control character is refused as malformed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, RootCertStore};
+
+/// A device that proved its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// The certificate's Common Name.
+    pub device_id: String,
+    /// The certificate's serial number, lower-case hex.
+    pub serial: String,
+}
+
+/// Why a device certificate was refused. [`DeviceAuthError::reason`] is the text for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceAuthError {
+    #[error("certificate is malformed: {0}")]
+    Malformed(String),
+    #[error("certificate is not signed by this home's CA")]
+    WrongCa,
+    #[error("certificate has expired")]
+    Expired,
+    #[error("certificate is not valid yet")]
+    NotYetValid,
+    #[error("certificate has been revoked")]
+    Revoked,
+    #[error("certificate is not for client authentication")]
+    WrongUsage,
+    #[error("certificate refused: {0}")]
+    Rejected(String),
+    #[error("CA or CRL file: {0}")]
+    Config(String),
+}
+
+impl DeviceAuthError {
+    /// The reason, for a 401 answer or a log line.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The CA (and CRL) device certificates are checked against.
+pub struct DeviceAuthority {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for DeviceAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAuthority").finish_non_exhaustive()
+    }
+}
+
+impl DeviceAuthority {
+    /// From the CA certificate(s) in PEM and optionally CRLs in PEM.
+    pub fn new(ca_pem: &[u8], crl_pem: Option<&[u8]>) -> Result<Self, DeviceAuthError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| DeviceAuthError::Config(format!("CA: {e}")))?;
+            roots.add(cert).map_err(|e| DeviceAuthError::Config(format!("CA: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(DeviceAuthError::Config("no CA certificate found".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+        if let Some(crl_pem) = crl_pem {
+            let crls: Vec<CertificateRevocationListDer<'static>> =
+                CertificateRevocationListDer::pem_slice_iter(crl_pem)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| DeviceAuthError::Config(format!("CRL: {e}")))?;
+            builder = builder.with_crls(crls);
+        }
+        let verifier = builder.build().map_err(|e| DeviceAuthError::Config(e.to_string()))?;
+        Ok(Self { verifier })
+    }
+
+    /// From a CA file (`certs/ca.crt`) and an optional CRL file; a CRL path that does not
+    /// exist counts as an empty list.
+    pub fn load(ca_file: &Path, crl_file: Option<&Path>) -> Result<Self, DeviceAuthError> {
+        let ca = std::fs::read(ca_file).map_err(|e| DeviceAuthError::Config(format!("{}: {e}", ca_file.display())))?;
+        let crl = match crl_file {
+            Some(p) if p.exists() => {
+                Some(std::fs::read(p).map_err(|e| DeviceAuthError::Config(format!("{}: {e}", p.display())))?)
+            }
+            _ => None,
+        };
+        Self::new(&ca, crl.as_deref())
+    }
+
+    /// The verifier, for an HTTPS listener that asks for client certificates (8443).
+    pub fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.verifier.clone()
+    }
+
+    /// Checks a PEM certificate (the device's certificate first, then any intermediates).
+    pub fn verify_pem(&self, pem: &str) -> Result<DeviceIdentity, DeviceAuthError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| DeviceAuthError::Malformed(format!("not PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(DeviceAuthError::Malformed("no certificate in the PEM text".into()));
+        }
+        self.verify_chain(&chain)
+    }
+
+    /// Checks a DER chain (end entity first), as a TLS layer presents it.
+    pub fn verify_chain(&self, chain: &[CertificateDer<'_>]) -> Result<DeviceIdentity, DeviceAuthError> {
+        self.verify_chain_at(chain, UnixTime::now())
+    }
+
+    /// Checks a DER chain as if the time were `now`.
+    pub fn verify_chain_at(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<DeviceIdentity, DeviceAuthError> {
+        let (end, intermediates) = chain.split_first().ok_or(DeviceAuthError::Malformed("no certificate".into()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(end)
+            .map_err(|e| DeviceAuthError::Malformed(format!("not an X.509 certificate: {e}")))?;
+        self.verifier.verify_client_cert(end, intermediates, now).map_err(classify)?;
+        let cn = parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .ok_or_else(|| DeviceAuthError::Malformed("no Common Name (device id)".into()))?;
+        if cn.is_empty() || cn.chars().any(|c| matches!(c, '/' | '+' | '#') || c.is_control()) {
+            return Err(DeviceAuthError::Malformed("Common Name is not usable as a device id".into()));
+        }
+        let serial = parsed.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(DeviceIdentity { device_id: cn.to_string(), serial })
+    }
+}
+
+fn classify(e: rustls::Error) -> DeviceAuthError {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::BadEncoding => DeviceAuthError::Malformed("bad DER encoding".into()),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => DeviceAuthError::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => DeviceAuthError::NotYetValid,
+            CertificateError::Revoked => DeviceAuthError::Revoked,
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => DeviceAuthError::WrongCa,
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                DeviceAuthError::WrongUsage
+            }
+            other => DeviceAuthError::Rejected(format!("{other:?}")),
+        },
+        other => DeviceAuthError::Rejected(other.to_string()),
+    }
+}

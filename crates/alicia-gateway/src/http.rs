@@ -1,0 +1,216 @@
+//! The gateway's HTTP API (axum).
+//!
+//! - `POST /auth/device` — a device proves itself with its certificate and gets a token:
+//!   `{"token": JWT, "expires_in": seconds}`, or 401 `{"error": reason}`. The certificate comes
+//!   from the TLS layer when the listener put a [`PeerCertificates`] extension on the request
+//!   (the mTLS listener on 8443 does), otherwise from the body `{"certificate": PEM}`.
+//! - `POST /encrypt` — `{"plaintext": base64}` → `{"key_id": "enc-N", "ciphertext": base64}`.
+//! - `POST /decrypt` — `{"key_id", "ciphertext"}` → `{"plaintext": base64}`; tampered, unknown
+//!   or retired → 400 `{"error": reason}`.
+//!
+//! `/encrypt` and `/decrypt` need `Authorization: Bearer <token>` (a token from
+//! `/auth/device`): otherwise anyone who reaches the port could decrypt the bus's secrets.
+//!
+//! Every request counts against its client's budget of `max_requests_per_minute` (by peer IP,
+//! fixed one-minute windows); over it the answer is 429 with `Retry-After` in seconds. The
+//! peer address comes from axum's `ConnectInfo<SocketAddr>`, which [`serve`] provides; a
+//! listener of its own must provide it too (requests without it share one budget).
+//!
+//! The body form of `/auth/device` shows the certificate but does not prove the caller holds
+//! its private key; a certificate is not a secret. Expose it only where that is acceptable,
+//! and prefer the mTLS form, where the TLS handshake is the proof.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::crypto::{KeyRing, Sealed};
+use crate::device_auth::DeviceAuthority;
+use crate::tokens::TokenIssuer;
+
+/// Requests per client per minute unless configured otherwise.
+pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 60;
+
+/// The client certificate chain a TLS listener verified (end entity first). The mTLS
+/// listener inserts it into each request's extensions; `/auth/device` then checks it again
+/// (dates, revocation) and needs no body.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Vec<CertificateDer<'static>>);
+
+/// What the handlers share.
+pub struct Gateway {
+    /// Device certificate checks.
+    pub devices: DeviceAuthority,
+    /// Token issuing and checks.
+    pub tokens: TokenIssuer,
+    /// Encryption keys; take the write lock to rotate or retire.
+    pub keys: RwLock<KeyRing>,
+    limiter: RateLimiter,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("tokens", &self.tokens).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway allowing each client `max_requests_per_minute` requests.
+    pub fn new(devices: DeviceAuthority, tokens: TokenIssuer, keys: KeyRing, max_requests_per_minute: u32) -> Self {
+        Self { devices, tokens, keys: RwLock::new(keys), limiter: RateLimiter::new(max_requests_per_minute) }
+    }
+}
+
+/// The router, with rate limiting. Serve it with `ConnectInfo<SocketAddr>` (see [`serve`]).
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/auth/device", post(auth_device))
+        .route("/encrypt", post(encrypt))
+        .route("/decrypt", post(decrypt))
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), rate_limit))
+        .with_state(gateway)
+}
+
+/// Serves the router on `listener` (plain HTTP) until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) -> std::io::Result<()> {
+    axum::serve(listener, router(gateway).into_make_service_with_connect_info::<SocketAddr>()).await
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": reason.into() }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct CertificateBody {
+    certificate: String,
+}
+
+async fn auth_device(
+    State(gw): State<Arc<Gateway>>,
+    peer: Option<Extension<PeerCertificates>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let verified = match peer {
+        Some(Extension(PeerCertificates(chain))) => gw.devices.verify_chain(&chain),
+        None => match serde_json::from_slice::<CertificateBody>(&body) {
+            Ok(b) => gw.devices.verify_pem(&b.certificate),
+            Err(_) => {
+                return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"certificate\": PEM}");
+            }
+        },
+    };
+    match verified {
+        Ok(id) => Json(json!({
+            "token": gw.tokens.issue(&id.device_id),
+            "expires_in": gw.tokens.lifetime().as_secs(),
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::UNAUTHORIZED, e.reason()),
+    }
+}
+
+/// Checks `Authorization: Bearer <token>`; the error is the reason for a 401.
+fn bearer(gw: &Gateway, headers: &HeaderMap) -> Result<(), String> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| "missing Authorization: Bearer token".to_string())?;
+    gw.tokens.verify(token.trim()).map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[derive(Deserialize)]
+struct EncryptBody {
+    plaintext: String,
+}
+
+async fn encrypt(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(reason) = bearer(&gw, &headers) {
+        return error(StatusCode::UNAUTHORIZED, reason);
+    }
+    let Ok(b) = serde_json::from_slice::<EncryptBody>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"plaintext\": base64}");
+    };
+    let Ok(plain) = STANDARD.decode(b.plaintext.as_bytes()) else {
+        return error(StatusCode::BAD_REQUEST, "plaintext is not base64");
+    };
+    let sealed = gw.keys.read().unwrap_or_else(|p| p.into_inner()).encrypt(&plain);
+    match sealed {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn decrypt(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(reason) = bearer(&gw, &headers) {
+        return error(StatusCode::UNAUTHORIZED, reason);
+    }
+    let Ok(sealed) = serde_json::from_slice::<Sealed>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"key_id\": ..., \"ciphertext\": base64}");
+    };
+    let plain = gw.keys.read().unwrap_or_else(|p| p.into_inner()).decrypt(&sealed);
+    match plain {
+        Ok(p) => Json(json!({ "plaintext": STANDARD.encode(p) })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Fixed one-minute windows per client IP.
+struct RateLimiter {
+    max: u32,
+    window: Duration,
+    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    fn new(max: u32) -> Self {
+        Self { max, window: Duration::from_secs(60), clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Ok` if `ip` may make one more request now, else the seconds until it may.
+    fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() > 10_000 {
+            clients.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+        }
+        let (start, count) = clients.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= self.window {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= self.max {
+            let left = self.window.saturating_sub(now.duration_since(*start));
+            return Err(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+        }
+        *count += 1;
+        Ok(())
+    }
+}
+
+async fn rate_limit(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
+    match gw.limiter.check(ip, Instant::now()) {
+        Ok(()) => next.run(req).await,
+        Err(secs) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            r
+        }
+    }
+}

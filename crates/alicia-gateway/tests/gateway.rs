@@ -1,0 +1,390 @@
+//! The gateway through its public interfaces: certificates made here with rcgen, key files in
+//! temporary directories, and HTTP over a real socket.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alicia_gateway::crypto::{KeyRing, Sealed};
+use alicia_gateway::device_auth::{DeviceAuthError, DeviceAuthority};
+use alicia_gateway::http::Gateway;
+use alicia_gateway::signing::{canonical_bytes, SignatureError, SigningKey, VerifyingKey};
+use alicia_gateway::tokens::{TokenError, TokenIssuer};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+// ---------------------------------------------------------------- certificates
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(365);
+    let pem = p.self_signed(&key).unwrap().pem();
+    Ca { pem, issuer: Issuer::new(p, key) }
+}
+
+/// A client certificate for `cn` valid from `from` to `to` days relative to now.
+fn device(ca: &Ca, cn: &str, serial: u64, from: i64, to: i64) -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.serial_number = Some(SerialNumber::from(serial));
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now + time::Duration::days(from);
+    p.not_after = now + time::Duration::days(to);
+    p.signed_by(&key, &ca.issuer).unwrap().pem()
+}
+
+fn crl(ca: &Ca, revoked: &[u64]) -> String {
+    let now = OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(7),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|&s| RevokedCertParams {
+                serial_number: SerialNumber::from(s),
+                revocation_time: now - time::Duration::minutes(5),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    params.signed_by(&ca.issuer).unwrap().pem().unwrap()
+}
+
+#[test]
+fn device_certificates() {
+    let home = ca("home CA");
+    let other = ca("other CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &home.pem).unwrap();
+    std::fs::write(dir.path().join("crl.pem"), crl(&home, &[7])).unwrap();
+    let auth = DeviceAuthority::load(&dir.path().join("ca.crt"), Some(&dir.path().join("crl.pem"))).unwrap();
+
+    let id = auth.verify_pem(&device(&home, "kitchen-speaker", 5, -1, 30)).unwrap();
+    assert_eq!(id.device_id, "kitchen-speaker");
+    assert_eq!(id.serial, "05");
+
+    assert_eq!(auth.verify_pem(&device(&other, "kitchen-speaker", 5, -1, 30)), Err(DeviceAuthError::WrongCa));
+    assert_eq!(auth.verify_pem(&device(&home, "old", 6, -30, -1)), Err(DeviceAuthError::Expired));
+    assert_eq!(auth.verify_pem(&device(&home, "future", 8, 2, 30)), Err(DeviceAuthError::NotYetValid));
+    assert_eq!(auth.verify_pem(&device(&home, "stolen", 7, -1, 30)), Err(DeviceAuthError::Revoked));
+    assert!(matches!(auth.verify_pem("hello"), Err(DeviceAuthError::Malformed(_))));
+    let garbage = "-----BEGIN CERTIFICATE-----\nAAECAwQ=\n-----END CERTIFICATE-----\n";
+    assert!(matches!(auth.verify_pem(garbage), Err(DeviceAuthError::Malformed(_))));
+    assert!(matches!(auth.verify_pem(&device(&home, "a/b", 9, -1, 30)), Err(DeviceAuthError::Malformed(_))));
+    // Each reason is distinct and readable.
+    assert_eq!(DeviceAuthError::Revoked.reason(), "certificate has been revoked");
+
+    // Without a CRL file (path absent) nothing is revoked.
+    let no_crl = DeviceAuthority::load(&dir.path().join("ca.crt"), Some(&dir.path().join("none.pem"))).unwrap();
+    assert!(no_crl.verify_pem(&device(&home, "stolen", 7, -1, 30)).is_ok());
+}
+
+// ---------------------------------------------------------------- tokens
+
+fn write_hex_key(path: &Path, bytes: &[u8]) {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, hex + "\n").unwrap();
+}
+
+#[test]
+fn tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hex_key(&dir.path().join("jwt.key"), &[0x5a; 64]);
+    let issuer = TokenIssuer::from_key_file(&dir.path().join("jwt.key")).unwrap();
+    assert_eq!(issuer.lifetime(), Duration::from_secs(900));
+
+    let token = issuer.issue("kitchen-speaker");
+    let claims = issuer.verify_password_jwt("kitchen-speaker", token.as_bytes()).unwrap();
+    assert_eq!(claims.sub, "kitchen-speaker");
+    assert_eq!(claims.exp - claims.iat, 900);
+    assert_eq!(issuer.verify_password_jwt("hallway", token.as_bytes()), Err(TokenError::Subject));
+
+    let other = TokenIssuer::new(&[0x5b; 64]).unwrap();
+    assert_eq!(other.verify(&token), Err(TokenError::Signature));
+
+    let short = TokenIssuer::new(&[0x5a; 64]).unwrap().with_lifetime(Duration::from_secs(60));
+    let old = short.issue_at("kitchen-speaker", 1_000_000);
+    assert_eq!(short.verify_at(&old, 1_000_000 + 60 + 31), Err(TokenError::Expired));
+    assert!(short.verify_at(&old, 1_000_000 + 59).is_ok());
+    assert_eq!(short.verify_at(&old, 1_000_000 - 3600), Err(TokenError::NotYetValid));
+    assert_eq!(issuer.verify(&short.issue_at("x", 1_000_000)), Err(TokenError::Expired));
+
+    let wrong_aud = TokenIssuer::new(&[0x5a; 64]).unwrap().with_audience("elsewhere").issue("x");
+    assert!(matches!(issuer.verify(&wrong_aud), Err(TokenError::Audience(_))));
+    let wrong_iss = TokenIssuer::new(&[0x5a; 64]).unwrap().with_issuer("mallory").issue("x");
+    assert!(matches!(issuer.verify(&wrong_iss), Err(TokenError::Issuer(_))));
+
+    // alg "none" and other algorithms are refused before anything else.
+    let parts: Vec<&str> = token.split('.').collect();
+    let none =
+        format!("{}.{}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), parts[1]);
+    assert_eq!(issuer.verify(&none), Err(TokenError::Algorithm));
+    assert!(matches!(issuer.verify("a.b"), Err(TokenError::Malformed(_))));
+    assert!(matches!(issuer.verify_password_jwt("x", &[0xff, 0xfe]), Err(TokenError::Malformed(_))));
+
+    // Tampered claims: the subject changed, the MAC no longer matches.
+    let forged_claims = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap())
+        .unwrap()
+        .replace("kitchen-speaker", "front-door-lock");
+    let forged =
+        format!("{}.{}.{}", parts[0], base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_claims), parts[2]);
+    assert_eq!(issuer.verify(&forged), Err(TokenError::Signature));
+
+    assert!(matches!(TokenIssuer::new(b"secret"), Err(TokenError::Key(_))));
+    std::fs::write(dir.path().join("bad.key"), "not hex").unwrap();
+    assert!(matches!(TokenIssuer::from_key_file(&dir.path().join("bad.key")), Err(TokenError::Key(_))));
+}
+
+// ---------------------------------------------------------------- encryption
+
+#[test]
+fn encryption_and_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hex_key(&dir.path().join("enc-1.key"), &[1; 32]);
+    std::fs::write(dir.path().join("jwt.key"), "00").unwrap(); // other files are ignored
+    let mut ring = KeyRing::load(dir.path()).unwrap();
+    assert_eq!(ring.key_ids(), ["enc-1"]);
+
+    let a = ring.encrypt(b"turn on the lights").unwrap();
+    let b = ring.encrypt(b"turn on the lights").unwrap();
+    assert_eq!(a.key_id, "enc-1");
+    assert_ne!(a.ciphertext, b.ciphertext, "nonces are random");
+    assert_eq!(ring.decrypt(&a).unwrap(), b"turn on the lights");
+    assert_eq!(STANDARD.decode(&a.ciphertext).unwrap().len(), 12 + 18 + 16);
+
+    // Every flipped byte (nonce, body, tag) is detected.
+    let raw = STANDARD.decode(&a.ciphertext).unwrap();
+    for i in 0..raw.len() {
+        let mut t = raw.clone();
+        t[i] ^= 0x01;
+        let sealed = Sealed { key_id: a.key_id.clone(), ciphertext: STANDARD.encode(t) };
+        assert_eq!(ring.decrypt(&sealed), Err(alicia_gateway::crypto::CryptoError::Tampered), "byte {i}");
+    }
+    assert!(ring.decrypt(&Sealed { key_id: "enc-1".into(), ciphertext: "AAAA".into() }).is_err());
+    assert!(ring.decrypt(&Sealed { key_id: "enc-9".into(), ..a.clone() }).is_err());
+
+    // Rotation: new messages use the new key, old ones still decrypt.
+    let id = ring.rotate(dir.path()).unwrap();
+    assert_eq!(id, "enc-2");
+    let mode = std::fs::metadata(dir.path().join("enc-2.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let c = ring.encrypt(b"new").unwrap();
+    assert_eq!(c.key_id, "enc-2");
+    assert_eq!(ring.decrypt(&a).unwrap(), b"turn on the lights");
+    // Relabelling a ciphertext with another key id is tampering.
+    assert!(ring.decrypt(&Sealed { key_id: "enc-2".into(), ..a.clone() }).is_err());
+
+    // A reloaded ring sees both keys.
+    let reloaded = KeyRing::load(dir.path()).unwrap();
+    assert_eq!(reloaded.decrypt(&a).unwrap(), b"turn on the lights");
+    assert_eq!(reloaded.decrypt(&c).unwrap(), b"new");
+
+    // The current key cannot be retired; an old one can, after which its ciphertexts fail.
+    assert!(ring.retire(dir.path(), "enc-2").is_err());
+    ring.retire(dir.path(), "enc-1").unwrap();
+    assert!(matches!(ring.decrypt(&a), Err(alicia_gateway::crypto::CryptoError::UnknownKey(_))));
+    assert_eq!(ring.decrypt(&c).unwrap(), b"new");
+    assert!(KeyRing::load(dir.path()).unwrap().decrypt(&a).is_err());
+    // Numbers are never reused, even after retirement.
+    assert_eq!(ring.rotate(dir.path()).unwrap(), "enc-3");
+}
+
+// ---------------------------------------------------------------- signatures
+
+#[test]
+fn signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = (dir.path().join("signing.key"), dir.path().join("signing.pub"));
+    let key = SigningKey::generate(&private, &public).unwrap();
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(SigningKey::generate(&private, &public).is_err(), "never overwrites a key");
+    let key2 = SigningKey::load(&private).unwrap();
+    let verifier = VerifyingKey::load(&public).unwrap();
+    assert_eq!(key2.verifying_key(), verifier);
+
+    let mut env = json!({
+        "id": "5c9c6a30-9d3e-4d8e-9d4a-0a4b7e0f3c11",
+        "source": "alicia/services/stt",
+        "destination": "alicia/services/nlu",
+        "payload": {"type": "transcript", "data": {"text": "allume la lumière", "confidence": 0.93}},
+        "routing": {"hops": 0, "max_hops": 8}
+    });
+    key.sign_in_place(&mut env).unwrap();
+    assert!(env["security"]["signature"].is_string());
+    verifier.verify(&env).unwrap();
+
+    // Key order and whitespace do not matter; the reordered text verifies too.
+    let text = serde_json::to_string_pretty(&env).unwrap();
+    let reparsed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(canonical_bytes(&reparsed), canonical_bytes(&env));
+    let reordered = json!({
+        "routing": {"max_hops": 8, "hops": 0},
+        "payload": env["payload"].clone(),
+        "destination": env["destination"].clone(),
+        "security": env["security"].clone(),
+        "source": env["source"].clone(),
+        "id": env["id"].clone()
+    });
+    verifier.verify(&reordered).unwrap();
+
+    let mut tampered = env.clone();
+    tampered["payload"]["data"]["text"] = json!("ouvre la porte");
+    assert_eq!(verifier.verify(&tampered), Err(SignatureError::Mismatch));
+    let mut added = env.clone();
+    added["security"]["key_id"] = json!("enc-1");
+    assert_eq!(
+        verifier.verify(&added),
+        Err(SignatureError::Mismatch),
+        "security fields other than signature are signed"
+    );
+
+    let other = SigningKey::generate(&dir.path().join("o.key"), &dir.path().join("o.pub")).unwrap();
+    assert_eq!(other.verifying_key().verify(&env), Err(SignatureError::Mismatch));
+
+    let mut unsigned = env.clone();
+    unsigned["security"].as_object_mut().unwrap().remove("signature");
+    assert_eq!(verifier.verify(&unsigned), Err(SignatureError::Missing));
+    let mut garbled = env.clone();
+    garbled["security"]["signature"] = json!("!!");
+    assert_eq!(verifier.verify(&garbled), Err(SignatureError::Malformed));
+    assert_eq!(key.sign_in_place(&mut json!([1])), Err(SignatureError::NotAnObject));
+}
+
+// ---------------------------------------------------------------- HTTP
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Value,
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+fn post(addr: SocketAddr, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
+    let body = body.to_string();
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Reply { status, headers: head.to_ascii_lowercase(), body: serde_json::from_str(body).unwrap_or(Value::Null) }
+}
+
+fn start(gateway: Gateway) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            alicia_gateway::http::serve(listener, Arc::new(gateway)).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn gateway(home: &Ca, revoked: &[u64], per_minute: u32) -> Gateway {
+    let devices = DeviceAuthority::new(home.pem.as_bytes(), Some(crl(home, revoked).as_bytes())).unwrap();
+    let tokens = TokenIssuer::new(&[0x42; 64]).unwrap();
+    let keys = KeyRing::from_keys([(1, [3; 32])]);
+    Gateway::new(devices, tokens, keys, per_minute)
+}
+
+#[test]
+fn http_api() {
+    let home = ca("home CA");
+    let addr = start(gateway(&home, &[66], 100));
+
+    let r = post(addr, "/auth/device", &json!({"certificate": device(&home, "hall-sensor", 1, -1, 30)}), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["expires_in"], 900);
+    let token = r.body["token"].as_str().unwrap().to_string();
+    let claims = TokenIssuer::new(&[0x42; 64]).unwrap().verify_password_jwt("hall-sensor", token.as_bytes()).unwrap();
+    assert_eq!(claims.sub, "hall-sensor");
+
+    let refused = [
+        (device(&ca("other CA"), "hall-sensor", 1, -1, 30), "certificate is not signed by this home's CA"),
+        (device(&home, "hall-sensor", 2, -30, -1), "certificate has expired"),
+        (device(&home, "hall-sensor", 66, -1, 30), "certificate has been revoked"),
+    ];
+    for (pem, reason) in refused {
+        let r = post(addr, "/auth/device", &json!({ "certificate": pem }), None);
+        assert_eq!((r.status, r.body["error"].as_str()), (401, Some(reason)));
+    }
+    let r = post(addr, "/auth/device", &json!({"certificate": "junk"}), None);
+    assert_eq!(r.status, 401);
+    assert!(r.body["error"].as_str().unwrap().starts_with("certificate is malformed"));
+    assert_eq!(post(addr, "/auth/device", &json!({"cert": 1}), None).status, 400);
+
+    // Encryption needs a token.
+    let plain = STANDARD.encode("secret payload");
+    assert_eq!(post(addr, "/encrypt", &json!({ "plaintext": plain }), None).status, 401);
+    assert_eq!(post(addr, "/encrypt", &json!({ "plaintext": plain }), Some("a.b.c")).status, 401);
+    let e = post(addr, "/encrypt", &json!({ "plaintext": plain }), Some(&token));
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(e.body["key_id"], "enc-1");
+    let d = post(addr, "/decrypt", &e.body, Some(&token));
+    assert_eq!((d.status, &d.body["plaintext"]), (200, &json!(plain)));
+
+    let mut raw = STANDARD.decode(e.body["ciphertext"].as_str().unwrap()).unwrap();
+    raw[20] ^= 0x80;
+    let t = post(addr, "/decrypt", &json!({"key_id": "enc-1", "ciphertext": STANDARD.encode(raw)}), Some(&token));
+    assert_eq!(t.status, 400);
+    assert!(t.body["error"].as_str().unwrap().contains("tampered"));
+    assert_eq!(post(addr, "/encrypt", &json!({"plaintext": "%%"}), Some(&token)).status, 400);
+}
+
+#[test]
+fn http_rate_limit() {
+    let home = ca("home CA");
+    let addr = start(gateway(&home, &[], 3));
+    for _ in 0..3 {
+        assert_eq!(post(addr, "/encrypt", &json!({}), None).status, 401);
+    }
+    let r = post(addr, "/auth/device", &json!({"certificate": device(&home, "d", 1, -1, 30)}), None);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["error"], "too many requests");
+    let retry: u64 = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .expect("Retry-After header")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
