@@ -43,20 +43,20 @@ fi
 # --- Python packages --------------------------------------------------------------------
 if ! python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest  # noqa: F401
+import paho.mqtt, pytest, prometheus_client  # noqa: F401
 major = int(paho.mqtt.__version__.split(".")[0])
 sys.exit(0 if major == 2 else 1)
 PY
 then
-    step "installing Python packages: paho-mqtt 2.x, pytest"
+    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client"
     if ! python3 -m pip --version >/dev/null 2>&1; then
         as_root apt-get install -y --no-install-recommends python3-pip \
             || { as_root apt-get update && as_root apt-get install -y python3-pip; }
     fi
     # Debian's system Python refuses plain pip installs (PEP 668); the flag exists only in
     # newer pips, so try without it first.
-    python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest \
-        || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest
+    python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest prometheus_client \
+        || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest prometheus_client
 fi
 
 # --- Rust ---------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def test_up_subcommand_is_secure_on_first_start(tmp_path):
     clients are refused (v5 0x87 not authorised), a core service logs in with the random
     password `init` wrote to a 0600 file, and no secret reaches the logs."""
     home = tmp_path / "home"
-    x = brokers.start_alicia(tmp_path, ["--home", str(home), "--tls-port", "0"], subcommand="up")
+    x = brokers.start_alicia(tmp_path, ["--home", str(home), "--tls-port", "0", "--http", "127.0.0.1:0"],
+                            subcommand="up")
     try:
         c = r.RawClient(x.host, x.port, 5)
         c.handshake("anonymous", expect_reason=0x87)

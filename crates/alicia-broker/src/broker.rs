@@ -407,6 +407,11 @@ impl Broker {
         self.shared.publish_internal(topic.to_string(), payload, retain);
     }
 
+    /// The broker's metrics in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.shared.prometheus()
+    }
+
     /// Counters of this broker.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats

@@ -16,6 +16,7 @@ mod connection;
 pub mod index;
 pub mod listener;
 pub mod message;
+mod metrics;
 pub mod outbox;
 pub mod persist;
 pub mod retained;

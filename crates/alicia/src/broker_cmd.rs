@@ -58,6 +58,10 @@ pub struct BrokerArgs {
     /// Refuse subscriptions to this exact topic filter (repeatable).
     #[arg(long = "deny-subscribe", value_name = "FILTER")]
     deny_subscribe: Vec<String>,
+    /// Serve `GET /metrics` (Prometheus), `GET /health` and `GET /ready` on this address
+    /// (port 0 picks a free one; printed as `http listening on ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
     /// Write the process id here, for `alicia broker reload`.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
@@ -230,6 +234,12 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         println!("{kind} listening on {local}");
         tasks.spawn(listener.serve());
     }
+    if let Some(addr) = args.http {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        println!("http listening on {}", listener.local_addr()?);
+        let app = http_routes(broker.clone());
+        tasks.spawn(async move { axum::serve(listener, app).await });
+    }
     use std::io::Write;
     std::io::stdout().flush()?;
     if let Some(pid_file) = &args.pid_file {
@@ -252,6 +262,20 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(pid_file);
     }
     Ok(())
+}
+
+/// Liveness, readiness and metrics. Readiness means every listener is bound, which is true
+/// once this router is served (it starts after them).
+fn http_routes(broker: Broker) -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    axum::Router::new().route("/health", get(|| async { "ok\n" })).route("/ready", get(|| async { "ready\n" })).route(
+        "/metrics",
+        get(move || {
+            let text = broker.metrics();
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text) }
+        }),
+    )
 }
 
 /// Reloads passwords, ACL and certificates all or nothing, and says how it went.

@@ -94,6 +94,9 @@ fn main() -> anyhow::Result<()> {
                 }
                 args.config = Some(config);
             }
+            if args.http.is_none() {
+                args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
             runtime.block_on(broker_cmd::run(args))
         }
