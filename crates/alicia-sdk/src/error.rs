@@ -1,0 +1,52 @@
+//! What can go wrong when using the bus.
+
+use std::time::Duration;
+
+use alicia_envelope::{Destination, EnvelopeError, Uuid};
+
+/// Errors of the SDK's operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// The configuration cannot work (bad prefix, name, delays, unreadable password file).
+    #[error("invalid service configuration: {0}")]
+    Config(String),
+    /// An envelope to be sent is not valid.
+    #[error("invalid envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// No response arrived in time. Either nobody serves the destination, or it is slow or
+    /// down; the request's ttl was set to the timeout, so a late handler drops it.
+    #[error("no response from `{destination}` to request {message_id} within {timeout:?}")]
+    Timeout {
+        /// Where the request went.
+        destination: Destination,
+        /// The request's `message_id`.
+        message_id: Uuid,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// The service was not connected to the broker during the whole timeout (a request was
+    /// therefore not sent).
+    #[error("not connected to the broker at {broker} (waited {waited:?})")]
+    NotConnected {
+        /// `host:port` of the broker.
+        broker: String,
+        /// How long the caller waited for a connection.
+        waited: Duration,
+    },
+    /// The destination answered with an error response.
+    #[error("`{from}` refused request {message_id}: {code}: {message}")]
+    Remote {
+        /// The responder (`source` of the response).
+        from: String,
+        /// The request's `message_id`.
+        message_id: Uuid,
+        /// The error code of the response.
+        code: String,
+        /// The error message of the response.
+        message: String,
+    },
+    /// The service was shut down; its connection is gone.
+    #[error("the bus connection is closed (the service was shut down)")]
+    Closed,
+}

@@ -1,0 +1,796 @@
+//! The runtime: one task drives the MQTT connection, one sends heartbeats, and each incoming
+//! envelope is handled in a task of its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use alicia_envelope::{Destination, Envelope, EnvelopeError, MessageType, ReplyStatus, Uuid, Value};
+use bytes::Bytes;
+use rumqttc_notls::v5::mqttbytes::v5::{ConnectProperties, Filter, LastWill, Packet, Publish, PublishProperties};
+use rumqttc_notls::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc_notls::Outgoing;
+use serde_json::json;
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::ServiceConfig;
+use crate::deadletter::DeadLetter;
+use crate::error::SdkError;
+use crate::service::{BusService, Context, HandlerResult, ServiceError, Subscription};
+use crate::topics::Topics;
+use crate::QoS;
+
+/// Payload of the retained status topic while an instance is connected.
+pub const ONLINE: &str = "online";
+/// Payload of the retained status topic when the service is gone (also its MQTT will).
+pub const OFFLINE: &str = "offline";
+
+/// Requests in flight through the client's channel to its connection task.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// The state of a service's connection to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected yet, or reconnecting after a failure (with backoff).
+    Connecting,
+    /// Connected and subscribed: the inbox and the reply topic receive.
+    Online,
+    /// Shut down.
+    Stopped,
+}
+
+/// Starts `service`: connects to the broker in `config` (in the background, retrying with
+/// backoff until it succeeds), subscribes to its inbox and subscriptions, announces it online
+/// and sends heartbeats. Must be called inside a tokio runtime.
+pub fn start<S: BusService>(config: ServiceConfig, service: S) -> Result<ServiceHandle, SdkError> {
+    let name = config.name.clone().unwrap_or_else(|| service.name().to_string());
+    let subscriptions = service.subscriptions();
+    launch(config, name, Some((Arc::new(service), subscriptions)))
+}
+
+/// Connects a client that only publishes and makes requests: no inbox, no status, no
+/// heartbeats (for command-line tools and tests). Its name is `config.name`, or `client`.
+pub fn connect(config: ServiceConfig) -> Result<ServiceHandle, SdkError> {
+    let name = config.name.clone().unwrap_or_else(|| "client".to_string());
+    launch::<NoService>(config, name, None)
+}
+
+/// The service type of a client started with [`connect`]; never asked to handle anything.
+struct NoService;
+
+impl BusService for NoService {
+    fn name(&self) -> &str {
+        "client"
+    }
+
+    async fn handle(&self, _: &Context, _: Envelope) -> HandlerResult {
+        Ok(None)
+    }
+}
+
+fn launch<S: BusService>(
+    config: ServiceConfig,
+    name: String,
+    service: Option<(Arc<S>, Vec<Subscription>)>,
+) -> Result<ServiceHandle, SdkError> {
+    config.validate()?;
+    alicia_envelope::check_service_name(&name).map_err(|p| SdkError::Config(format!("service name: {p}")))?;
+    let topics = Topics::new(config.topic_prefix.clone())?;
+    let instance = config.instance_id.clone().unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..12].to_string());
+    let reply_topic = topics.reply(&name, &instance);
+    let status_topic = topics.status(&name);
+    let announce = service.is_some();
+
+    let mut filters = vec![Filter::new(reply_topic.clone(), QoS::AtLeastOnce)];
+    if let Some((_, subs)) = &service {
+        filters.push(Filter::new(topics.shared_inbox(&name), QoS::AtLeastOnce));
+        // Other instances' wills and shutdowns: an instance that sees `offline` while it is
+        // alive says `online` again (no-local: our own `offline` at shutdown is not echoed).
+        let mut status = Filter::new(status_topic.clone(), QoS::AtLeastOnce);
+        status.nolocal = true;
+        filters.push(status);
+        for s in subs {
+            if s.filter.starts_with("$share/") {
+                return Err(SdkError::Config(format!("subscription {:?}: use Subscription::shared", s.filter)));
+            }
+            if !valid_filter(&s.filter) {
+                return Err(SdkError::Config(format!("subscription {:?} is not a valid MQTT topic filter", s.filter)));
+            }
+            let path = if s.shared { format!("$share/{name}/{}", s.filter) } else { s.filter.clone() };
+            filters.push(Filter::new(path, s.qos));
+        }
+    }
+
+    let mut options = MqttOptions::new(format!("{name}-{instance}"), config.host.clone(), config.port);
+    options.set_keep_alive(config.keep_alive);
+    options.set_clean_start(config.session_expiry.is_zero());
+    let mut props = ConnectProperties::new();
+    props.max_packet_size = Some(config.max_packet_size);
+    if !config.session_expiry.is_zero() {
+        props.session_expiry_interval = Some(u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX));
+    }
+    options.set_connect_properties(props);
+    if let Some(user) = &config.username {
+        let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+        options.set_credentials(user.clone(), password);
+    }
+    if announce {
+        options.set_last_will(LastWill::new(status_topic.clone(), OFFLINE, QoS::AtLeastOnce, true, None));
+    }
+    let (client, events) = AsyncClient::new(options, CHANNEL_CAPACITY);
+
+    let inner = Arc::new(Inner {
+        name,
+        instance,
+        topics,
+        reply_topic,
+        status_topic,
+        broker: format!("{}:{}", config.host, config.port),
+        client,
+        pending: Mutex::new(HashMap::new()),
+        state: watch::Sender::new(LinkState::Connecting),
+        stop: Notify::new(),
+        stopping: AtomicBool::new(false),
+        connects: AtomicU64::new(0),
+        handled: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        started: Instant::now(),
+        announce,
+        heartbeat_interval: config.heartbeat_interval,
+    });
+    let limiter = Arc::new(Semaphore::new(config.max_concurrent_handlers));
+    let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let driver = tokio::spawn(drive(inner.clone(), events, service.map(|(s, _)| s), filters, limiter, backoff));
+    let heartbeat = (announce && !config.heartbeat_interval.is_zero()).then(|| tokio::spawn(heartbeats(inner.clone())));
+    tracing::info!(service = %inner.name, instance = %inner.instance, broker = %inner.broker, "starting");
+    Ok(ServiceHandle { bus: Bus { inner }, driver: Some(driver), heartbeat })
+}
+
+type Pending = oneshot::Sender<Result<Envelope, EnvelopeError>>;
+
+struct Inner {
+    name: String,
+    instance: String,
+    topics: Topics,
+    reply_topic: String,
+    status_topic: String,
+    broker: String,
+    client: AsyncClient,
+    pending: Mutex<HashMap<Uuid, Pending>>,
+    state: watch::Sender<LinkState>,
+    /// Wakes the connection task out of a reconnect delay at shutdown.
+    stop: Notify,
+    stopping: AtomicBool,
+    connects: AtomicU64,
+    handled: AtomicU64,
+    failed: AtomicU64,
+    started: Instant,
+    /// A service (status, will, heartbeats) rather than a plain client.
+    announce: bool,
+    heartbeat_interval: Duration,
+}
+
+/// A handle on the bus for one service instance: publish, send requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+impl Bus {
+    /// The service's name (the `source` of what it sends).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The topic names in use.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    /// This instance's reply topic (the MQTT 5 Response Topic of its requests).
+    pub fn reply_topic(&self) -> &str {
+        &self.inner.reply_topic
+    }
+
+    /// The connection state now.
+    pub fn state(&self) -> LinkState {
+        *self.inner.state.borrow()
+    }
+
+    /// How many times the connection has been established (1 after the first connect).
+    pub fn connects(&self) -> u64 {
+        self.inner.connects.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the service is connected and subscribed, at most `timeout`.
+    pub async fn wait_online(&self, timeout: Duration) -> Result<(), SdkError> {
+        let mut rx = self.inner.state.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            rx.wait_for(|s| *s != LinkState::Connecting).await.map(|s| *s).unwrap_or(LinkState::Stopped)
+        })
+        .await;
+        match reached {
+            Ok(LinkState::Online) => Ok(()),
+            Ok(_) => Err(SdkError::Closed),
+            Err(_) => Err(SdkError::NotConnected { broker: self.inner.broker.clone(), waited: timeout }),
+        }
+    }
+
+    /// Publishes `data` as an `event` envelope to `destination` (filled in: `source`,
+    /// `message_id`, `timestamp`). Returns the `message_id`. QoS 1; while the broker is
+    /// unreachable, messages wait in a bounded queue and this call waits when it is full.
+    pub async fn publish(&self, destination: Destination, data: Value) -> Result<Uuid, SdkError> {
+        let envelope = Envelope::event(self.name(), destination, data);
+        let id = envelope.message_id;
+        self.send(&envelope).await?;
+        Ok(id)
+    }
+
+    /// Publishes a ready-made envelope to the topic of its destination (see
+    /// [`Topics::for_destination`]), after validating it.
+    pub async fn send(&self, envelope: &Envelope) -> Result<(), SdkError> {
+        envelope.validate()?;
+        let topic = self.inner.topics.for_destination(&envelope.destination);
+        self.inner.publish_envelope(&topic, envelope, None, None).await
+    }
+
+    /// Publishes a ready-made envelope to an explicit topic, e.g. a device's command topic or
+    /// a response topic (the router uses this).
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+        correlation_data: Option<Bytes>,
+    ) -> Result<(), SdkError> {
+        envelope.validate()?;
+        self.inner.publish_envelope(topic, envelope, None, correlation_data).await
+    }
+
+    /// Sends `data` as a `request` to `destination` and waits for the response, at most
+    /// `timeout`. The request's ttl is the timeout (rounded up to whole seconds), so it is not
+    /// handled after the caller has given up.
+    ///
+    /// Returns the response envelope; an error response becomes [`SdkError::Remote`], no
+    /// response [`SdkError::Timeout`], no broker connection during the whole timeout
+    /// [`SdkError::NotConnected`].
+    pub async fn request(
+        &self,
+        destination: Destination,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Envelope, SdkError> {
+        let ttl = u32::try_from(timeout.as_millis().div_ceil(1000)).unwrap_or(u32::MAX).max(1);
+        let envelope = Envelope::request(self.name(), destination, data).with_ttl(ttl);
+        self.request_envelope(envelope, timeout).await
+    }
+
+    /// [`Bus::request`] with a ready-made envelope (its own priority, ttl, metadata).
+    ///
+    /// The request goes out with MQTT 5 Response Topic = this instance's reply topic and
+    /// Correlation Data = the request's `message_id` (as text); the response is matched by the
+    /// correlation data, or by its `correlation_id` when it arrives without one.
+    pub async fn request_envelope(&self, envelope: Envelope, timeout: Duration) -> Result<Envelope, SdkError> {
+        envelope.validate()?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let id = envelope.message_id;
+        let destination = envelope.destination.clone();
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending.lock().unwrap().insert(id, tx);
+        let _forget = PendingGuard { inner: &self.inner, id };
+
+        // The reply topic is subscribed on every connect: wait for that before sending, or a
+        // fast answer could arrive before the subscription.
+        self.wait_online(timeout).await?;
+        let topic = self.inner.topics.for_destination(&envelope.destination);
+        let correlation = Bytes::from(id.to_string());
+        self.inner.publish_envelope(&topic, &envelope, Some(self.inner.reply_topic.clone()), Some(correlation)).await?;
+
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(response))) => match response.reply_error() {
+                Some(e) => {
+                    Err(SdkError::Remote { from: response.source, message_id: id, code: e.code, message: e.message })
+                }
+                None => Ok(response),
+            },
+            Ok(Ok(Err(e))) => Err(SdkError::Remote {
+                from: destination.to_string(),
+                message_id: id,
+                code: "invalid_response".into(),
+                message: e.to_string(),
+            }),
+            Ok(Err(_)) => Err(SdkError::Closed),
+            Err(_) => Err(SdkError::Timeout { destination, message_id: id, timeout }),
+        }
+    }
+
+    /// Publishes a [`DeadLetter`] for `payload` received on `topic`.
+    pub async fn dead_letter(&self, reason: impl Into<String>, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
+        self.inner.dead_letter(reason.into(), topic, payload).await
+    }
+}
+
+/// Removes a pending request when its caller stops waiting (answered, timed out, cancelled).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: Uuid,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Inner {
+    fn reported_by(&self) -> String {
+        format!("{}/{}", self.name, self.instance)
+    }
+
+    async fn publish_envelope(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+        response_topic: Option<String>,
+        correlation_data: Option<Bytes>,
+    ) -> Result<(), SdkError> {
+        let props = envelope_properties(envelope, response_topic, correlation_data);
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, envelope.to_vec(), props)
+            .await
+            .map_err(|_| SdkError::Closed)
+    }
+
+    /// Publishes without waiting, from the connection task (which must never wait on the
+    /// channel it drains): tries the channel, and hands the publish to a task when it is full.
+    fn publish_nowait(&self, topic: String, qos: QoS, retain: bool, payload: Bytes) {
+        if self.client.try_publish(topic.clone(), qos, retain, payload.clone()).is_err() {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.publish(topic, qos, retain, payload).await;
+            });
+        }
+    }
+
+    async fn dead_letter(&self, reason: String, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
+        tracing::warn!(service = %self.name, %topic, %reason, "dead letter");
+        let record = DeadLetter::new(reason, topic, payload, self.reported_by());
+        self.client
+            .publish(self.topics.deadletter(), QoS::AtLeastOnce, false, record.to_vec())
+            .await
+            .map_err(|_| SdkError::Closed)
+    }
+
+    fn take_pending(&self, id: Uuid) -> Option<Pending> {
+        self.pending.lock().unwrap().remove(&id)
+    }
+
+    fn heartbeat(&self) -> Envelope {
+        let ttl = u32::try_from(self.heartbeat_interval.as_secs().saturating_mul(3)).unwrap_or(u32::MAX).max(1);
+        let data = json!({
+            "service": self.name,
+            "instance": self.instance,
+            "status": ONLINE,
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "interval_secs": self.heartbeat_interval.as_secs(),
+            "handled": self.handled.load(Ordering::Relaxed),
+            "failed": self.failed.load(Ordering::Relaxed),
+        });
+        Envelope::heartbeat(self.name.clone(), data).with_ttl(ttl)
+    }
+}
+
+fn envelope_properties(
+    envelope: &Envelope,
+    response_topic: Option<String>,
+    correlation_data: Option<Bytes>,
+) -> PublishProperties {
+    let remaining = envelope.remaining_ttl(SystemTime::now()).as_secs().max(1);
+    PublishProperties {
+        // The broker drops the message from queues once the envelope has expired anyway.
+        message_expiry_interval: Some(u32::try_from(remaining).unwrap_or(u32::MAX)),
+        content_type: Some("application/json".into()),
+        response_topic,
+        correlation_data,
+        ..PublishProperties::default()
+    }
+}
+
+/// Exponential backoff with jitter between `min` and `max`.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max, next: min }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The delay to wait now: between half and all of the current step ("equal jitter", so
+    /// instances that lost the broker together do not come back together), then the step
+    /// doubles up to `max`.
+    fn delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+    }
+}
+
+/// An MQTT topic filter: not empty, `#` only as the whole last level, `+` only as a whole level.
+fn valid_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    !filter.is_empty()
+        && !filter.contains('\0')
+        && levels.iter().enumerate().all(|(i, level)| match *level {
+            "#" => i == levels.len() - 1,
+            "+" => true,
+            l => !l.contains(['+', '#']),
+        })
+}
+
+/// The connection task.
+async fn drive<S: BusService>(
+    inner: Arc<Inner>,
+    mut events: EventLoop,
+    service: Option<Arc<S>>,
+    filters: Vec<Filter>,
+    limiter: Arc<Semaphore>,
+    mut backoff: Backoff,
+) {
+    let mut awaiting_suback = false;
+    // Consecutive failed attempts, to log a broker that stays away without flooding the log.
+    let mut failures: u64 = 0;
+    loop {
+        let event = events.poll().await;
+        let stopping = inner.stopping.load(Ordering::Acquire);
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                inner.connects.fetch_add(1, Ordering::Relaxed);
+                // Subscribe on every connect: the session is clean (or the broker restarted
+                // and lost it).
+                awaiting_suback = true;
+                failures = 0;
+                if inner.client.try_subscribe_many(filters.clone()).is_err() {
+                    // The channel is full of messages queued while offline: wait in a task.
+                    let (client, filters) = (inner.client.clone(), filters.clone());
+                    tokio::spawn(async move { client.subscribe_many(filters).await });
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) if awaiting_suback => {
+                awaiting_suback = false;
+                if inner.announce && !stopping {
+                    inner.publish_nowait(
+                        inner.status_topic.clone(),
+                        QoS::AtLeastOnce,
+                        true,
+                        Bytes::from_static(ONLINE.as_bytes()),
+                    );
+                    inner.publish_nowait(
+                        inner.topics.heartbeat(),
+                        QoS::AtMostOnce,
+                        false,
+                        inner.heartbeat().to_vec().into(),
+                    );
+                }
+                inner.state.send_replace(LinkState::Online);
+                tracing::info!(service = %inner.name, instance = %inner.instance, broker = %inner.broker, "online");
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(&inner, service.as_ref(), &limiter, publish),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => break,
+            Ok(_) => {}
+            Err(_) if stopping => break,
+            Err(e) => {
+                awaiting_suback = false;
+                let was = inner.state.send_replace(LinkState::Connecting);
+                let delay = backoff.delay();
+                failures += 1;
+                if was == LinkState::Online {
+                    tracing::warn!(service = %inner.name, broker = %inner.broker, error = %e, "connection lost; reconnecting");
+                } else if failures.is_power_of_two() {
+                    // A refused SUBSCRIBE (ACL) or CONNECT (credentials) also ends here.
+                    tracing::warn!(service = %inner.name, broker = %inner.broker, error = %e, failures, retry_in = ?delay, "cannot connect");
+                } else {
+                    tracing::debug!(service = %inner.name, broker = %inner.broker, error = %e, retry_in = ?delay, "cannot connect");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = inner.stop.notified() => break,
+                }
+            }
+        }
+    }
+    inner.state.send_replace(LinkState::Stopped);
+}
+
+fn on_publish<S: BusService>(inner: &Arc<Inner>, service: Option<&Arc<S>>, limiter: &Arc<Semaphore>, p: Publish) {
+    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+    if topic == inner.reply_topic {
+        on_response(inner, &topic, p);
+        return;
+    }
+    if inner.announce && topic == inner.status_topic {
+        // Another instance's will (or shutdown) said the service is offline; this instance is
+        // alive, so the service is not. A retained `offline` delivered on subscribing is old
+        // news: the connection task says `online` right after the subscription anyway.
+        let alive = *inner.state.borrow() == LinkState::Online && !inner.stopping.load(Ordering::Acquire);
+        if &p.payload[..] == OFFLINE.as_bytes() && !p.retain && alive {
+            inner.publish_nowait(topic, QoS::AtLeastOnce, true, Bytes::from_static(ONLINE.as_bytes()));
+        }
+        return;
+    }
+    match service {
+        Some(service) => {
+            tokio::spawn(handle_message(inner.clone(), service.clone(), limiter.clone(), topic, p));
+        }
+        None => {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let _ = inner.dead_letter("no handler: a plain client received it".into(), &topic, &p.payload).await;
+            });
+        }
+    }
+}
+
+/// A message on this instance's reply topic: the answer to one of its requests.
+fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
+    let by_property = p
+        .properties
+        .as_ref()
+        .and_then(|props| props.correlation_data.as_ref())
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|s| s.parse::<Uuid>().ok());
+    let parsed = Envelope::parse(&p.payload);
+    let id = by_property.or_else(|| parsed.as_ref().ok().and_then(|e| e.correlation_id));
+    match id.and_then(|id| inner.take_pending(id)) {
+        Some(waiter) => {
+            if let Err(e) = &parsed {
+                // The waiter gets the error, and the bytes go to the dead-letter topic too.
+                let inner = inner.clone();
+                let (reason, topic, payload) =
+                    (format!("invalid response envelope: {e}"), topic.to_string(), p.payload.clone());
+                tokio::spawn(async move { inner.dead_letter(reason, &topic, &payload).await });
+            }
+            let _ = waiter.send(parsed);
+        }
+        None => {
+            let reason = match parsed {
+                Err(e) => format!("invalid response envelope: {e}"),
+                Ok(_) => "response matches no pending request (it came after the timeout, or twice)".to_string(),
+            };
+            let inner = inner.clone();
+            let topic = topic.to_string();
+            tokio::spawn(async move { inner.dead_letter(reason, &topic, &p.payload).await });
+        }
+    }
+}
+
+async fn handle_message<S: BusService>(
+    inner: Arc<Inner>,
+    service: Arc<S>,
+    limiter: Arc<Semaphore>,
+    topic: String,
+    p: Publish,
+) {
+    let Ok(_permit) = limiter.acquire_owned().await else { return };
+    let props = p.properties.unwrap_or_default();
+    let (response_topic, correlation) = (props.response_topic, props.correlation_data);
+
+    let mut envelope = match Envelope::parse(&p.payload) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            let _ = inner.dead_letter(format!("invalid envelope: {e}"), &topic, &p.payload).await;
+            // A requester that said where to answer learns at once instead of timing out.
+            if let Some(rt) = response_topic {
+                let answer = invalid_request_answer(&inner, &p.payload, &e, correlation.as_deref());
+                let _ = inner.publish_envelope(&rt, &answer, None, correlation).await;
+            }
+            return;
+        }
+    };
+    if envelope.is_expired(SystemTime::now()) {
+        let reason = format!("expired: sent at {} with a ttl of {} s", envelope.timestamp, envelope.ttl);
+        let _ = inner.dead_letter(reason, &topic, &p.payload).await;
+        return;
+    }
+    // The answer to one of this instance's requests, delivered to the inbox (sent without a
+    // response topic, e.g. by the router on behalf of an MQTT 3.1.1 device).
+    if envelope.message_type == MessageType::Response {
+        if let Some(waiter) = envelope.correlation_id.and_then(|id| inner.take_pending(id)) {
+            let _ = waiter.send(Ok(envelope));
+            return;
+        }
+    }
+
+    let wants_reply = envelope.message_type == MessageType::Request || response_topic.is_some();
+    // What a reply needs from the request, without a copy of its data.
+    let request_head = wants_reply.then(|| {
+        let data = std::mem::take(&mut envelope.payload.data);
+        let head = envelope.clone();
+        envelope.payload.data = data;
+        head
+    });
+    let ctx = Context {
+        bus: Bus { inner: inner.clone() },
+        topic: topic.clone(),
+        response_topic: response_topic.clone(),
+        correlation_data: correlation.clone(),
+    };
+    let message_id = envelope.message_id;
+    // In a task of its own, so a panicking handler is reported like an error.
+    let outcome = tokio::spawn(async move { service.handle(&ctx, envelope).await }).await;
+    let result = match outcome {
+        Ok(result) => result,
+        Err(e) => Err(ServiceError::new("internal", format!("the handler panicked: {e}")).into()),
+    };
+    match &result {
+        Ok(_) => inner.handled.fetch_add(1, Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!(service = %inner.name, %topic, %message_id, error = %e, "handler failed");
+            inner.failed.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+    let Some(request) = request_head else { return };
+    let answer = match result {
+        Ok(Some(data)) => Envelope::reply_to(&request, inner.name.clone(), data),
+        Ok(None) => return,
+        Err(e) => match e.downcast_ref::<ServiceError>() {
+            Some(se) => Envelope::error_reply(&request, inner.name.clone(), &se.code, &se.message),
+            None => Envelope::error_reply(&request, inner.name.clone(), "internal", e),
+        },
+    };
+    let topic = response_topic.unwrap_or_else(|| inner.topics.for_destination(&answer.destination));
+    let correlation = correlation.or_else(|| Some(Bytes::from(request.message_id.to_string())));
+    if let Err(e) = inner.publish_envelope(&topic, &answer, None, correlation).await {
+        tracing::warn!(service = %inner.name, %topic, error = %e, "cannot send the response");
+    }
+}
+
+/// The error response to a request that is not a valid envelope: addressed to its `source`
+/// if that much can be read, correlated by the MQTT correlation data if it is a message id.
+fn invalid_request_answer(
+    inner: &Inner,
+    payload: &[u8],
+    error: &EnvelopeError,
+    correlation: Option<&[u8]>,
+) -> Envelope {
+    let destination = serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("source").and_then(Value::as_str).and_then(|s| Destination::parse(s).ok()))
+        .filter(|d| matches!(d, Destination::Service(_) | Destination::DeviceId(_)))
+        .unwrap_or(Destination::Broadcast);
+    let data = json!({ "code": "invalid_envelope", "message": error.to_string() });
+    let mut answer = Envelope::new(inner.name.clone(), destination, MessageType::Response, data);
+    answer.payload.metadata.status = Some(ReplyStatus::Error);
+    answer.correlation_id = correlation.and_then(|c| std::str::from_utf8(c).ok()).and_then(|s| s.parse().ok());
+    answer
+}
+
+/// The heartbeat task: one heartbeat per interval while online (the first one is sent by the
+/// connection task as soon as the service is online).
+async fn heartbeats(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if *inner.state.borrow() == LinkState::Online {
+            let beat = inner.heartbeat();
+            let props = envelope_properties(&beat, None, None);
+            let _ = inner
+                .client
+                .publish_with_properties(inner.topics.heartbeat(), QoS::AtMostOnce, false, beat.to_vec(), props)
+                .await;
+        }
+    }
+}
+
+/// A running service (or client). Dereferences to its [`Bus`].
+///
+/// Dropping it ends the connection without a DISCONNECT, as a crash would (the broker then
+/// publishes the will: the service is `offline`); [`ServiceHandle::shutdown`] leaves cleanly.
+pub struct ServiceHandle {
+    bus: Bus,
+    driver: Option<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for ServiceHandle {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.bus
+    }
+}
+
+impl ServiceHandle {
+    /// The bus handle (clone it into other tasks).
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Leaves the bus cleanly: publishes `offline` on the status topic (a service), sends
+    /// DISCONNECT and waits (up to 5 s) for the connection task to end. Requests still waiting
+    /// fail with [`SdkError::Closed`].
+    pub async fn shutdown(mut self) {
+        let inner = &self.bus.inner;
+        inner.stopping.store(true, Ordering::Release);
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        if *inner.state.borrow() == LinkState::Online {
+            if inner.announce {
+                let _ = inner.client.publish(inner.status_topic.clone(), QoS::AtLeastOnce, true, OFFLINE).await;
+            }
+            let _ = inner.client.disconnect().await;
+        }
+        inner.stop.notify_one();
+        if let Some(mut driver) = self.driver.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut driver).await.is_err() {
+                driver.abort();
+            }
+        }
+        inner.pending.lock().unwrap().clear();
+        inner.state.send_replace(LinkState::Stopped);
+        tracing::info!(service = %inner.name, instance = %inner.instance, "stopped");
+    }
+
+    /// Waits until the service stops (after a shutdown from another task, or never): for a
+    /// service's `main`.
+    pub async fn join(mut self) {
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.await;
+        }
+    }
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+        self.bus.inner.state.send_replace(LinkState::Stopped);
+        self.bus.inner.pending.lock().unwrap().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        for ok in ["a", "a/+/b", "#", "a/#", "+", "$SYS/broker/#"] {
+            assert!(valid_filter(ok), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a+", "a/b#", "#/a"] {
+            assert!(!valid_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let steps: Vec<u64> = [100, 200, 400, 800, 1000, 1000].to_vec();
+        for step in steps {
+            let d = b.delay().as_millis() as u64;
+            assert!(d >= step / 2 && d <= step, "{d} for step {step}");
+        }
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(100));
+    }
+}

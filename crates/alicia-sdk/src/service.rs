@@ -1,0 +1,145 @@
+//! What a service implements: its name, what it listens to, and how it handles an envelope.
+
+use std::future::Future;
+
+use alicia_envelope::{Envelope, Value};
+use bytes::Bytes;
+
+use crate::runtime::Bus;
+use crate::QoS;
+
+/// Any error a handler returns. `?` converts every error type into it; return a
+/// [`ServiceError`] to choose the error code the requester sees.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler returns: `Ok(Some(data))` to answer (see [`BusService::handle`]), `Ok(None)`
+/// for no answer, `Err` for an error response.
+pub type HandlerResult = Result<Option<Value>, BoxError>;
+
+/// A service on the Alicia bus.
+///
+/// ```no_run
+/// use alicia_sdk::{BusService, Context, HandlerResult, ServiceConfig, ServiceError};
+/// use alicia_envelope::Envelope;
+/// use serde_json::json;
+///
+/// struct Echo;
+///
+/// impl BusService for Echo {
+///     fn name(&self) -> &str {
+///         "echo"
+///     }
+///
+///     async fn handle(&self, _ctx: &Context, envelope: Envelope) -> HandlerResult {
+///         match envelope.payload.data.get("text") {
+///             Some(text) => Ok(Some(json!({ "echo": text }))),
+///             None => Err(ServiceError::new("invalid_request", "`text` is missing").into()),
+///         }
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), alicia_sdk::SdkError> {
+/// let running = alicia_sdk::start(ServiceConfig::from_env()?, Echo)?;
+/// running.join().await;
+/// # Ok(()) }
+/// ```
+pub trait BusService: Send + Sync + 'static {
+    /// The service's name: its inbox is `<prefix>/services/<name>/inbox`. A valid service name
+    /// (no `/`, `+`, `#`, `:`); [`crate::ServiceConfig::name`] can override it.
+    fn name(&self) -> &str;
+
+    /// Topic filters to receive envelopes from, besides the inbox (which is always
+    /// subscribed). Asked once at start; subscribed again on every connect.
+    fn subscriptions(&self) -> Vec<Subscription> {
+        Vec::new()
+    }
+
+    /// Handles one envelope from the inbox or a subscription. Handlers run concurrently (up to
+    /// [`crate::ServiceConfig::max_concurrent_handlers`]), each in its own task.
+    ///
+    /// For a `request` (or any message that carries an MQTT 5 response topic), `Ok(Some(data))`
+    /// is sent back as the response and `Err(e)` as an error response (code from a
+    /// [`ServiceError`], `internal` otherwise); `Ok(None)` sends nothing. For other message
+    /// types the returned data is ignored and errors are logged.
+    fn handle(&self, ctx: &Context, envelope: Envelope) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// An extra topic filter for [`BusService::subscriptions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The MQTT topic filter (wildcards allowed).
+    pub filter: String,
+    /// Maximum QoS (default 1).
+    pub qos: QoS,
+    /// Subscribe as `$share/<service>/<filter>`, so each message goes to one instance of the
+    /// service instead of every instance.
+    pub shared: bool,
+}
+
+impl Subscription {
+    /// Every instance receives every message (QoS 1).
+    pub fn new(filter: impl Into<String>) -> Self {
+        Subscription { filter: filter.into(), qos: QoS::AtLeastOnce, shared: false }
+    }
+
+    /// One instance of the service receives each message (QoS 1).
+    pub fn shared(filter: impl Into<String>) -> Self {
+        Subscription { shared: true, ..Subscription::new(filter) }
+    }
+
+    /// Sets the maximum QoS.
+    pub fn with_qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+}
+
+/// An error with a code, for handlers: the requester receives `code` and `message` in the
+/// error response (and sees them in [`crate::SdkError::Remote`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ServiceError {
+    /// Short machine-readable code (`not_found`, `invalid_request`, `unavailable`, ...).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ServiceError {
+    /// A new error.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ServiceError { code: code.into(), message: message.into() }
+    }
+}
+
+/// What a handler knows besides the envelope: the bus (to publish and make requests of its
+/// own) and how the message arrived.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) bus: Bus,
+    pub(crate) topic: String,
+    pub(crate) response_topic: Option<String>,
+    pub(crate) correlation_data: Option<Bytes>,
+}
+
+impl Context {
+    /// The bus, to publish and send requests.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The topic the envelope arrived on.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The MQTT 5 Response Topic of the message, if the sender set one.
+    pub fn response_topic(&self) -> Option<&str> {
+        self.response_topic.as_deref()
+    }
+
+    /// The MQTT 5 Correlation Data of the message, if any.
+    pub fn correlation_data(&self) -> Option<&[u8]> {
+        self.correlation_data.as_deref()
+    }
+}
