@@ -77,3 +77,49 @@ def test_port_in_use_fails_cleanly(tmp_path):
     assert out.returncode != 0
     assert b"mqtt listening" not in out.stdout
     assert out.stderr, "an error message on stderr"
+
+
+def _hs256(secret: bytes, claims: dict) -> str:
+    """A JWT made with Python's standard library, independently of Alicia's code."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_up_accepts_gateway_tokens_as_passwords(tmp_path):
+    """A device logs in with a JWT from the security gateway as its password (user name = the
+    token's subject); a token for another device, an expired one or a forged one is refused."""
+    import time
+
+    home = tmp_path / "home"
+    x = brokers.start_alicia(tmp_path, ["--home", str(home), "--tls-port", "0", "--http", "127.0.0.1:0"],
+                            subcommand="up")
+    try:
+        secret = bytes.fromhex((home / "keys" / "jwt.key").read_text().strip())
+        now = int(time.time())
+        claims = {"sub": "sonos_kitchen_001", "iss": "alicia-gateway", "aud": "alicia-broker",
+                  "iat": now, "nbf": now, "exp": now + 600}
+
+        def connect(user: str, token: str) -> int:
+            c = r.RawClient(x.host, x.port, 5)
+            try:
+                c.send(r.connect("dev", 5, username=user, password=token.encode()))
+                return c.expect(r.CONNACK).reason
+            finally:
+                c.close()
+
+        assert connect("sonos_kitchen_001", _hs256(secret, claims)) == 0
+        assert connect("other_device", _hs256(secret, claims)) == 0x86
+        assert connect("sonos_kitchen_001", _hs256(secret, {**claims, "exp": now - 120})) == 0x86
+        assert connect("sonos_kitchen_001", _hs256(b"x" * 64, claims)) == 0x86
+    finally:
+        assert x.stop() == 0

@@ -26,6 +26,7 @@ pub mod stats;
 pub mod sys;
 mod ws;
 
+pub use alicia_codec::reason;
 pub use broker::Broker;
 pub use config::Config;
 pub use listener::{ConnInfo, Listener, ListenerConfig, PreparedTls, TlsFiles, TlsReloader, Transport};

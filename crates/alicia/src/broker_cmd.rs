@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use alicia_broker::auth::{FileSecurity, LogType, MosquittoConf, SecurityConf};
-use alicia_broker::{Broker, Config, ListenerConfig, TlsReloader, Transport};
+use alicia_broker::reason;
+use alicia_broker::{Access, Broker, Config, Credentials, ListenerConfig, Refusal, Security, TlsReloader, Transport};
+use alicia_gateway::tokens::TokenIssuer;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use std::path::Path;
 
 #[derive(Args, Clone)]
 pub struct BrokerArgs {
@@ -62,6 +65,10 @@ pub struct BrokerArgs {
     /// (port 0 picks a free one; printed as `http listening on ADDR`).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// Accept JWTs signed with this key (hex, as `alicia init` writes `keys/jwt.key`) as MQTT
+    /// passwords, the user name being the token's subject (a device id).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_key: Option<PathBuf>,
     /// Write the process id here, for `alicia broker reload`.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
@@ -213,7 +220,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
     let broker = Broker::open(plan.config).context("cannot open the persistence store")?;
     if let Some(sec) = &plan.security {
-        broker.set_security(Box::new(FileSecurity::load(sec)?));
+        broker.set_security(load_security(sec, args.jwt_key.as_deref())?);
     }
     broker.spawn_sys(Duration::from_secs(plan.sys_interval));
     let mut reloaders: Vec<TlsReloader> = Vec::new();
@@ -253,7 +260,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             }
             _ = int.recv() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => reload(&broker, plan.security.as_ref(), &reloaders),
+            _ = hup.recv() => reload(&broker, plan.security.as_ref(), args.jwt_key.as_deref(), &reloaders),
         }
     }
     tracing::info!("shutting down");
@@ -262,6 +269,56 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(pid_file);
     }
     Ok(())
+}
+
+/// Password file, ACL and (optionally) JWT logins, loaded completely or not at all.
+fn load_security(sec: &SecurityConf, jwt_key: Option<&Path>) -> anyhow::Result<Box<dyn Security>> {
+    let files = FileSecurity::load(sec)?;
+    let tokens = jwt_key
+        .map(|p| TokenIssuer::from_key_file(p).with_context(|| format!("cannot load the JWT key {}", p.display())))
+        .transpose()?;
+    Ok(Box::new(BrokerSecurity { files, tokens }))
+}
+
+/// The broker's security in `alicia up`: a verified client certificate, a JWT from the
+/// security gateway (user name = its subject), or a user name and password from the password
+/// file; then the ACL decides what each may do.
+struct BrokerSecurity {
+    files: FileSecurity,
+    tokens: Option<TokenIssuer>,
+}
+
+impl Security for BrokerSecurity {
+    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Option<String>, Refusal> {
+        if creds.info.cert_identity.is_none() {
+            if let (Some(tokens), Some(user), Some(pw)) = (&self.tokens, creds.username, creds.password) {
+                if looks_like_jwt(pw) {
+                    return match tokens.verify_password_jwt(user, pw) {
+                        Ok(claims) => Ok(Some(claims.sub)),
+                        Err(e) => Err(Refusal {
+                            reason: reason::BAD_USERNAME_OR_PASSWORD,
+                            why: format!("token refused: {e}"),
+                        }),
+                    };
+                }
+            }
+        }
+        self.files.authenticate(creds)
+    }
+
+    fn authorize(&self, client_id: &str, username: Option<&str>, access: Access, topic: &str) -> bool {
+        self.files.authorize(client_id, username, access, topic)
+    }
+
+    fn checks_reads(&self) -> bool {
+        self.files.checks_reads()
+    }
+}
+
+/// Three base64url parts separated by dots: a compact JWS.
+fn looks_like_jwt(pw: &[u8]) -> bool {
+    pw.iter().filter(|&&b| b == b'.').count() == 2
+        && pw.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 /// Liveness, readiness and metrics. Readiness means every listener is bound, which is true
@@ -279,12 +336,12 @@ fn http_routes(broker: Broker) -> axum::Router {
 }
 
 /// Reloads passwords, ACL and certificates all or nothing, and says how it went.
-fn reload(broker: &Broker, security: Option<&SecurityConf>, tls: &[TlsReloader]) {
+fn reload(broker: &Broker, security: Option<&SecurityConf>, jwt_key: Option<&Path>, tls: &[TlsReloader]) {
     let result = (|| -> anyhow::Result<()> {
-        let sec = security.map(FileSecurity::load).transpose()?;
+        let sec = security.map(|s| load_security(s, jwt_key)).transpose()?;
         let certs = tls.iter().map(TlsReloader::prepare).collect::<Result<Vec<_>, _>>()?;
         if let Some(sec) = sec {
-            broker.set_security(Box::new(sec));
+            broker.set_security(sec);
         }
         certs.into_iter().for_each(|c| c.install());
         Ok(())

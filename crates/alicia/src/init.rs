@@ -89,13 +89,13 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
              \x20 listeners:\n\
              \x20   # Services on this machine log in with the passwords in secrets/.\n\
              \x20   - {{ port: {mqtt}, address: 127.0.0.1 }}\n\
-             \x20   # Devices: TLS with a client certificate from `alicia certs device ID`.\n\
+             \x20   # Devices: TLS, with a certificate from `alicia certs device ID` or a gateway token.\n\
              \x20   - port: {mqtts}\n\
              \x20     tls:\n\
              \x20       cafile: certs/ca.crt\n\
              \x20       certfile: certs/server.crt\n\
              \x20       keyfile: certs/server.key\n\
-             \x20       require_certificate: true\n\
+             \x20       require_certificate: false\n\
              \x20       use_identity_as_username: true\n",
             mqtt = ports.mqtt,
             mqtts = ports.mqtts,

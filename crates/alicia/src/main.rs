@@ -85,14 +85,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up { home, mut args } => {
+            let home = home.unwrap_or_else(init::default_home);
             if args.config.is_none() {
-                let home = home.unwrap_or_else(init::default_home);
                 let config = home.join("alicia.yaml");
                 if !config.exists() {
                     init::init(&home, &with_default_hosts(Vec::new()), init::Ports { mqtt: 1883, mqtts: 8883 })?;
                     tracing::info!(home = %home.display(), "first start: created a configuration (see `alicia init --help`)");
                 }
                 args.config = Some(config);
+            }
+            if args.jwt_key.is_none() {
+                let key = home.join("keys").join("jwt.key");
+                args.jwt_key = key.exists().then_some(key);
             }
             if args.http.is_none() {
                 args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
