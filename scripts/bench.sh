@@ -98,8 +98,23 @@ RESULTS="$WORK/results.tsv"
 HZ=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S' # for `time`: CPU seconds of the load tool
 
+# The machine may be shared (builds, tests): before each run, wait up to 10 s for the other
+# processes to use less than a tenth of the machine, sampled over half a second.
+wait_quiet() {
+    local b0 a0 b1 a1
+    for _ in $(seq 10); do
+        read -r b0 a0 < <(busy_sample)
+        sleep 0.5
+        read -r b1 a1 < <(busy_sample)
+        (( 10 * (b1 - b0) < (a1 - a0) )) && return 0
+        sleep 0.5
+    done
+    echo "bench.sh: the machine stays busy; measuring anyway" >&2
+}
+
 run_one() { # broker name args rep
     local broker=$1 name=$2 args=$3 rep=$4 port pid t0 t1 json cpu
+    wait_quiet
     if [ "$broker" = alicia ]; then port=$AL_PORT pid=$AL_PID; else port=$MQ_PORT pid=$MQ_PID; fi
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "bench.sh: $broker (pid $pid) is gone; its log:" >&2
@@ -191,6 +206,10 @@ w("| CPU busy before the runs | $BUSY_BEFORE % of all cores over 2 s, brokers id
 w(f"| other processes during the runs | {statistics.median(others):.2f} cores median, {max(others):.2f} max "
   "(CPU not used by the broker or the load tool; well above 0 means the figures are disturbed) |")
 w("")
+if max(others) > 0.25:
+    w(f"**Warning: other processes used up to {max(others):.2f} cores during these runs (median "
+      f"{statistics.median(others):.2f}); the figures are disturbed. Rerun \`scripts/bench.sh\` on a quiet machine.**")
+    w("")
 w("## Throughput")
 w("")
 w("Deliveries received per second by all subscribers together, from the first send to the last")
