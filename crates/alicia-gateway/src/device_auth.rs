@@ -50,6 +50,8 @@ pub enum DeviceAuthError {
     WrongUsage,
     #[error("certificate refused: {0}")]
     Rejected(String),
+    #[error("proof of possession failed: {0}")]
+    Proof(String),
     #[error("CA or CRL file: {0}")]
     Config(String),
 }
@@ -127,6 +129,25 @@ impl DeviceAuthority {
         self.verify_chain(&chain)
     }
 
+    /// Checks a PEM certificate as [`DeviceAuthority::verify_pem`] does, and that whoever sent
+    /// it holds its private key: `signature` must be the key's signature over `message` —
+    /// ECDSA P-256/SHA-256 or P-384/SHA-384 (ASN.1 DER signature), Ed25519, or RSA PKCS#1 v1.5
+    /// with SHA-256 (2048 bits or more), as the certificate's key type dictates.
+    pub fn verify_pem_with_proof(
+        &self,
+        pem: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<DeviceIdentity, DeviceAuthError> {
+        let identity = self.verify_pem(pem)?;
+        let end = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| DeviceAuthError::Malformed("no certificate in the PEM text".into()))?;
+        verify_proof(&end, message, signature)?;
+        Ok(identity)
+    }
+
     /// Checks a DER chain (end entity first), as a TLS layer presents it.
     pub fn verify_chain(&self, chain: &[CertificateDer<'_>]) -> Result<DeviceIdentity, DeviceAuthError> {
         self.verify_chain_at(chain, UnixTime::now())
@@ -154,6 +175,31 @@ impl DeviceAuthority {
         let serial = parsed.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
         Ok(DeviceIdentity { device_id: cn.to_string(), serial })
     }
+}
+
+/// Checks `signature` over `message` with the public key of the DER certificate `cert`.
+pub fn verify_proof(cert: &[u8], message: &[u8], signature: &[u8]) -> Result<(), DeviceAuthError> {
+    use ring::signature as sig;
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519};
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| DeviceAuthError::Malformed(format!("not an X.509 certificate: {e}")))?;
+    let spki = parsed.public_key();
+    let key: &[u8] = &spki.subject_public_key.data;
+    let oid = &spki.algorithm.algorithm;
+    let alg: &dyn sig::VerificationAlgorithm = if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY && key.len() == 65 {
+        &sig::ECDSA_P256_SHA256_ASN1
+    } else if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY && key.len() == 97 {
+        &sig::ECDSA_P384_SHA384_ASN1
+    } else if *oid == OID_SIG_ED25519 {
+        &sig::ED25519
+    } else if *oid == OID_PKCS1_RSAENCRYPTION {
+        &sig::RSA_PKCS1_2048_8192_SHA256
+    } else {
+        return Err(DeviceAuthError::Proof("unsupported key type".into()));
+    };
+    sig::UnparsedPublicKey::new(alg, key)
+        .verify(message, signature)
+        .map_err(|_| DeviceAuthError::Proof("signature does not match the certificate's key".into()))
 }
 
 fn classify(e: rustls::Error) -> DeviceAuthError {

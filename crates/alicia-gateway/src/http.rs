@@ -1,9 +1,17 @@
 //! The gateway's HTTP API (axum).
 //!
+//! - `POST /auth/challenge` — `{"challenge": C, "expires_in": 60}`: a single-use challenge for
+//!   the body form of `/auth/device`.
 //! - `POST /auth/device` — a device proves itself with its certificate and gets a token:
 //!   `{"token": JWT, "expires_in": seconds}`, or 401 `{"error": reason}`. The certificate comes
 //!   from the TLS layer when the listener put a [`PeerCertificates`] extension on the request
-//!   (the mTLS listener on 8443 does), otherwise from the body `{"certificate": PEM}`.
+//!   (the mTLS listener on 8443 does; the handshake proved the key), otherwise from the body
+//!   `{"certificate": PEM, "challenge": C, "signature": S}` where `S` is the standard base64 of
+//!   the certificate key's signature over the ASCII bytes `alicia-device-auth:` followed by `C`
+//!   (see [`crate::device_auth::verify_proof`] for the algorithms). A certificate is public, so
+//!   without that signature the body form would hand a token to anyone who has seen one;
+//!   [`Gateway::accept_certificates_without_proof`] turns the requirement off, for tests and
+//!   closed networks only.
 //! - `POST /encrypt` — `{"plaintext": base64}` → `{"key_id": "enc-N", "ciphertext": base64}`.
 //! - `POST /decrypt` — `{"key_id", "ciphertext"}` → `{"plaintext": base64}`; tampered, unknown
 //!   or retired → 400 `{"error": reason}`.
@@ -16,9 +24,6 @@
 //! peer address comes from axum's `ConnectInfo<SocketAddr>`, which [`serve`] provides; a
 //! listener of its own must provide it too (requests without it share one budget).
 //!
-//! The body form of `/auth/device` shows the certificate but does not prove the caller holds
-//! its private key; a certificate is not a secret. Expose it only where that is acceptable,
-//! and prefer the mTLS form, where the TLS handshake is the proof.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -31,14 +36,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::crypto::{KeyRing, Sealed};
-use crate::device_auth::DeviceAuthority;
+use crate::device_auth::{DeviceAuthority, DeviceIdentity};
 use crate::tokens::TokenIssuer;
 
 /// Requests per client per minute unless configured otherwise.
@@ -59,6 +66,8 @@ pub struct Gateway {
     /// Encryption keys; take the write lock to rotate or retire.
     pub keys: RwLock<KeyRing>,
     limiter: RateLimiter,
+    challenges: Challenges,
+    require_proof: bool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -70,13 +79,83 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway allowing each client `max_requests_per_minute` requests.
     pub fn new(devices: DeviceAuthority, tokens: TokenIssuer, keys: KeyRing, max_requests_per_minute: u32) -> Self {
-        Self { devices, tokens, keys: RwLock::new(keys), limiter: RateLimiter::new(max_requests_per_minute) }
+        Self {
+            devices,
+            tokens,
+            keys: RwLock::new(keys),
+            limiter: RateLimiter::new(max_requests_per_minute),
+            challenges: Challenges::new(),
+            require_proof: true,
+        }
     }
+
+    /// Lets the body form of `/auth/device` succeed with a certificate alone, without a signed
+    /// challenge. Anyone who has seen a device's certificate can then get its tokens.
+    pub fn accept_certificates_without_proof(mut self) -> Self {
+        self.require_proof = false;
+        self
+    }
+}
+
+/// The prefix of the message a device signs to answer a challenge.
+pub const CHALLENGE_PREFIX: &str = "alicia-device-auth:";
+/// How long a challenge may be answered.
+pub const CHALLENGE_TTL_SECS: u64 = 60;
+
+/// Stateless challenges (time, random bytes and a MAC under a per-process key), remembered
+/// once answered so each is used at most once.
+struct Challenges {
+    key: hmac::Key,
+    rng: SystemRandom,
+    used: Mutex<HashMap<String, u64>>,
+}
+
+impl Challenges {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system random number generator");
+        Self { key, rng, used: Mutex::new(HashMap::new()) }
+    }
+
+    fn issue(&self) -> Option<String> {
+        let mut buf = unix_now().to_be_bytes().to_vec();
+        let mut nonce = [0u8; 16];
+        self.rng.fill(&mut nonce).ok()?;
+        buf.extend_from_slice(&nonce);
+        let tag = hmac::sign(&self.key, &buf);
+        buf.extend_from_slice(tag.as_ref());
+        Some(URL_SAFE_NO_PAD.encode(buf))
+    }
+
+    /// Accepts a challenge this gateway issued, not expired, not used before.
+    fn redeem(&self, challenge: &str) -> Result<(), &'static str> {
+        let raw = URL_SAFE_NO_PAD.decode(challenge).map_err(|_| "challenge is malformed")?;
+        if raw.len() != 8 + 16 + 32 {
+            return Err("challenge is malformed");
+        }
+        hmac::verify(&self.key, &raw[..24], &raw[24..]).map_err(|_| "challenge was not issued by this gateway")?;
+        let issued = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
+        let now = unix_now();
+        if now >= issued + CHALLENGE_TTL_SECS {
+            return Err("challenge has expired");
+        }
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        used.retain(|_, expires| *expires > now);
+        if used.insert(challenge.to_string(), issued + CHALLENGE_TTL_SECS).is_some() {
+            return Err("challenge was already used");
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The router, with rate limiting. Serve it with `ConnectInfo<SocketAddr>` (see [`serve`]).
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
+        .route("/auth/challenge", post(auth_challenge))
         .route("/auth/device", post(auth_device))
         .route("/encrypt", post(encrypt))
         .route("/decrypt", post(decrypt))
@@ -96,6 +175,31 @@ fn error(status: StatusCode, reason: impl Into<String>) -> Response {
 #[derive(Deserialize)]
 struct CertificateBody {
     certificate: String,
+    challenge: Option<String>,
+    signature: Option<String>,
+}
+
+async fn auth_challenge(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.challenges.issue() {
+        Some(c) => Json(json!({ "challenge": c, "expires_in": CHALLENGE_TTL_SECS })).into_response(),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "the system random number generator failed"),
+    }
+}
+
+fn verify_body(gw: &Gateway, b: &CertificateBody) -> Result<DeviceIdentity, String> {
+    let (challenge, signature) = match (&b.challenge, &b.signature) {
+        (Some(c), Some(s)) => (c, s),
+        _ if !gw.require_proof => return gw.devices.verify_pem(&b.certificate).map_err(|e| e.reason()),
+        _ => return Err("proof of possession required: \"challenge\" and \"signature\"".into()),
+    };
+    let signature = STANDARD.decode(signature).map_err(|_| "signature is not base64".to_string())?;
+    // The certificate first, so a wrong, expired or revoked one is named as such.
+    gw.devices.verify_pem(&b.certificate).map_err(|e| e.reason())?;
+    let message = format!("{CHALLENGE_PREFIX}{challenge}");
+    let id =
+        gw.devices.verify_pem_with_proof(&b.certificate, message.as_bytes(), &signature).map_err(|e| e.reason())?;
+    gw.challenges.redeem(challenge).map_err(str::to_string)?;
+    Ok(id)
 }
 
 async fn auth_device(
@@ -104,9 +208,9 @@ async fn auth_device(
     body: axum::body::Bytes,
 ) -> Response {
     let verified = match peer {
-        Some(Extension(PeerCertificates(chain))) => gw.devices.verify_chain(&chain),
+        Some(Extension(PeerCertificates(chain))) => gw.devices.verify_chain(&chain).map_err(|e| e.reason()),
         None => match serde_json::from_slice::<CertificateBody>(&body) {
-            Ok(b) => gw.devices.verify_pem(&b.certificate),
+            Ok(b) => verify_body(&gw, &b),
             Err(_) => {
                 return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"certificate\": PEM}");
             }
@@ -118,7 +222,7 @@ async fn auth_device(
             "expires_in": gw.tokens.lifetime().as_secs(),
         }))
         .into_response(),
-        Err(e) => error(StatusCode::UNAUTHORIZED, e.reason()),
+        Err(reason) => error(StatusCode::UNAUTHORIZED, reason),
     }
 }
 

@@ -15,6 +15,7 @@ use alicia_gateway::signing::{canonical_bytes, SignatureError, SigningKey, Verif
 use alicia_gateway::tokens::{TokenError, TokenIssuer};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use rcgen::SigningKey as _;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
@@ -44,6 +45,10 @@ fn ca(name: &str) -> Ca {
 
 /// A client certificate for `cn` valid from `from` to `to` days relative to now.
 fn device(ca: &Ca, cn: &str, serial: u64, from: i64, to: i64) -> String {
+    device_with_key(ca, cn, serial, from, to).0
+}
+
+fn device_with_key(ca: &Ca, cn: &str, serial: u64, from: i64, to: i64) -> (String, KeyPair) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
@@ -53,7 +58,7 @@ fn device(ca: &Ca, cn: &str, serial: u64, from: i64, to: i64) -> String {
     let now = OffsetDateTime::now_utc();
     p.not_before = now + time::Duration::days(from);
     p.not_after = now + time::Duration::days(to);
-    p.signed_by(&key, &ca.issuer).unwrap().pem()
+    (p.signed_by(&key, &ca.issuer).unwrap().pem(), key)
 }
 
 fn crl(ca: &Ca, revoked: &[u64]) -> String {
@@ -324,12 +329,24 @@ fn gateway(home: &Ca, revoked: &[u64], per_minute: u32) -> Gateway {
     Gateway::new(devices, tokens, keys, per_minute)
 }
 
+/// The body form of `/auth/device`: fetch a challenge, sign it with `key`.
+fn auth(addr: SocketAddr, pem: &str, key: &KeyPair) -> Reply {
+    let c = post(addr, "/auth/challenge", &json!({}), None);
+    assert_eq!(c.status, 200);
+    assert_eq!(c.body["expires_in"], 60);
+    let challenge = c.body["challenge"].as_str().unwrap();
+    let sig = key.sign(format!("alicia-device-auth:{challenge}").as_bytes()).unwrap();
+    let body = json!({"certificate": pem, "challenge": challenge, "signature": STANDARD.encode(sig)});
+    post(addr, "/auth/device", &body, None)
+}
+
 #[test]
 fn http_api() {
     let home = ca("home CA");
     let addr = start(gateway(&home, &[66], 100));
 
-    let r = post(addr, "/auth/device", &json!({"certificate": device(&home, "hall-sensor", 1, -1, 30)}), None);
+    let (pem, key) = device_with_key(&home, "hall-sensor", 1, -1, 30);
+    let r = auth(addr, &pem, &key);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["expires_in"], 900);
     let token = r.body["token"].as_str().unwrap().to_string();
@@ -337,18 +354,38 @@ fn http_api() {
     assert_eq!(claims.sub, "hall-sensor");
 
     let refused = [
-        (device(&ca("other CA"), "hall-sensor", 1, -1, 30), "certificate is not signed by this home's CA"),
-        (device(&home, "hall-sensor", 2, -30, -1), "certificate has expired"),
-        (device(&home, "hall-sensor", 66, -1, 30), "certificate has been revoked"),
+        (device_with_key(&ca("other CA"), "hall-sensor", 1, -1, 30), "certificate is not signed by this home's CA"),
+        (device_with_key(&home, "hall-sensor", 2, -30, -1), "certificate has expired"),
+        (device_with_key(&home, "hall-sensor", 66, -1, 30), "certificate has been revoked"),
     ];
-    for (pem, reason) in refused {
-        let r = post(addr, "/auth/device", &json!({ "certificate": pem }), None);
+    for ((pem, key), reason) in refused {
+        let r = auth(addr, &pem, &key);
         assert_eq!((r.status, r.body["error"].as_str()), (401, Some(reason)));
     }
-    let r = post(addr, "/auth/device", &json!({"certificate": "junk"}), None);
+    let r = post(addr, "/auth/device", &json!({"certificate": "junk", "challenge": "x", "signature": ""}), None);
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("certificate is malformed"));
+    assert!(r.body["error"].as_str().unwrap().starts_with("certificate is malformed"), "{}", r.body);
     assert_eq!(post(addr, "/auth/device", &json!({"cert": 1}), None).status, 400);
+
+    // A certificate alone is not proof: it is public.
+    let r = post(addr, "/auth/device", &json!({ "certificate": pem }), None);
+    assert_eq!(r.status, 401);
+    assert!(r.body["error"].as_str().unwrap().starts_with("proof of possession required"));
+    // Signed with another key.
+    let r = auth(addr, &pem, &KeyPair::generate().unwrap());
+    assert_eq!(r.status, 401);
+    assert!(r.body["error"].as_str().unwrap().starts_with("proof of possession failed"), "{}", r.body);
+    // A challenge answered once cannot be replayed; one not issued here is refused.
+    let c = post(addr, "/auth/challenge", &json!({}), None).body["challenge"].as_str().unwrap().to_string();
+    let sig = STANDARD.encode(key.sign(format!("alicia-device-auth:{c}").as_bytes()).unwrap());
+    let body = json!({"certificate": pem, "challenge": c, "signature": sig});
+    assert_eq!(post(addr, "/auth/device", &body, None).status, 200);
+    let again = post(addr, "/auth/device", &body, None);
+    assert_eq!((again.status, again.body["error"].as_str()), (401, Some("challenge was already used")));
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 56]);
+    let sig = STANDARD.encode(key.sign(format!("alicia-device-auth:{forged}").as_bytes()).unwrap());
+    let r = post(addr, "/auth/device", &json!({"certificate": pem, "challenge": forged, "signature": sig}), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("challenge was not issued by this gateway")));
 
     // Encryption needs a token.
     let plain = STANDARD.encode("secret payload");
@@ -366,6 +403,12 @@ fn http_api() {
     assert_eq!(t.status, 400);
     assert!(t.body["error"].as_str().unwrap().contains("tampered"));
     assert_eq!(post(addr, "/encrypt", &json!({"plaintext": "%%"}), Some(&token)).status, 400);
+
+    // Opting out of the proof: the certificate alone is enough (checks still apply).
+    let lax = start(gateway(&home, &[66], 100).accept_certificates_without_proof());
+    assert_eq!(post(lax, "/auth/device", &json!({ "certificate": pem }), None).status, 200);
+    let revoked = device(&home, "x", 66, -1, 30);
+    assert_eq!(post(lax, "/auth/device", &json!({ "certificate": revoked }), None).status, 401);
 }
 
 #[test]
@@ -387,4 +430,36 @@ fn http_rate_limit() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+}
+
+/// A TLS listener hands the verified chain over as an extension; no body is needed.
+#[test]
+fn http_peer_certificate_from_tls_layer() {
+    use alicia_gateway::http::{router, PeerCertificates};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let home = ca("home CA");
+    let serve = |pem: String| {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let app = router(Arc::new(gateway(&home, &[66], 100))).layer(axum::Extension(PeerCertificates(vec![der])));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    };
+    let ok = serve(device(&home, "porch-camera", 3, -1, 30));
+    let r = post(ok, "/auth/device", &json!(null), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.body["token"].as_str().unwrap();
+    assert_eq!(TokenIssuer::new(&[0x42; 64]).unwrap().verify(token).unwrap().sub, "porch-camera");
+    let revoked = serve(device(&home, "porch-camera", 66, -1, 30));
+    let r = post(revoked, "/auth/device", &json!(null), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has been revoked")));
 }
