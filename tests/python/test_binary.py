@@ -3,6 +3,7 @@
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -121,5 +122,79 @@ def test_up_accepts_gateway_tokens_as_passwords(tmp_path):
         assert connect("other_device", _hs256(secret, claims)) == 0x86
         assert connect("sonos_kitchen_001", _hs256(secret, {**claims, "exp": now - 120})) == 0x86
         assert connect("sonos_kitchen_001", _hs256(b"x" * 64, claims)) == 0x86
+    finally:
+        assert x.stop() == 0
+
+
+def test_up_gateway_device_login_then_mqtt_with_token(tmp_path):
+    """The whole device login of issue 4 with real tools: `alicia certs device` issues a
+    certificate, the device answers a challenge from the gateway by signing it with its key
+    (openssl), gets a token, and paho-mqtt connects to the broker with it; a certificate from
+    another CA is refused with a reason."""
+    import base64
+    import json
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    import paho.mqtt.client as mqtt
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    home = tmp_path / "home"
+    gw_port = brokers.free_port()
+    x = brokers.start_alicia(tmp_path, ["--home", str(home), "--tls-port", "0", "--http", "127.0.0.1:0",
+                                        "--gateway", f"127.0.0.1:{gw_port}"], subcommand="up")
+    try:
+        subprocess.run([brokers.alicia_bin(), "certs", "device", "sonos_kitchen_001", "--dir", str(home / "certs")],
+                       check=True, capture_output=True, timeout=30)
+        cert = home / "certs" / "devices" / "sonos_kitchen_001.crt"
+        key = home / "certs" / "devices" / "sonos_kitchen_001.key"
+        base = f"http://127.0.0.1:{gw_port}"
+
+        def post(path: str, body: dict) -> tuple[int, dict]:
+            req = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        def login(cert_path, key_path) -> tuple[int, dict]:
+            status, c = post("/auth/challenge", {})
+            assert status == 200, c
+            msg = tmp_path / "challenge"
+            msg.write_bytes(b"alicia-device-auth:" + c["challenge"].encode())
+            sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key_path), str(msg)],
+                                 check=True, capture_output=True, timeout=10).stdout
+            return post("/auth/device", {"certificate": cert_path.read_text(), "challenge": c["challenge"],
+                                         "signature": base64.b64encode(sig).decode()})
+
+        status, answer = login(cert, key)
+        assert status == 200, answer
+        token = answer["token"]
+
+        connected = []
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sonos", protocol=mqtt.MQTTv5)
+        c.username_pw_set("sonos_kitchen_001", token)
+        c.on_connect = lambda cl, u, flags, rc, props=None: connected.append(rc.value)
+        c.connect(x.host, x.port)
+        c.loop_start()
+        for _ in range(50):
+            if connected:
+                break
+            time.sleep(0.1)
+        c.loop_stop()
+        c.disconnect()
+        assert connected == [0]
+
+        # A certificate from another CA: refused, with the reason.
+        other = tmp_path / "other"
+        for args in (["ca"], ["device", "sonos_kitchen_001"]):
+            subprocess.run([brokers.alicia_bin(), "certs", *args, "--dir", str(other)], check=True,
+                           capture_output=True, timeout=30)
+        status, answer = login(other / "devices" / "sonos_kitchen_001.crt", other / "devices" / "sonos_kitchen_001.key")
+        assert status == 401 and answer["error"], answer
     finally:
         assert x.stop() == 0

@@ -210,7 +210,28 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     Ok(Plan { config, listeners, security, sys_interval })
 }
 
-pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+/// The security gateway `alicia up` serves next to the broker, from the files of an Alicia home.
+pub struct GatewaySetup {
+    /// HTTP address of the gateway API.
+    pub addr: SocketAddr,
+    /// The Alicia home (certs/, keys/).
+    pub home: PathBuf,
+}
+
+impl GatewaySetup {
+    fn build(&self) -> anyhow::Result<alicia_gateway::http::Gateway> {
+        let certs = self.home.join("certs");
+        let crl = certs.join("crl.pem");
+        let devices =
+            alicia_gateway::DeviceAuthority::load(&certs.join("ca.crt"), crl.exists().then_some(crl.as_path()))
+                .map_err(|e| anyhow::anyhow!("device authority: {}", e.reason()))?;
+        let tokens = TokenIssuer::from_key_file(&self.home.join("keys").join("jwt.key"))?;
+        let keys = alicia_gateway::KeyRing::load(&self.home.join("keys"))?;
+        Ok(alicia_gateway::http::Gateway::new(devices, tokens, keys, 60))
+    }
+}
+
+pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM that arrives right after the listening line (which is
     // what scripts wait for) must still shut down cleanly and save the store.
     use tokio::signal::unix::{signal, SignalKind};
@@ -246,6 +267,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         println!("http listening on {}", listener.local_addr()?);
         let app = http_routes(broker.clone());
         tasks.spawn(async move { axum::serve(listener, app).await });
+    }
+    if let Some(g) = &gateway {
+        let gw = std::sync::Arc::new(g.build().context("cannot start the security gateway")?);
+        let listener =
+            tokio::net::TcpListener::bind(g.addr).await.with_context(|| format!("cannot listen on {}", g.addr))?;
+        println!("gateway listening on {}", listener.local_addr()?);
+        tasks.spawn(alicia_gateway::http::serve(listener, gw));
     }
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -29,6 +29,9 @@ enum Command {
         /// ~/.config/alicia].
         #[arg(long)]
         home: Option<std::path::PathBuf>,
+        /// Address of the security gateway's HTTP API (device login, encryption).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        gateway: std::net::SocketAddr,
         #[command(flatten)]
         args: BrokerArgs,
     },
@@ -84,7 +87,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("created {} (secrets are in {}, mode 0600)", config.display(), dir.join("secrets").display());
             Ok(())
         }
-        Command::Up { home, mut args } => {
+        Command::Up { home, gateway, mut args } => {
             let home = home.unwrap_or_else(init::default_home);
             if args.config.is_none() {
                 let config = home.join("alicia.yaml");
@@ -102,7 +105,8 @@ fn main() -> anyhow::Result<()> {
                 args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
-            runtime.block_on(broker_cmd::run(args))
+            let gateway = broker_cmd::GatewaySetup { addr: gateway, home };
+            runtime.block_on(broker_cmd::run(args, Some(gateway)))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -114,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             // arrival order: a SUBSCRIBE that reached the broker before another client's
             // PUBLISH takes effect first, as it would in a single-threaded broker.
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
-            runtime.block_on(broker_cmd::run(args))
+            runtime.block_on(broker_cmd::run(args, None))
         }
     }
 }
