@@ -55,8 +55,10 @@ pub fn decode(buf: &mut BytesMut, protocol: Protocol, max: usize) -> Result<Opti
         return Ok(None);
     };
     if buf.len() < frame.total() {
-        // Make room for the rest of the frame in one allocation.
-        buf.reserve(frame.total() - buf.len());
+        // Make room for more of the frame, but never more than 64 KiB ahead of the bytes that
+        // actually arrived: a header may announce up to 256 MiB, and memory must follow what a
+        // client sends, not what it claims.
+        buf.reserve((frame.total() - buf.len()).min(64 * 1024));
         return Ok(None);
     }
     buf.advance(frame.header_len);

@@ -188,3 +188,11 @@ fn duplicate_and_misplaced_properties_are_protocol_errors() {
     let mut buf = BytesMut::from(&[0x30u8, 0x09, 0, 1, b't', 5, 0x11, 0, 0, 0, 1][..]);
     assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
 }
+
+#[test]
+fn an_announced_huge_frame_does_not_allocate_it() {
+    // A PUBLISH header announcing 268,435,455 bytes, followed by nothing.
+    let mut buf = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap(), None);
+    assert!(buf.capacity() < 1024 * 1024, "reserved {} bytes", buf.capacity());
+}
