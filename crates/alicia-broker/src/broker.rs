@@ -211,6 +211,12 @@ impl Shared {
             expires_at,
             origin: 0,
         };
+        self.route_now(msg);
+    }
+
+    /// Routes a message the broker itself publishes (wills, `$SYS`) and delivers it at once,
+    /// recording it in the store first where persistent sessions need it.
+    pub(crate) fn route_now(&self, msg: Message) {
         let mut batch = Batch::default();
         self.route(Arc::new(msg), &mut batch);
         if batch.flush(self.store.as_ref()) {

@@ -2,12 +2,11 @@
 //! presence events, which Mosquitto lacks.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alicia_codec::{ByteString, Bytes, Properties, QoS};
 
-use crate::broker::{Batch, Shared};
+use crate::broker::Shared;
 use crate::message::Message;
 
 /// Topic prefix of presence events: `$SYS/broker/presence/<client id>`.
@@ -25,9 +24,7 @@ impl Shared {
             expires_at: None,
             origin: 0,
         };
-        let mut batch = Batch::default();
-        self.route(Arc::new(msg), &mut batch);
-        batch.flush(None);
+        self.route_now(msg);
     }
 
     /// Announces that a client connected or disconnected, as a small JSON object.

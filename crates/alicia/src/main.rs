@@ -104,23 +104,23 @@ fn main() -> anyhow::Result<()> {
             if args.http.is_none() {
                 args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
             let gateway = broker_cmd::GatewaySetup { addr: gateway, home };
-            runtime.block_on(broker_cmd::run(args, Some(gateway)))
+            broker_runtime()?.block_on(broker_cmd::run(args, Some(gateway)))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
         }
         Command::Broker { action: Some(action), .. } => broker_cmd::control(action),
-        Command::Broker { args, action: None } => {
-            // Without the LIFO slot, connections whose packets arrived together are served in
-            // arrival order: a SUBSCRIBE that reached the broker before another client's
-            // PUBLISH takes effect first, as it would in a single-threaded broker.
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()?;
-            runtime.block_on(broker_cmd::run(args, None))
-        }
+        Command::Broker { args, action: None } => broker_runtime()?.block_on(broker_cmd::run(args, None)),
     }
+}
+
+/// The runtime the broker runs on. Without the LIFO slot, connections whose packets arrived
+/// together are served in arrival order: a SUBSCRIBE that reached the broker before another
+/// client's PUBLISH takes effect first, as it would in a single-threaded broker.
+fn broker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().disable_lifo_slot().build()
 }
 
 /// `localhost`, `127.0.0.1` and this machine's host name, plus any given.
