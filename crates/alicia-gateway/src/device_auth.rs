@@ -9,14 +9,17 @@
 //! Revocation is a CRL file in PEM (`-----BEGIN X509 CRL-----`, one or more), the same file
 //! the broker's `crlfile` option reads; a certificate whose serial it lists is refused. Only
 //! the end-entity certificate's status is checked, and a certificate whose issuer has no CRL
-//! in the file counts as not revoked.
+//! in the file counts as not revoked. An authority made with [`DeviceAuthority::load`] looks at
+//! the CRL file (size, modification time, inode) before each check and reads it again when it
+//! changed, so `alicia certs revoke` takes effect on the next request without a restart; a CRL
+//! that cannot be read then refuses every certificate (fail closed) until it is fixed.
 //!
 //! The device id is the certificate's first Common Name. It becomes an MQTT user name and a
 //! topic level (`alicia/devices/<id>/#`), so a CN that is empty or contains `/`, `+`, `#` or a
 //! control character is refused as malformed.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -65,7 +68,26 @@ impl DeviceAuthError {
 
 /// The CA (and CRL) device certificates are checked against.
 pub struct DeviceAuthority {
-    verifier: Arc<dyn ClientCertVerifier>,
+    verifier: Mutex<Arc<dyn ClientCertVerifier>>,
+    /// For an authority loaded from files: the CA text, the CRL path and what the CRL file
+    /// looked like when it was read.
+    watch: Option<Watch>,
+}
+
+struct Watch {
+    ca: Vec<u8>,
+    crl: PathBuf,
+    seen: Mutex<Option<FileStamp>>,
+}
+
+/// Size, modification time and inode: enough to notice a rewrite (also one by rename).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp(u64, std::time::SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp(m.len(), m.modified().ok()?, m.ino()))
 }
 
 impl std::fmt::Debug for DeviceAuthority {
@@ -77,6 +99,10 @@ impl std::fmt::Debug for DeviceAuthority {
 impl DeviceAuthority {
     /// From the CA certificate(s) in PEM and optionally CRLs in PEM.
     pub fn new(ca_pem: &[u8], crl_pem: Option<&[u8]>) -> Result<Self, DeviceAuthError> {
+        Ok(Self { verifier: Mutex::new(Self::build(ca_pem, crl_pem)?), watch: None })
+    }
+
+    fn build(ca_pem: &[u8], crl_pem: Option<&[u8]>) -> Result<Arc<dyn ClientCertVerifier>, DeviceAuthError> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| DeviceAuthError::Config(format!("CA: {e}")))?;
@@ -96,26 +122,43 @@ impl DeviceAuthority {
                     .map_err(|e| DeviceAuthError::Config(format!("CRL: {e}")))?;
             builder = builder.with_crls(crls);
         }
-        let verifier = builder.build().map_err(|e| DeviceAuthError::Config(e.to_string()))?;
-        Ok(Self { verifier })
+        builder.build().map_err(|e| DeviceAuthError::Config(e.to_string()))
     }
 
     /// From a CA file (`certs/ca.crt`) and an optional CRL file; a CRL path that does not
-    /// exist counts as an empty list.
+    /// exist counts as an empty list. The CRL file is watched: a changed file is read again
+    /// before the next check.
     pub fn load(ca_file: &Path, crl_file: Option<&Path>) -> Result<Self, DeviceAuthError> {
         let ca = std::fs::read(ca_file).map_err(|e| DeviceAuthError::Config(format!("{}: {e}", ca_file.display())))?;
-        let crl = match crl_file {
-            Some(p) if p.exists() => {
-                Some(std::fs::read(p).map_err(|e| DeviceAuthError::Config(format!("{}: {e}", p.display())))?)
-            }
-            _ => None,
-        };
-        Self::new(&ca, crl.as_deref())
+        let Some(crl) = crl_file else { return Self::new(&ca, None) };
+        let seen = stamp(crl);
+        let verifier = Self::build(&ca, read_crl(crl)?.as_deref())?;
+        Ok(Self {
+            verifier: Mutex::new(verifier),
+            watch: Some(Watch { ca, crl: crl.to_path_buf(), seen: Mutex::new(seen) }),
+        })
     }
 
-    /// The verifier, for an HTTPS listener that asks for client certificates (8443).
+    /// The verifier in force: for a watched CRL, rebuilt first if the file changed.
+    fn current(&self) -> Result<Arc<dyn ClientCertVerifier>, DeviceAuthError> {
+        if let Some(w) = &self.watch {
+            let now = stamp(&w.crl);
+            let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if now != *seen {
+                let verifier = Self::build(&w.ca, read_crl(&w.crl)?.as_deref())?;
+                *self.verifier.lock().unwrap_or_else(|p| p.into_inner()) = verifier;
+                *seen = now;
+            }
+        }
+        Ok(self.verifier.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// The verifier, for an HTTPS listener that asks for client certificates (8443). It is a
+    /// snapshot: a later change of the CRL file does not reach it (the mTLS listener therefore
+    /// uses it for handshake signatures only and leaves the certificate to
+    /// [`DeviceAuthority::verify_chain`]).
     pub fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        self.verifier.clone()
+        self.verifier.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Checks a PEM certificate (the device's certificate first, then any intermediates).
@@ -162,7 +205,7 @@ impl DeviceAuthority {
         let (end, intermediates) = chain.split_first().ok_or(DeviceAuthError::Malformed("no certificate".into()))?;
         let (_, parsed) = x509_parser::parse_x509_certificate(end)
             .map_err(|e| DeviceAuthError::Malformed(format!("not an X.509 certificate: {e}")))?;
-        self.verifier.verify_client_cert(end, intermediates, now).map_err(classify)?;
+        self.current()?.verify_client_cert(end, intermediates, now).map_err(classify)?;
         let cn = parsed
             .subject()
             .iter_common_name()
@@ -174,6 +217,15 @@ impl DeviceAuthority {
         }
         let serial = parsed.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
         Ok(DeviceIdentity { device_id: cn.to_string(), serial })
+    }
+}
+
+/// The CRL file's text; `None` if there is no file.
+fn read_crl(path: &Path) -> Result<Option<Vec<u8>>, DeviceAuthError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DeviceAuthError::Config(format!("{}: {e}", path.display()))),
     }
 }
 

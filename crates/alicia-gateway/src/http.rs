@@ -3,7 +3,8 @@
 //! - `POST /auth/challenge` — `{"challenge": C, "expires_in": 60}`: a single-use challenge for
 //!   the body form of `/auth/device`.
 //! - `POST /auth/device` — a device proves itself with its certificate and gets a token:
-//!   `{"token": JWT, "expires_in": seconds}`, or 401 `{"error": reason}`. The certificate comes
+//!   `{"token": JWT, "expires_in": seconds}`, or 401 `{"error": reason}` (also when there is
+//!   neither a certificate from the TLS layer nor a body: [`NO_CERTIFICATE`]). The certificate comes
 //!   from the TLS layer when the listener put a [`PeerCertificates`] extension on the request
 //!   (the mTLS listener on 8443 does; the handshake proved the key), otherwise from the body
 //!   `{"certificate": PEM, "challenge": C, "signature": S}` where `S` is the standard base64 of
@@ -96,6 +97,10 @@ impl Gateway {
         self
     }
 }
+
+/// The 401 reason when a request has neither a certificate from the TLS layer nor a body.
+pub const NO_CERTIFICATE: &str = "no client certificate: present the device certificate in the TLS handshake \
+     (HTTPS port), or send {\"certificate\", \"challenge\", \"signature\"}";
 
 /// The prefix of the message a device signs to answer a challenge.
 pub const CHALLENGE_PREFIX: &str = "alicia-device-auth:";
@@ -209,6 +214,7 @@ async fn auth_device(
 ) -> Response {
     let verified = match peer {
         Some(Extension(PeerCertificates(chain))) => gw.devices.verify_chain(&chain).map_err(|e| e.reason()),
+        None if body.iter().all(u8::is_ascii_whitespace) => Err(NO_CERTIFICATE.to_string()),
         None => match serde_json::from_slice::<CertificateBody>(&body) {
             Ok(b) => verify_body(&gw, &b),
             Err(_) => {

@@ -69,9 +69,15 @@ pub struct BrokerArgs {
     /// passwords, the user name being the token's subject (a device id).
     #[arg(long, value_name = "FILE")]
     pub jwt_key: Option<PathBuf>,
-    /// Write the process id here, for `alicia broker reload`.
+    /// Write the process id here, for `alicia broker reload` [default with `alicia up`:
+    /// alicia.pid in the home, which `alicia certs revoke` signals].
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
+    /// With `alicia up`: address of the security gateway's HTTPS listener, where devices log in
+    /// with their client certificate (printed as `gateway-tls listening on ADDR`; port 0 picks
+    /// a free one) [default: 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR")]
+    pub gateway_tls: Option<SocketAddr>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -210,6 +216,12 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     Ok(Plan { config, listeners, security, sys_interval })
 }
 
+/// The pid file `alicia up` writes into its home unless given `--pid-file`.
+pub const UP_PID_FILE: &str = "alicia.pid";
+
+/// Where the gateway's HTTPS listener goes unless `--gateway-tls` says otherwise.
+pub const DEFAULT_GATEWAY_TLS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 8443);
+
 /// The security gateway `alicia up` serves next to the broker, from the files of an Alicia home.
 pub struct GatewaySetup {
     /// HTTP address of the gateway API.
@@ -218,16 +230,131 @@ pub struct GatewaySetup {
     pub home: PathBuf,
 }
 
+/// The `gateway:` section of `alicia.yaml` (everything optional):
+///
+/// ```yaml
+/// gateway:
+///   max_requests_per_minute: 60   # per client IP, over HTTP and HTTPS together
+///   crlfile: certs/crl.pem        # revocation list, re-read when it changes
+///   cafile: certs/ca.crt          # CA of device certificates
+///   certfile: certs/server.crt    # the HTTPS listener's certificate
+///   keyfile: certs/server.key
+/// ```
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GatewayYaml {
+    max_requests_per_minute: Option<u32>,
+    crlfile: Option<PathBuf>,
+    cafile: Option<PathBuf>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct GatewayFile {
+    #[serde(default)]
+    gateway: Option<GatewayYaml>,
+}
+
+/// The gateway's settings, with paths resolved against the file's directory.
+#[derive(Debug, PartialEq)]
+pub struct GatewayConf {
+    pub max_requests_per_minute: u32,
+    pub cafile: PathBuf,
+    pub crlfile: PathBuf,
+    pub certfile: PathBuf,
+    pub keyfile: PathBuf,
+}
+
+impl GatewayConf {
+    /// The defaults for a home: `certs/ca.crt`, `certs/crl.pem`, `certs/server.crt`/`.key`, 60
+    /// requests per minute.
+    pub fn defaults(home: &Path) -> Self {
+        let certs = home.join("certs");
+        Self {
+            max_requests_per_minute: alicia_gateway::http::DEFAULT_MAX_REQUESTS_PER_MINUTE,
+            cafile: certs.join("ca.crt"),
+            crlfile: certs.join(crate::certs::CRL_FILE),
+            certfile: certs.join("server.crt"),
+            keyfile: certs.join("server.key"),
+        }
+    }
+
+    /// Reads the `gateway:` section of an Alicia YAML file (other sections are not looked at);
+    /// errors name the file, line and key. No section: the defaults of `home`.
+    pub fn load(path: &Path, home: &Path) -> anyhow::Result<Self> {
+        let mut conf = Self::defaults(home);
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file: GatewayFile = serde_yaml_ng::from_str(&text).map_err(|e| match e.location() {
+            Some(l) => anyhow::anyhow!("{}:{}:{}: {}", path.display(), l.line(), l.column(), yaml_message(&e)),
+            None => anyhow::anyhow!("{}: {e}", path.display()),
+        })?;
+        let Some(g) = file.gateway else { return Ok(conf) };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
+        if let Some(n) = g.max_requests_per_minute {
+            if n == 0 {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("max_requests_per_minute"))
+                    .map_or(0, |i| i + 1);
+                bail!("{}:{line}: gateway.max_requests_per_minute: must be at least 1", path.display());
+            }
+            conf.max_requests_per_minute = n;
+        }
+        conf.cafile = g.cafile.map(resolve).unwrap_or(conf.cafile);
+        conf.crlfile = g.crlfile.map(resolve).unwrap_or(conf.crlfile);
+        conf.certfile = g.certfile.map(resolve).unwrap_or(conf.certfile);
+        conf.keyfile = g.keyfile.map(resolve).unwrap_or(conf.keyfile);
+        Ok(conf)
+    }
+}
+
+/// serde_yaml_ng's message without its trailing "at line X column Y" (the location is given).
+fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let s = e.to_string();
+    s.find(" at line ").map_or(s.clone(), |i| s[..i].to_string())
+}
+
 impl GatewaySetup {
-    fn build(&self) -> anyhow::Result<alicia_gateway::http::Gateway> {
-        let certs = self.home.join("certs");
-        let crl = certs.join("crl.pem");
-        let devices =
-            alicia_gateway::DeviceAuthority::load(&certs.join("ca.crt"), crl.exists().then_some(crl.as_path()))
-                .map_err(|e| anyhow::anyhow!("device authority: {}", e.reason()))?;
+    /// The settings: from the YAML configuration file if there is one, else the defaults.
+    fn conf(&self, config: Option<&Path>) -> anyhow::Result<GatewayConf> {
+        match config.filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))) {
+            Some(path) => GatewayConf::load(path, &self.home),
+            None => Ok(GatewayConf::defaults(&self.home)),
+        }
+    }
+
+    fn build(&self, conf: &GatewayConf) -> anyhow::Result<alicia_gateway::http::Gateway> {
+        let devices = alicia_gateway::DeviceAuthority::load(&conf.cafile, Some(conf.crlfile.as_path()))
+            .map_err(|e| anyhow::anyhow!("device authority: {}", e.reason()))?;
         let tokens = TokenIssuer::from_key_file(&self.home.join("keys").join("jwt.key"))?;
         let keys = alicia_gateway::KeyRing::load(&self.home.join("keys"))?;
-        Ok(alicia_gateway::http::Gateway::new(devices, tokens, keys, 60))
+        Ok(alicia_gateway::http::Gateway::new(devices, tokens, keys, conf.max_requests_per_minute))
+    }
+
+    /// Binds and starts the HTTP and HTTPS listeners, printing `gateway listening on ADDR`
+    /// and `gateway-tls listening on ADDR`.
+    async fn start(
+        &self,
+        config: Option<&Path>,
+        tls_addr: SocketAddr,
+        tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    ) -> anyhow::Result<()> {
+        let conf = self.conf(config)?;
+        let gw = std::sync::Arc::new(self.build(&conf)?);
+        let tls_config = alicia_gateway::tls::server_config(&conf.certfile, &conf.keyfile, &gw.devices)
+            .context("the gateway's HTTPS listener")?;
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.addr))?;
+        println!("gateway listening on {}", listener.local_addr()?);
+        tasks.spawn(alicia_gateway::http::serve(listener, gw.clone()));
+        let listener =
+            tokio::net::TcpListener::bind(tls_addr).await.with_context(|| format!("cannot listen on {tls_addr}"))?;
+        println!("gateway-tls listening on {}", listener.local_addr()?);
+        tasks.spawn(alicia_gateway::tls::serve_tls(listener, std::sync::Arc::new(tls_config), gw));
+        Ok(())
     }
 }
 
@@ -269,15 +396,14 @@ pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Res
         tasks.spawn(async move { axum::serve(listener, app).await });
     }
     if let Some(g) = &gateway {
-        let gw = std::sync::Arc::new(g.build().context("cannot start the security gateway")?);
-        let listener =
-            tokio::net::TcpListener::bind(g.addr).await.with_context(|| format!("cannot listen on {}", g.addr))?;
-        println!("gateway listening on {}", listener.local_addr()?);
-        tasks.spawn(alicia_gateway::http::serve(listener, gw));
+        let tls_addr = args.gateway_tls.unwrap_or(DEFAULT_GATEWAY_TLS);
+        g.start(args.config.as_deref(), tls_addr, &mut tasks).await.context("cannot start the security gateway")?;
     }
     use std::io::Write;
     std::io::stdout().flush()?;
-    if let Some(pid_file) = &args.pid_file {
+    // `alicia up` always leaves its pid in the home, for `alicia certs revoke` to signal.
+    let pid_file = args.pid_file.clone().or_else(|| gateway.as_ref().map(|g| g.home.join(UP_PID_FILE)));
+    if let Some(pid_file) = &pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write {}", pid_file.display()))?;
     }
@@ -293,7 +419,7 @@ pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Res
     }
     tracing::info!("shutting down");
     broker.shutdown(Duration::from_secs(2)).await;
-    if let Some(pid_file) = &args.pid_file {
+    if let Some(pid_file) = &pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     Ok(())
@@ -385,4 +511,34 @@ fn reload(broker: &Broker, security: Option<&SecurityConf>, jwt_key: Option<&Pat
         }
     };
     broker.publish("$SYS/broker/reload", payload, false);
+}
+
+#[cfg(test)]
+mod gateway_conf_tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<GatewayConf> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alicia.yaml");
+        std::fs::write(&path, text).unwrap();
+        GatewayConf::load(&path, Path::new("/home/a"))
+    }
+
+    #[test]
+    fn gateway_section() {
+        let c =
+            load("broker:\n  allow_anonymous: false\ngateway:\n  max_requests_per_minute: 5\n  crlfile: /x/crl.pem\n")
+                .unwrap();
+        assert_eq!(c.max_requests_per_minute, 5);
+        assert_eq!(c.crlfile, Path::new("/x/crl.pem"));
+        assert_eq!(c.cafile, Path::new("/home/a/certs/ca.crt"));
+        assert_eq!(load("broker: {}\n").unwrap(), GatewayConf::defaults(Path::new("/home/a")));
+
+        let err = load("broker: {}\ngateway:\n  max_request_per_minute: 5\n").unwrap_err().to_string();
+        assert!(err.contains("alicia.yaml:3:") && err.contains("max_request_per_minute"), "{err}");
+        let err = load("broker: {}\ngateway:\n  max_requests_per_minute: lots\n").unwrap_err().to_string();
+        assert!(err.contains("alicia.yaml:3:") && err.contains("invalid type"), "{err}");
+        let err = load("broker: {}\ngateway:\n  max_requests_per_minute: 0\n").unwrap_err().to_string();
+        assert!(err.contains("alicia.yaml:3: gateway.max_requests_per_minute: must be at least 1"), "{err}");
+    }
 }

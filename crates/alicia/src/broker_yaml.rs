@@ -28,6 +28,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct File {
     broker: Broker,
+    /// The security gateway's section, read by `broker_cmd::GatewayConf`.
+    #[serde(default, rename = "gateway")]
+    _gateway: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Default)]

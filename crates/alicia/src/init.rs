@@ -3,7 +3,8 @@
 //! The home directory gets: `certs/` (a CA, the broker's server certificate), `passwd` (one
 //! random password per core service, Mosquitto format) with each service's password in
 //! `secrets/<service>.password`, an `acl` (services on `alicia/#`, each device only under its
-//! own id), a JWT signing key and a first message encryption key in `keys/`, and
+//! own id), an empty certificate revocation list (`certs/crl.pem`, `alicia certs revoke`), a
+//! JWT signing key and a first message encryption key in `keys/`, and
 //! `alicia.yaml` tying it together. Every secret file is mode 0600; nothing secret is printed
 //! or logged. `alicia up` runs this on first start.
 
@@ -49,6 +50,7 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         crate::certs::create_ca(&certs)?;
     }
     crate::certs::issue_server(&certs, hosts)?;
+    crate::certs::ensure_crl(&certs)?;
 
     let passwd = home.join("passwd");
     for service in SERVICES {
@@ -95,8 +97,16 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
              \x20       cafile: certs/ca.crt\n\
              \x20       certfile: certs/server.crt\n\
              \x20       keyfile: certs/server.key\n\
+             \x20       crlfile: certs/crl.pem\n\
              \x20       require_certificate: false\n\
-             \x20       use_identity_as_username: true\n",
+             \x20       use_identity_as_username: true\n\
+             # The security gateway (HTTP API, and HTTPS with client certificates).\n\
+             gateway:\n\
+             \x20 max_requests_per_minute: 60\n\
+             \x20 cafile: certs/ca.crt\n\
+             \x20 crlfile: certs/crl.pem\n\
+             \x20 certfile: certs/server.crt\n\
+             \x20 keyfile: certs/server.key\n",
             mqtt = ports.mqtt,
             mqtts = ports.mqtts,
         ),

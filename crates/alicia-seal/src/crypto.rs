@@ -12,7 +12,8 @@
 //! [`Sealed`] is `{"key_id": "enc-<N>", "ciphertext": B}` where `B` is standard base64 (with
 //! padding) of `nonce (12 random bytes) || AES-256-GCM ciphertext || tag (16 bytes)`. The key id
 //! is authenticated as associated data (`alicia-enc-v1:enc-<N>`), so relabelling a ciphertext
-//! with another key id fails like any other tampering.
+//! with another key id fails like any other tampering. [`KeyRing::encrypt_bound`] appends `:` and
+//! a caller's context (the SDK: the envelope's `message_id`) to the associated data.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -131,6 +132,18 @@ impl KeyRing {
 
     /// Encrypts with the newest key and a fresh random nonce.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
+        self.encrypt_bound(plaintext, b"")
+    }
+
+    /// Decrypts with the key named by `sealed.key_id`, if it is loaded and not retired.
+    pub fn decrypt(&self, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
+        self.decrypt_bound(sealed, b"")
+    }
+
+    /// Encrypts like [`KeyRing::encrypt`], binding the ciphertext to `context` (authenticated,
+    /// not stored): it only decrypts with the same context. The SDK binds a payload to its
+    /// envelope's `message_id`, so a ciphertext cannot be moved into another envelope.
+    pub fn encrypt_bound(&self, plaintext: &[u8], context: &[u8]) -> Result<Sealed, CryptoError> {
         let (&n, key) = self.keys.iter().next_back().ok_or(CryptoError::Empty)?;
         let id = key_id(n);
         let mut nonce = [0u8; NONCE_LEN];
@@ -139,14 +152,18 @@ impl KeyRing {
         buf.extend_from_slice(&nonce);
         buf.extend_from_slice(plaintext);
         let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&id)), &mut buf[NONCE_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(&id, context)),
+                &mut buf[NONCE_LEN..],
+            )
             .map_err(|_| CryptoError::Malformed("plaintext too long"))?;
         buf.extend_from_slice(tag.as_ref());
         Ok(Sealed { key_id: id, ciphertext: STANDARD.encode(buf) })
     }
 
-    /// Decrypts with the key named by `sealed.key_id`, if it is loaded and not retired.
-    pub fn decrypt(&self, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
+    /// Decrypts what [`KeyRing::encrypt_bound`] sealed with the same `context`.
+    pub fn decrypt_bound(&self, sealed: &Sealed, context: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let key = parse_key_id(&sealed.key_id)
             .and_then(|n| self.keys.get(&n))
             .ok_or_else(|| CryptoError::UnknownKey(sealed.key_id.clone()))?;
@@ -154,9 +171,9 @@ impl KeyRing {
         if buf.len() < NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Malformed("shorter than nonce and tag"));
         }
-        let nonce = Nonce::try_assume_unique_for_key(&buf[..NONCE_LEN]).expect("nonce length");
+        let nonce = Nonce::try_assume_unique_for_key(&buf[..NONCE_LEN]).map_err(|_| CryptoError::Malformed("nonce"))?;
         let plain = key
-            .open_in_place(nonce, Aad::from(aad(&sealed.key_id)), &mut buf[NONCE_LEN..])
+            .open_in_place(nonce, Aad::from(aad(&sealed.key_id, context)), &mut buf[NONCE_LEN..])
             .map_err(|_| CryptoError::Tampered)?;
         Ok(plain.to_vec())
     }
@@ -204,6 +221,12 @@ impl KeyRing {
     }
 }
 
-fn aad(key_id: &str) -> Vec<u8> {
-    format!("alicia-enc-v1:{key_id}").into_bytes()
+/// `alicia-enc-v1:<key id>`, then `:` and the context if there is one.
+fn aad(key_id: &str, context: &[u8]) -> Vec<u8> {
+    let mut out = format!("alicia-enc-v1:{key_id}").into_bytes();
+    if !context.is_empty() {
+        out.push(b':');
+        out.extend_from_slice(context);
+    }
+    out
 }
