@@ -44,6 +44,9 @@ pub struct ServiceConfig {
     pub max_packet_size: u32,
     /// Handlers running at once; further messages wait for a slot (default 64).
     pub max_concurrent_handlers: usize,
+    /// Signing, signature checks and payload encryption of envelopes (default: none; see
+    /// [`crate::EnvelopeSecurity::from_home`]).
+    pub security: crate::EnvelopeSecurity,
 }
 
 impl Default for ServiceConfig {
@@ -63,6 +66,7 @@ impl Default for ServiceConfig {
             session_expiry: Duration::ZERO,
             max_packet_size: 16 * 1024 * 1024,
             max_concurrent_handlers: 64,
+            security: crate::EnvelopeSecurity::default(),
         }
     }
 }
@@ -163,6 +167,7 @@ impl ServiceConfig {
         if self.max_concurrent_handlers == 0 {
             return bad("max_concurrent_handlers must be at least 1".into());
         }
+        self.security.validate()?;
         Ok(())
     }
 }

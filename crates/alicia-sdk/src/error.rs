@@ -46,6 +46,9 @@ pub enum SdkError {
         /// The error message of the response.
         message: String,
     },
+    /// An envelope could not be protected (encrypted or signed) for sending.
+    #[error("cannot protect the envelope: {0}")]
+    Security(String),
     /// The service was shut down; its connection is gone.
     #[error("the bus connection is closed (the service was shut down)")]
     Closed,

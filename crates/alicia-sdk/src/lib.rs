@@ -76,6 +76,11 @@
 //!   late drops it; a response that arrives after the timeout goes to the dead-letter topic.
 //!   Responses that come back through an inbox instead (sent by the router for a requester's
 //!   `correlation_id`) are matched too, if this instance is the one waiting.
+//! - **Protects envelopes** when [`ServiceConfig::security`] says so: Ed25519 signatures in
+//!   `security.signature`, AES-256-GCM encryption of `payload.data` only (the router still reads
+//!   destination, ttl, priority and routing), and on receipt bad or (if required) missing
+//!   signatures and undecryptable payloads dead-lettered with the reason. See
+//!   [`EnvelopeSecurity`] for the format and the rules.
 //! - **MQTT properties.** Every envelope is published with Message Expiry Interval = its
 //!   remaining ttl (a broker drops it from offline queues when it would be dead on arrival) and
 //!   Content Type `application/json`.
@@ -105,13 +110,17 @@
 mod config;
 mod deadletter;
 mod error;
+mod protection;
 mod runtime;
 mod service;
 mod topics;
 
+/// The key types [`EnvelopeSecurity`] is built from (`KeyRing`, `SigningKey`, `VerifyingKey`).
+pub use alicia_seal as seal;
 pub use config::{Secret, ServiceConfig};
 pub use deadletter::DeadLetter;
 pub use error::SdkError;
+pub use protection::{EnvelopeSecurity, ENCRYPTION_SCHEME};
 pub use rumqttc_notls::v5::mqttbytes::QoS;
 pub use runtime::{connect, start, Bus, LinkState, ServiceHandle, OFFLINE, ONLINE};
 pub use service::{BoxError, BusService, Context, HandlerResult, ServiceError, Subscription};

@@ -139,6 +139,7 @@ fn launch<S: BusService>(
         started: Instant::now(),
         announce,
         heartbeat_interval: config.heartbeat_interval,
+        security: config.security.clone(),
     });
     let limiter = Arc::new(Semaphore::new(config.max_concurrent_handlers));
     let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
@@ -170,6 +171,8 @@ struct Inner {
     /// A service (status, will, heartbeats) rather than a plain client.
     announce: bool,
     heartbeat_interval: Duration,
+    /// Signing, checks and encryption of envelopes.
+    security: crate::protection::EnvelopeSecurity,
 }
 
 /// A handle on the bus for one service instance: publish, send requests. Cheap to clone.
@@ -341,8 +344,9 @@ impl Inner {
         correlation_data: Option<Bytes>,
     ) -> Result<(), SdkError> {
         let props = envelope_properties(envelope, response_topic, correlation_data);
+        let payload = self.security.seal(envelope)?;
         self.client
-            .publish_with_properties(topic, QoS::AtLeastOnce, false, envelope.to_vec(), props)
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
             .await
             .map_err(|_| SdkError::Closed)
     }
@@ -552,7 +556,23 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
         .and_then(|props| props.correlation_data.as_ref())
         .and_then(|c| std::str::from_utf8(c).ok())
         .and_then(|s| s.parse::<Uuid>().ok());
-    let parsed = Envelope::parse(&p.payload);
+    let mut parsed = Envelope::parse(&p.payload);
+    if let Ok(response) = &mut parsed {
+        if let Err(reason) = inner.security.open(&p.payload, response) {
+            // The waiter learns it (code `security`), and the bytes go to the dead-letter topic.
+            let (inner2, topic2, payload) = (inner.clone(), topic.to_string(), p.payload.clone());
+            let why = reason.clone();
+            tokio::spawn(async move { inner2.dead_letter(why, &topic2, &payload).await });
+            response.payload.data = json!({ "code": "security", "message": reason });
+            response.payload.metadata.status = Some(ReplyStatus::Error);
+            response.security = None;
+            let id = by_property.or(response.correlation_id);
+            if let Some(waiter) = id.and_then(|id| inner.take_pending(id)) {
+                let _ = waiter.send(parsed);
+            }
+            return;
+        }
+    }
     let id = by_property.or_else(|| parsed.as_ref().ok().and_then(|e| e.correlation_id));
     match id.and_then(|id| inner.take_pending(id)) {
         Some(waiter) => {
@@ -603,6 +623,20 @@ async fn handle_message<S: BusService>(
     if envelope.is_expired(SystemTime::now()) {
         let reason = format!("expired: sent at {} with a ttl of {} s", envelope.timestamp, envelope.ttl);
         let _ = inner.dead_letter(reason, &topic, &p.payload).await;
+        return;
+    }
+    if let Err(reason) = inner.security.open(&p.payload, &mut envelope) {
+        let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
+        if envelope.message_type == MessageType::Request || response_topic.is_some() {
+            envelope.payload.data = Value::Null;
+            let mut answer = Envelope::error_reply(&envelope, inner.name.clone(), "security", &reason);
+            // In clear (still signed): a requester that failed the checks may lack the keys,
+            // and the reason is no secret.
+            answer.security = Some(alicia_envelope::Security { encryption: Some("none".into()), ..Default::default() });
+            let topic = response_topic.unwrap_or_else(|| inner.topics.for_destination(&answer.destination));
+            let correlation = correlation.or_else(|| Some(Bytes::from(envelope.message_id.to_string())));
+            let _ = inner.publish_envelope(&topic, &answer, None, correlation).await;
+        }
         return;
     }
     // The answer to one of this instance's requests, delivered to the inbox (sent without a
