@@ -4,7 +4,8 @@
 //! random password per core service, Mosquitto format) with each service's password in
 //! `secrets/<service>.password`, an `acl` (services on `alicia/#`, each device only under its
 //! own id), an empty certificate revocation list (`certs/crl.pem`, `alicia certs revoke`), a
-//! JWT signing key and a first message encryption key in `keys/`, and
+//! JWT signing key, a first message encryption key and an Ed25519 envelope signing key pair per
+//! core service (`keys/signing/<service>.key`, `.pub`) in `keys/`, and
 //! `alicia.yaml` tying it together. Every secret file is mode 0600; nothing secret is printed
 //! or logged. `alicia up` runs this on first start.
 
@@ -60,6 +61,18 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
     }
     write_secret(&home.join("keys").join("jwt.key"), random_hex(64)?.as_bytes())?;
     write_secret(&home.join("keys").join("enc-1.key"), random_hex(32)?.as_bytes())?;
+    // One Ed25519 key pair per core service, for signing envelopes (alicia_seal's docs say how
+    // the files are shared with services on other machines).
+    let signing = home.join("keys").join("signing");
+    std::fs::create_dir_all(&signing)?;
+    set_mode(&signing, 0o700)?;
+    for service in SERVICES {
+        alicia_gateway::signing::SigningKey::generate(
+            &signing.join(format!("{service}.key")),
+            &signing.join(format!("{service}.pub")),
+        )
+        .map_err(|e| anyhow::anyhow!("signing key for {service}: {e}"))?;
+    }
 
     let mut acl = String::from(
         "# Written by `alicia init`. Mosquitto acl_file format.\n\
