@@ -29,7 +29,8 @@
 //!
 //! # Receiving
 //!
-//! Before a handler sees an envelope: a signature by a trusted key that does not match, a
+//! Before a handler sees an envelope (unless [`EnvelopeSecurity::pass_through_encrypted`], for
+//! forwarders, leaves payloads encrypted): a signature by a trusted key that does not match, a
 //! signature whose `key_id` is not the `source`, or (with [`EnvelopeSecurity::require_signed`])
 //! a missing signature or one by an unknown key, and a payload that cannot be decrypted, send
 //! the message to the dead-letter topic with the reason; a request also gets an error
@@ -65,6 +66,7 @@ pub struct EnvelopeSecurity {
     ring: Option<Arc<KeyRing>>,
     require_signed: bool,
     encrypt_payloads: bool,
+    pass_through_encrypted: bool,
 }
 
 impl std::fmt::Debug for EnvelopeSecurity {
@@ -77,6 +79,7 @@ impl std::fmt::Debug for EnvelopeSecurity {
             .field("encryption_keys", &self.ring.as_ref().map(|r| r.key_ids()))
             .field("require_signed", &self.require_signed)
             .field("encrypt_payloads", &self.encrypt_payloads)
+            .field("pass_through_encrypted", &self.pass_through_encrypted)
             .finish()
     }
 }
@@ -151,6 +154,15 @@ impl EnvelopeSecurity {
     /// Encrypts the `payload.data` of every envelope sent (needs a key ring).
     pub fn encrypt_payloads(mut self, on: bool) -> Self {
         self.encrypt_payloads = on;
+        self
+    }
+
+    /// Hands envelopes with an encrypted payload to the handler as they came, not decrypted:
+    /// for a forwarder such as the router, which routes on the clear fields and must pass the
+    /// ciphertext on untouched (decrypting would forward plaintext, and break the signature).
+    /// Signatures are still checked.
+    pub fn pass_through_encrypted(mut self, on: bool) -> Self {
+        self.pass_through_encrypted = on;
         self
     }
 
@@ -229,6 +241,7 @@ impl EnvelopeSecurity {
         }
         match security.encryption.as_deref() {
             None | Some("none") => Ok(()),
+            Some(_) if self.pass_through_encrypted => Ok(()),
             Some(ENCRYPTION_SCHEME) => {
                 let ring = self.ring.as_ref().ok_or("encrypted payload, but this service has no encryption keys")?;
                 let sealed: Sealed = serde_json::from_value(envelope.payload.data.clone())
@@ -323,5 +336,18 @@ mod tests {
         let err = other.open(&bytes, &mut Envelope::parse(&bytes).unwrap()).unwrap_err();
         assert!(err.contains("unknown or retired key \"enc-1\""), "{err}");
         assert!(EnvelopeSecurity::default().encrypt_payloads(true).validate().is_err());
+
+        // A forwarder (the router) gets it as it came, bumps the hops, and sends it on: the
+        // receiver still verifies and decrypts it.
+        let router = EnvelopeSecurity::default().trust_dir(dir.path()).unwrap().pass_through_encrypted(true);
+        let mut fwd = Envelope::parse(&bytes).unwrap();
+        router.open(&bytes, &mut fwd).unwrap();
+        assert_eq!(fwd.payload.data["key_id"], "enc-1");
+        fwd.routing.hops += 1;
+        fwd.routing.route.push("router".into());
+        let forwarded = router.seal(&fwd).unwrap();
+        let mut got = Envelope::parse(&forwarded).unwrap();
+        receiver.open(&forwarded, &mut got).unwrap();
+        assert_eq!((got.payload.data["text"].as_str(), got.routing.hops), (Some("open the door"), 1));
     }
 }

@@ -380,7 +380,18 @@ pub fn ensure_crl(dir: &Path) -> anyhow::Result<PathBuf> {
 /// After a revocation: the gateway reads the list by itself; the broker needs a reload. If the
 /// home (the certificate directory's parent) has a running `alicia up`, signal it.
 fn tell_broker(dir: &Path) {
-    let pid_file = dir.parent().unwrap_or(Path::new(".")).join(crate::broker_cmd::UP_PID_FILE);
+    let home = dir.parent().unwrap_or(Path::new("."));
+    if let Ok(config) = std::fs::read_to_string(home.join("alicia.yaml")) {
+        if !config.contains("crlfile") {
+            eprintln!(
+                "warning: {} has no crlfile: add `crlfile: {}/{CRL_FILE}` to the broker's TLS listener so \
+                 the broker honours revocations",
+                home.join("alicia.yaml").display(),
+                dir.file_name().map_or("certs".into(), |n| n.to_string_lossy())
+            );
+        }
+    }
+    let pid_file = home.join(crate::broker_cmd::UP_PID_FILE);
     let pid = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok());
     let signalled = pid.is_some_and(|pid| {
         std::process::Command::new("kill")
