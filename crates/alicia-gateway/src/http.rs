@@ -21,7 +21,9 @@
 //! `/auth/device`): otherwise anyone who reaches the port could decrypt the bus's secrets.
 //!
 //! Every request counts against its client's budget of `max_requests_per_minute` (by peer IP,
-//! fixed one-minute windows); over it the answer is 429 with `Retry-After` in seconds. The
+//! fixed one-minute windows; `gateway.max_requests_per_minute` in `alicia.yaml`, default
+//! [`DEFAULT_MAX_REQUESTS_PER_MINUTE`], one budget across the HTTP and HTTPS listeners of one
+//! [`Gateway`]); over it the answer is 429 with `Retry-After` in seconds. The
 //! peer address comes from axum's `ConnectInfo<SocketAddr>`, which [`serve`] provides; a
 //! listener of its own must provide it too (requests without it share one budget).
 //!
