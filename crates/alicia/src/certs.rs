@@ -377,6 +377,14 @@ pub fn ensure_crl(dir: &Path) -> anyhow::Result<PathBuf> {
     write_crl(dir, &[])
 }
 
+/// Whether a `/proc/PID/cmdline` (NUL-separated arguments) is an `alicia … up` process.
+fn is_alicia_up(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    let program = args.next().unwrap_or_default();
+    let name = program.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    name.starts_with(b"alicia") && args.any(|a| a == b"up")
+}
+
 /// After a revocation: the gateway reads the list by itself; the broker needs a reload. If the
 /// home (the certificate directory's parent) has a running `alicia up`, signal it.
 fn tell_broker(dir: &Path) {
@@ -392,7 +400,12 @@ fn tell_broker(dir: &Path) {
         }
     }
     let pid_file = home.join(crate::broker_cmd::UP_PID_FILE);
-    let pid = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok());
+    // A pid file left behind by a killed `alicia up` may name another program by now: only an
+    // alicia process is signalled.
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_alicia_up(&c)));
     let signalled = pid.is_some_and(|pid| {
         std::process::Command::new("kill")
             .arg("-HUP")
@@ -443,6 +456,14 @@ mod tests {
         let pem = std::fs::read_to_string(&a).unwrap();
         assert_eq!(auth.verify_pem(&pem), Err(alicia_gateway::DeviceAuthError::Revoked));
         assert!(parse_serial("xyz").is_err());
+    }
+
+    #[test]
+    fn only_alicia_up_is_signalled() {
+        assert!(is_alicia_up(b"/work/target/debug/alicia\0up\0--home\0h\0"));
+        assert!(!is_alicia_up(b"/usr/bin/vim\0up\0"));
+        assert!(!is_alicia_up(b"alicia\0broker\0"));
+        assert!(!is_alicia_up(b""));
     }
 
     #[test]
