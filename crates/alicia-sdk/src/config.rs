@@ -103,6 +103,9 @@ impl ServiceConfig {
     /// | `ALICIA_SERVICE_NAME`        | `name`                |
     /// | `ALICIA_INSTANCE_ID`         | `instance_id`         |
     /// | `ALICIA_HEARTBEAT_SECS`      | `heartbeat_interval`  |
+    /// | `ALICIA_HOME`                | `security`: [`crate::EnvelopeSecurity::from_home`] with the home and `ALICIA_SERVICE_NAME` (without it: no signing key, only trusted keys and encryption keys) |
+    /// | `ALICIA_REQUIRE_SIGNED`      | `security`'s `require_signed` (`1`/`true`) |
+    /// | `ALICIA_ENCRYPT_PAYLOADS`    | `security`'s `encrypt_payloads` (`1`/`true`) |
     ///
     /// A password file (systemd credentials, Docker secrets) is preferred to a variable, which
     /// other processes of the same user can read.
@@ -136,6 +139,19 @@ impl ServiceConfig {
             let secs: u64 = v.parse().map_err(|_| bad("ALICIA_HEARTBEAT_SECS", &v, "not a number of seconds"))?;
             c.heartbeat_interval = Duration::from_secs(secs);
         }
+        if let Some(home) = get("ALICIA_HOME") {
+            let name = c.name.clone().unwrap_or_default();
+            c.security = crate::EnvelopeSecurity::from_home(Path::new(&home), &name)?;
+        }
+        let flag = |var: &str| -> Result<bool, SdkError> {
+            match get(var).as_deref() {
+                None | Some("" | "0" | "false") => Ok(false),
+                Some("1" | "true") => Ok(true),
+                Some(v) => Err(bad(var, v, "expected 1, true, 0 or false")),
+            }
+        };
+        c.security = c.security.require_signed(flag("ALICIA_REQUIRE_SIGNED")?);
+        c.security = c.security.encrypt_payloads(flag("ALICIA_ENCRYPT_PAYLOADS")?);
         Ok(c)
     }
 
@@ -232,6 +248,43 @@ mod tests {
         assert!(err.to_string().contains("ALICIA_MQTT_PORT=\"http\""), "{err}");
         let none = ServiceConfig::from_lookup(|_| None).unwrap();
         assert!(none.username.is_none() && none.password.is_none());
+        let err =
+            ServiceConfig::from_lookup(|k| (k == "ALICIA_REQUIRE_SIGNED").then(|| "yes".to_string())).unwrap_err();
+        assert!(err.to_string().contains("ALICIA_REQUIRE_SIGNED=\"yes\""), "{err}");
+    }
+
+    #[test]
+    fn envelope_security_from_the_home() {
+        let home = tempfile::tempdir().unwrap();
+        let signing = home.path().join("keys").join("signing");
+        std::fs::create_dir_all(&signing).unwrap();
+        for s in ["stt", "voice"] {
+            alicia_seal::SigningKey::generate(&signing.join(format!("{s}.key")), &signing.join(format!("{s}.pub")))
+                .unwrap();
+        }
+        std::fs::write(home.path().join("keys").join("enc-1.key"), "ab".repeat(32)).unwrap();
+        let vars: HashMap<&str, String> = [
+            ("ALICIA_HOME", home.path().display().to_string()),
+            ("ALICIA_SERVICE_NAME", "stt".into()),
+            ("ALICIA_REQUIRE_SIGNED", "1".into()),
+            ("ALICIA_ENCRYPT_PAYLOADS", "true".into()),
+        ]
+        .into();
+        let c = ServiceConfig::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        let shown = format!("{:?}", c.security);
+        for part in [
+            "signing_key_id: Some(\"stt\")",
+            "trusted: [\"stt\", \"voice\"]",
+            "encryption_keys: Some([\"enc-1\"])",
+            "require_signed: true",
+            "encrypt_payloads: true",
+        ] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        c.validate().unwrap();
+        // Encrypting with no key ring cannot work.
+        let c = ServiceConfig::from_lookup(|k| (k == "ALICIA_ENCRYPT_PAYLOADS").then(|| "1".to_string())).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("needs an encryption key ring"));
     }
 
     #[test]
