@@ -20,6 +20,9 @@ missing_debs=()
 { command -v mosquitto_pub && command -v mosquitto_sub; } >/dev/null 2>&1 \
     || missing_debs+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing_debs+=(coreutils)
+# The gateway tests drive HTTPS with the real curl and sign challenges with openssl.
+command -v curl >/dev/null 2>&1 || missing_debs+=(curl)
+command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
 if [ ${#missing_debs[@]} -gt 0 ]; then
     step "installing Debian packages: ${missing_debs[*]}"
