@@ -70,6 +70,7 @@
 //! - **Services only talk MQTT**: this crate does not depend on the broker; it runs against
 //!   the embedded broker and Mosquitto alike (both are tested).
 
+mod events;
 mod http;
 mod io;
 mod model;
@@ -88,6 +89,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+pub use events::{watch_events, WatchEvent};
 pub use model::{Invalid, Status};
 
 /// The registry's service name (its inbox: `<prefix>/services/device_registry/inbox`).
@@ -118,6 +120,9 @@ pub enum RegistryError {
         /// Why.
         source: std::io::Error,
     },
+    /// The broker could not be reached (by [`watch_events`]).
+    #[error("cannot connect to the broker at {0}")]
+    Connect(String),
     /// The settings cannot work.
     #[error("invalid registry configuration: {0}")]
     Config(String),

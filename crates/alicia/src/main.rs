@@ -5,6 +5,7 @@
 mod broker_cmd;
 mod broker_yaml;
 mod certs;
+mod devices_cmd;
 mod init;
 
 use anyhow::Context;
@@ -58,6 +59,8 @@ enum Command {
     /// Load-test an MQTT broker on this machine (loopback only): fan-in, fan-out, pairs, or
     /// fixed-rate latency.
     Bench(alicia_bench::BenchArgs),
+    /// The device registry: list devices, show one, or watch changes live (over the bus).
+    Devices(devices_cmd::DevicesCommand),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Devices(cmd) => devices_cmd::run(cmd),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;

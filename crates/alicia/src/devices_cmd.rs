@@ -1,0 +1,292 @@
+//! `alicia devices list | show ID | watch`: the device registry from the command line, over the
+//! bus (requests to `device_registry`; `watch` follows `<prefix>/system/registry/events`).
+//!
+//! Where the broker is and who to log in as, in this order:
+//! - `--broker HOST:PORT`, else the first plain MQTT listener of `<home>/alicia.yaml`
+//!   (`0.0.0.0`/`::` read as loopback), else `127.0.0.1:1883`;
+//! - `--user U --password-file F`; without `--user`, the first of `cli`, `api` that has a
+//!   password in `<home>/secrets/<user>.password` (written by `alicia init`, mode 0600), else
+//!   no login (anonymous). The password is never taken from the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alicia_envelope::{Destination, Value};
+use alicia_sdk::{SdkError, Secret, ServiceConfig};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct DevicesCommand {
+    #[command(subcommand)]
+    action: DevicesAction,
+    /// Broker address [default: the plain listener in the home's alicia.yaml, else 127.0.0.1:1883].
+    #[arg(long, global = true)]
+    broker: Option<SocketAddr>,
+    /// MQTT user [default: `cli` or `api` when the home has its password].
+    #[arg(long, global = true)]
+    user: Option<String>,
+    /// File holding the MQTT password (first line) [default: <home>/secrets/<user>.password].
+    #[arg(long, global = true)]
+    password_file: Option<PathBuf>,
+    /// Alicia's home directory [default: $ALICIA_HOME, else $XDG_CONFIG_HOME/alicia, else ~/.config/alicia].
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    /// Topic prefix.
+    #[arg(long, global = true, default_value = alicia_sdk::DEFAULT_PREFIX)]
+    prefix: String,
+    /// How long to wait for the registry's answer, in seconds.
+    #[arg(long, global = true, default_value_t = 5)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Registered devices, as a table (or JSON).
+    List {
+        /// Print the registry's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One device: status, endpoints, and its full registration.
+    Show {
+        /// The device id.
+        id: String,
+        /// Print the registry's JSON answer only.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print registry events (registered, updated, online, offline, removed) as they happen,
+    /// until Ctrl-C.
+    Watch {
+        /// Print each event as one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The broker of the home's alicia.yaml: its first listener without TLS speaking MQTT.
+fn home_broker(home: &Path) -> anyhow::Result<Option<SocketAddr>> {
+    let path = home.join("alicia.yaml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    let Some(listeners) = yaml.get("broker").and_then(|b| b.get("listeners")).and_then(|l| l.as_sequence()) else {
+        return Ok(None);
+    };
+    for l in listeners {
+        let plain = l.get("tls").is_none_or(|t| t.is_null());
+        let mqtt = l.get("protocol").and_then(|p| p.as_str()).is_none_or(|p| p == "mqtt");
+        let Some(port) = l.get("port").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok()) else { continue };
+        if !(plain && mqtt) {
+            continue;
+        }
+        let host = match l.get("address").and_then(|a| a.as_str()) {
+            None | Some("0.0.0.0") | Some("") => "127.0.0.1",
+            Some("::") => "::1",
+            Some(a) => a,
+        };
+        let ip: std::net::IpAddr =
+            host.parse().with_context(|| format!("{}: listener address {host:?}", path.display()))?;
+        return Ok(Some(SocketAddr::new(ip, port)));
+    }
+    Ok(None)
+}
+
+impl DevicesCommand {
+    fn service_config(&self) -> anyhow::Result<ServiceConfig> {
+        let home = self.home.clone().unwrap_or_else(crate::init::default_home);
+        let broker = match self.broker {
+            Some(b) => b,
+            None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
+        };
+        let mut cfg = ServiceConfig {
+            topic_prefix: self.prefix.clone(),
+            ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
+        };
+        let secret = |user: &str| home.join("secrets").join(format!("{user}.password"));
+        let user = match &self.user {
+            Some(u) => Some(u.clone()),
+            None if self.password_file.is_some() => bail!("--password-file needs --user"),
+            None => ["cli", "api"].into_iter().find(|u| secret(u).exists()).map(str::to_string),
+        };
+        if let Some(user) = user {
+            let file = self.password_file.clone().unwrap_or_else(|| secret(&user));
+            let password =
+                if file.exists() || self.password_file.is_some() { Some(Secret::from_file(&file)?) } else { None };
+            cfg.username = Some(user);
+            cfg.password = password;
+        }
+        Ok(cfg.with_name(format!("cli-{}", std::process::id())))
+    }
+}
+
+pub fn run(cmd: DevicesCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(run_async(cmd))
+}
+
+async fn ask(cmd: &DevicesCommand, data: Value) -> anyhow::Result<Value> {
+    let cfg = cmd.service_config()?;
+    let broker = format!("{}:{}", cfg.host, cfg.port);
+    let timeout = Duration::from_secs(cmd.timeout.max(1));
+    let client = alicia_sdk::connect(cfg)?;
+    let answer = client.request(Destination::service(alicia_registry::SERVICE_NAME), data, timeout).await;
+    client.shutdown().await;
+    match answer {
+        Ok(envelope) => Ok(envelope.payload.data),
+        Err(SdkError::Timeout { .. }) => {
+            bail!("no answer from the device registry within {timeout:?}: is it running (`alicia up`)?")
+        }
+        Err(SdkError::NotConnected { .. }) => {
+            bail!("cannot reach the broker at {broker} (see --broker, --user, --password-file)")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Devices as a table, columns as wide as their widest cell.
+pub fn table(devices: &[Value]) -> String {
+    let head = ["DEVICE", "TYPE", "NAME", "LOCATION", "STATUS", "LAST SEEN", "CAPABILITIES"];
+    let keys = ["device_id", "device_type", "name", "location", "status", "last_seen", "capabilities"];
+    let rows: Vec<Vec<String>> = devices.iter().map(|d| keys.iter().map(|k| text(&d[*k])).collect()).collect();
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&width).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+async fn run_async(cmd: DevicesCommand) -> anyhow::Result<()> {
+    match &cmd.action {
+        DevicesAction::List { json } => {
+            let answer = ask(&cmd, json!({"action": "list"})).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let devices = answer["devices"].as_array().cloned().unwrap_or_default();
+                print!("{}", table(&devices));
+                println!("{} device(s)", devices.len());
+            }
+        }
+        DevicesAction::Show { id, json } => {
+            let d = ask(&cmd, json!({"action": "get", "device_id": id})).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                for (label, key) in [
+                    ("device", "device_id"),
+                    ("type", "device_type"),
+                    ("name", "name"),
+                    ("location", "location"),
+                    ("status", "status"),
+                    ("last seen", "last_seen"),
+                    ("registered", "registered_at"),
+                    ("capabilities", "capabilities"),
+                ] {
+                    println!("{label:<13} {}", text(&d[key]));
+                }
+                println!("{:<13} {}", "command", text(&d["endpoints"]["command"]));
+                println!("{:<13} {}", "status topic", text(&d["endpoints"]["status"]));
+                println!("registration:\n{}", serde_json::to_string_pretty(&d["registration"])?);
+            }
+        }
+        DevicesAction::Watch { json } => watch(&cmd, *json).await?,
+    }
+    Ok(())
+}
+
+async fn watch(cmd: &DevicesCommand, as_json: bool) -> anyhow::Result<()> {
+    use alicia_registry::WatchEvent;
+    use std::io::Write;
+
+    let cfg = cmd.service_config()?;
+    let broker = format!("{}:{}", cfg.host, cfg.port);
+    let print = |e: WatchEvent| match e {
+        WatchEvent::Subscribed(topic) => eprintln!("watching {topic} on {broker} (Ctrl-C to stop)"),
+        WatchEvent::Event(v) if as_json => println!("{v}"),
+        WatchEvent::Event(v) => {
+            let line = format!(
+                "{}  {:<10}  {}  {}",
+                text(&v["timestamp"]),
+                text(&v["event"]),
+                text(&v["device_id"]),
+                text(&v["reason"])
+            );
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        }
+        WatchEvent::Garbage(n) => eprintln!("(a message of {n} bytes that is not JSON)"),
+        WatchEvent::Lost(why) => eprintln!("connection lost ({why}); reconnecting"),
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    alicia_registry::watch_events(&cfg, print, stop).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lines_up() {
+        let t = table(&[
+            json!({"device_id": "sonos_kitchen_001", "device_type": "speaker", "name": "Kitchen Speaker",
+                   "location": "kitchen", "status": "online", "last_seen": "2026-01-01T00:00:00.000Z",
+                   "capabilities": ["audio_playback", "volume_control"]}),
+            json!({"device_id": "t1", "device_type": "sensor", "name": "T", "location": null, "status": "offline",
+                   "last_seen": "2026-01-01T00:00:00.000Z", "capabilities": []}),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("DEVICE             TYPE"), "{t}");
+        assert!(lines[1].ends_with("audio_playback,volume_control"), "{t}");
+        assert!(lines[2].contains(" -  "), "a missing location shows as -: {t}");
+        assert_eq!(lines[1].find("speaker"), lines[2].find("sensor"));
+    }
+
+    #[test]
+    fn home_broker_is_the_plain_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("alicia.yaml"),
+            "broker:\n  listeners:\n    - port: 8883\n      tls: { certfile: a, keyfile: b }\n    - { port: 1884, address: 127.0.0.1 }\n",
+        )
+        .unwrap();
+        assert_eq!(home_broker(dir.path()).unwrap(), Some("127.0.0.1:1884".parse().unwrap()));
+        assert_eq!(home_broker(&dir.path().join("none")).unwrap(), None);
+    }
+}
