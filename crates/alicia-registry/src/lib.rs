@@ -20,7 +20,9 @@
 //! | `P/system/discovery/rebirth` | out, once at start | an `event` envelope to `broadcast` from `device_registry`, data `{"request": "register", "reason": "registry started", "registry": "device_registry"}`: every device should register again (its content need not be parsed: any message on this topic means "register again") |
 //! | `P/system/metrics/device_registry` | out, retained, QoS 0 | the metrics snapshot every 10 s: `alicia_registry_devices{status}`, `alicia_registry_registrations_total{result}`, `alicia_registry_heartbeats_total{kind}`, `alicia_registry_removals_total`, `alicia_registry_status_changes_total{status}` |
 //!
-//! A device registered without `endpoints` gets `P/devices/<id>/command` and
+//! A device (envelope source `device_id:X`) may register or unregister only itself (refused
+//! otherwise: `invalid_registration` / `forbidden`); a service may act for any device, e.g. a
+//! bridge for a radio network. A device registered without `endpoints` gets `P/devices/<id>/command` and
 //! `P/devices/<id>/status`. Invalid registrations are refused with the field and the reason
 //! (error code `invalid_registration` to a requester; dead-lettered otherwise).
 //!

@@ -6,7 +6,7 @@ use alicia_envelope::{Envelope, MessageType, Value};
 use alicia_sdk::{BusService, Context, HandlerResult, QoS, ServiceError, Subscription};
 use serde_json::json;
 
-use crate::model::{check_device_id, kind, Device};
+use crate::model::{check_device_id, kind, Device, Invalid};
 use crate::registry::{RegisterError, Registry};
 
 pub(crate) struct RegistryService {
@@ -57,12 +57,29 @@ fn device_id_of(data: &Value) -> Result<String, ServiceError> {
     }
 }
 
+/// A device (source `device_id:X`) may register or remove only itself; services (a bridge for
+/// a radio network, say) may act for any device.
+fn impersonates(env: &Envelope, data: &Value) -> Option<Invalid> {
+    let sender = env.source.strip_prefix("device_id:")?;
+    let claimed = data.get("device_id").and_then(Value::as_str)?;
+    (claimed != sender).then(|| {
+        Invalid::new(
+            "device_id",
+            format!("{claimed:?} differs from the sender `device_id:{sender}`: a device acts only for itself"),
+        )
+    })
+}
+
 impl RegistryService {
     /// A registration from a discovery topic or the inbox. Invalid ones are refused to a
     /// requester, or dead-lettered when nobody waits for an answer.
     async fn register(&self, ctx: &Context, env: &Envelope, data: Value) -> HandlerResult {
         let via = format!("{} from {}", ctx.topic(), env.source);
-        match self.reg.register(data, &via) {
+        let result = match impersonates(env, &data) {
+            Some(e) => Err(RegisterError::Invalid(e)),
+            None => self.reg.register(data, &via),
+        };
+        match result {
             Ok((outcome, device)) => {
                 tracing::info!(device_id = %device.reg.device_id, outcome = outcome.as_str(), "registration");
                 Ok(Some(json!({
@@ -96,6 +113,9 @@ impl RegistryService {
                 return Ok(None);
             }
         };
+        if let Some(e) = impersonates(env, &env.payload.data) {
+            return refuse("forbidden", e.to_string());
+        }
         let reason = format!("unregistered via {} by {}", ctx.topic(), env.source);
         match self.reg.unregister(&id, &reason) {
             Ok(Some(_)) => Ok(Some(json!({ "status": "removed", "device_id": id }))),

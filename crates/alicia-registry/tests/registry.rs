@@ -98,7 +98,7 @@ async fn discovery(addr: std::net::SocketAddr) {
     assert_eq!(device(&inv, "sonos_kitchen_001").unwrap()["status"], "online", "the speaker beats every 60 s");
 
     // A heartbeat brings it back.
-    let beat = Envelope::heartbeat("device_id:temp_living_001", json!({"uptime_secs": 12}));
+    let beat = Envelope::heartbeat("zigbee_bridge", json!({"device_id": "temp_living_001", "uptime_secs": 12}));
     sensor.send(HEARTBEAT, &beat).await;
     let e = event(&mut obs, "online", "temp_living_001").await;
     assert_eq!(e["reason"], "heartbeat");
@@ -140,6 +140,17 @@ async fn discovery(addr: std::net::SocketAddr) {
     let dl: Value = serde_json::from_slice(&dl.payload).unwrap();
     assert!(dl["reason"].as_str().unwrap().contains("`device_id`"), "{dl}");
     assert_eq!(dl["topic"], REGISTER);
+
+    // Not JSON at all: the SDK dead-letters it with the original bytes.
+    sensor.client.publish(REGISTER, rumqttc_notls::v5::mqttbytes::QoS::AtLeastOnce, false, "{oops").await.unwrap();
+    let dl: Value = serde_json::from_slice(&obs.next_on(DEADLETTER).await.payload).unwrap();
+    assert_eq!((dl["payload"].as_str(), dl["topic"].as_str()), (Some("{oops"), Some(REGISTER)));
+    // A device registering another device is refused.
+    let spoof =
+        Envelope::event("device_id:temp_living_001", Destination::service("device_registry"), seed_registration());
+    sensor.send(REGISTER, &spoof).await;
+    let dl: Value = serde_json::from_slice(&obs.next_on(DEADLETTER).await.payload).unwrap();
+    assert!(dl["reason"].as_str().unwrap().contains("a device acts only for itself"), "{dl}");
 
     // Metrics follow the contract.
     reg.shutdown().await;
