@@ -37,6 +37,11 @@
 //!   stored devices count as seen at the restart: the registry could not hear them while it was
 //!   down, and the rebirth request asks them to speak up.
 //!
+//! - Devices that set a will should also publish a retained `online` on their status topic when
+//!   they connect (the usual birth message, as Home Assistant's availability topics expect):
+//!   otherwise the retained `offline` of an earlier crash is read again when the registry
+//!   restarts and subscribes, and the device shows offline until its next heartbeat.
+//!
 //! Every status change is an event (with the reason) and a new inventory.
 //!
 //! # Removal and tombstones
