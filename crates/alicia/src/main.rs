@@ -75,6 +75,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_level(a),
+        // The bus client's connection retries are reported as one clear error instead.
+        Command::Devices(_) => "error".to_string(),
         _ => "info".to_string(),
     };
     tracing_subscriber::fmt()
