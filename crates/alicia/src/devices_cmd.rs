@@ -279,6 +279,38 @@ mod tests {
     }
 
     #[test]
+    fn credentials_come_from_the_home() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            cmd: DevicesCommand,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap();
+        let parse = |args: &[&str]| T::try_parse_from([&["t"], args].concat()).unwrap().cmd.service_config();
+        // No secrets: anonymous, default broker.
+        let c = parse(&["list", "--home", home]).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.username.as_deref()), ("127.0.0.1", 1883, None));
+        // `api` has a password: used; `cli` wins when it has one too.
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/api.password"), "pw-api\n").unwrap();
+        let c = parse(&["list", "--home", home]).unwrap();
+        assert_eq!((c.username.as_deref(), c.password.as_ref().map(|p| p.expose())), (Some("api"), Some("pw-api")));
+        std::fs::write(dir.path().join("secrets/cli.password"), "pw-cli").unwrap();
+        let c = parse(&["list", "--home", home]).unwrap();
+        assert_eq!(c.username.as_deref(), Some("cli"));
+        // Explicit user and file.
+        let file = dir.path().join("other");
+        std::fs::write(&file, "pw-x").unwrap();
+        let c =
+            parse(&["show", "d1", "--home", home, "--user", "x", "--password-file", file.to_str().unwrap()]).unwrap();
+        assert_eq!((c.username.as_deref(), c.password.as_ref().map(|p| p.expose())), (Some("x"), Some("pw-x")));
+        assert!(parse(&["list", "--home", home, "--password-file", file.to_str().unwrap()]).is_err());
+        assert!(!format!("{c:?}").contains("pw-x"), "the password stays out of Debug output");
+    }
+
+    #[test]
     fn home_broker_is_the_plain_listener() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
