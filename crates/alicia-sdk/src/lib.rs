@@ -123,5 +123,5 @@ pub use error::SdkError;
 pub use protection::{EnvelopeSecurity, ENCRYPTION_SCHEME};
 pub use rumqttc_notls::v5::mqttbytes::QoS;
 pub use runtime::{connect, start, Bus, LinkState, ServiceHandle, OFFLINE, ONLINE};
-pub use service::{BoxError, BusService, Context, HandlerResult, ServiceError, Subscription};
+pub use service::{BoxError, BusService, Context, HandlerResult, Refusal, ServiceError, Subscription};
 pub use topics::{check_prefix, Topics, DEFAULT_PREFIX, ROUTER_SERVICE};

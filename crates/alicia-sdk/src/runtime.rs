@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::ServiceConfig;
 use crate::deadletter::DeadLetter;
 use crate::error::SdkError;
-use crate::service::{BusService, Context, HandlerResult, ServiceError, Subscription};
+use crate::service::{BusService, Context, HandlerResult, Refusal, ServiceError, Subscription};
 use crate::topics::Topics;
 use crate::QoS;
 
@@ -611,7 +611,9 @@ async fn handle_message<S: BusService>(
     let mut envelope = match Envelope::parse(&p.payload) {
         Ok(envelope) => envelope,
         Err(e) => {
-            let _ = inner.dead_letter(format!("invalid envelope: {e}"), &topic, &p.payload).await;
+            let reason = format!("invalid envelope: {e}");
+            service.refused(&topic, Refusal::InvalidEnvelope, &reason);
+            let _ = inner.dead_letter(reason, &topic, &p.payload).await;
             // A requester that said where to answer learns at once instead of timing out.
             if let Some(rt) = response_topic {
                 let answer = invalid_request_answer(&inner, &p.payload, &e, correlation.as_deref());
@@ -622,10 +624,12 @@ async fn handle_message<S: BusService>(
     };
     if envelope.is_expired(SystemTime::now()) {
         let reason = format!("expired: sent at {} with a ttl of {} s", envelope.timestamp, envelope.ttl);
+        service.refused(&topic, Refusal::Expired, &reason);
         let _ = inner.dead_letter(reason, &topic, &p.payload).await;
         return;
     }
     if let Err(reason) = inner.security.open(&p.payload, &mut envelope) {
+        service.refused(&topic, Refusal::Security, &reason);
         let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
         if envelope.message_type == MessageType::Request || response_topic.is_some() {
             envelope.payload.data = Value::Null;

@@ -62,6 +62,34 @@ pub trait BusService: Send + Sync + 'static {
     /// [`ServiceError`], `internal` otherwise); `Ok(None)` sends nothing. For other message
     /// types the returned data is ignored and errors are logged.
     fn handle(&self, ctx: &Context, envelope: Envelope) -> impl Future<Output = HandlerResult> + Send;
+
+    /// Told about each message the runtime refused before [`BusService::handle`] (it has
+    /// already gone to the dead-letter topic with `reason`): for a service's own metrics, e.g.
+    /// the router's dead letters by reason. Default: nothing.
+    fn refused(&self, _topic: &str, _kind: Refusal, _reason: &str) {}
+}
+
+/// Why the runtime refused a message before the handler saw it (see [`BusService::refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Not JSON, or not a valid envelope.
+    InvalidEnvelope,
+    /// `timestamp + ttl` had passed.
+    Expired,
+    /// A bad or (if required) missing signature, or a payload that cannot be decrypted.
+    Security,
+}
+
+impl Refusal {
+    /// A short label: `invalid_envelope`, `expired`, `security`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::InvalidEnvelope => "invalid_envelope",
+            Refusal::Expired => "expired",
+            Refusal::Security => "security",
+        }
+    }
 }
 
 /// An extra topic filter for [`BusService::subscriptions`].
