@@ -16,9 +16,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::certs::write_secret;
 
-/// The core services that get broker credentials.
+/// The core services that get broker credentials and an envelope signing key. Each name is
+/// both the MQTT user name and the service's name on the bus (its envelopes' `source`, which
+/// is also the id of its signing key). `cli` is for the command-line tools (`alicia devices`).
 pub const SERVICES: &[&str] =
-    &["router", "registry", "discovery", "gateway", "config", "health", "metrics", "logs", "api"];
+    &["router", "device_registry", "config_service", "monitor", "gateway", "api", "cli"];
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -82,12 +84,17 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n\n"));
     }
     acl.push_str(
-        "# Devices log in with a client certificate whose CN is their id (%u): each may only use\n\
-         # its own topics, announce itself, and hear broadcasts.\n\
+        "# Devices log in with a client certificate whose CN is their id (%u) or a gateway token:\n\
+         # each may only use its own topics, announce itself, hear broadcasts and rebirth\n\
+         # requests, send envelopes to services (the router resolves device_id: and capability:)\n\
+         # and answer requests on their reply topics. Envelope signatures say who really sent what.\n\
          pattern readwrite alicia/devices/%u/#\n\
          pattern write alicia/system/discovery/register\n\
          pattern write alicia/system/discovery/heartbeat\n\
          pattern write alicia/system/discovery/unregister\n\
+         pattern read alicia/system/discovery/rebirth\n\
+         pattern write alicia/services/+/inbox\n\
+         pattern write alicia/services/+/reply/+\n\
          pattern read alicia/broadcast/#\n",
     );
     std::fs::write(home.join("acl"), acl)?;
