@@ -1,0 +1,412 @@
+//! The configuration model: one struct per section, every field with a default, unknown keys
+//! rejected (`deny_unknown_fields`), so a typo in a YAML file is an error, not a silent default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Names of the sections, in file order (also the keys of [`Config`] as JSON).
+pub const SECTIONS: &[&str] =
+    &["mqtt", "router", "registry", "gateway", "stt_service", "tts_service", "security", "monitoring", "logging"];
+
+/// The whole configuration of an Alicia deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The broker every service connects to.
+    pub mqtt: MqttConfig,
+    /// The router service.
+    pub router: RouterConfig,
+    /// The device registry.
+    pub registry: RegistryConfig,
+    /// The HTTP/WebSocket gateway.
+    pub gateway: GatewayConfig,
+    /// Speech to text.
+    pub stt_service: SpeechConfig,
+    /// Text to speech.
+    pub tts_service: SpeechConfig,
+    /// Envelope signing and encryption.
+    pub security: SecurityConfig,
+    /// Health monitor, alerts, log rules, containers.
+    pub monitoring: MonitoringConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+}
+
+/// Broker connection. Secrets are never in the file: `password_file` names a file (mode 0600).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub topic_prefix: String,
+    pub keep_alive_secs: u64,
+    pub heartbeat_interval_secs: u64,
+    pub tls: TlsConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: None,
+            password_file: None,
+            topic_prefix: "alicia".into(),
+            keep_alive_secs: 30,
+            heartbeat_interval_secs: 30,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// TLS to the broker (paths only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub port: Option<u16>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    pub enabled: bool,
+    pub max_hops: u32,
+    pub request_timeout_ms: u64,
+    pub max_in_flight: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { enabled: true, max_hops: 8, request_timeout_ms: 5000, max_in_flight: 1024 }
+    }
+}
+
+/// The device registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub enabled: bool,
+    pub db: PathBuf,
+    pub heartbeat_timeout_secs: u64,
+    pub http_port: u16,
+    pub discovery_http_port: u16,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            enabled: true,
+            db: PathBuf::from("registry.db"),
+            heartbeat_timeout_secs: 90,
+            http_port: 8091,
+            discovery_http_port: 8092,
+        }
+    }
+}
+
+/// The gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub enabled: bool,
+    pub addr: String,
+    pub tls_addr: Option<String>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub max_requests_per_minute: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            enabled: true,
+            addr: "127.0.0.1:8080".into(),
+            tls_addr: None,
+            cert_file: None,
+            key_file: None,
+            max_requests_per_minute: 600,
+        }
+    }
+}
+
+/// A speech service (STT or TTS).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    pub enabled: bool,
+    pub engine: String,
+    pub model: String,
+    pub language: String,
+    pub timeout_ms: u64,
+    pub max_concurrent: usize,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        SpeechConfig {
+            enabled: false,
+            engine: "none".into(),
+            model: String::new(),
+            language: "en".into(),
+            timeout_ms: 10_000,
+            max_concurrent: 2,
+        }
+    }
+}
+
+/// Envelope protection (keys live under `home`, never in the file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub home: Option<PathBuf>,
+    pub require_signed: bool,
+    pub encrypt_payloads: bool,
+    pub require_auth: bool,
+}
+
+/// Severity of an alert or a log rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// `info`, `warning`, `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A log rule: a line matching `pattern` (a regex) raises an alert `name` with `severity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRule {
+    pub name: String,
+    pub pattern: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl LogRule {
+    fn new(name: &str, pattern: &str, severity: Severity, message: &str) -> Self {
+        LogRule { name: name.into(), pattern: pattern.into(), severity, message: message.into() }
+    }
+}
+
+/// The seed's log patterns: errors (`ERROR`, `Exception`, `Traceback`, `connection refused`,
+/// `timeout`) and warnings (`WARN`, `deprecated`, `retrying`).
+pub fn default_log_rules() -> Vec<LogRule> {
+    use Severity::*;
+    vec![
+        LogRule::new("log_error", r"\bERROR\b", Warning, "an error was logged"),
+        LogRule::new(
+            "log_exception",
+            r"Exception|Traceback \(most recent call last\)|panicked at",
+            Critical,
+            "an exception or crash was logged",
+        ),
+        LogRule::new("log_connection_refused", r"(?i)connection refused", Warning, "a connection was refused"),
+        LogRule::new("log_timeout", r"(?i)\btime(d)? ?out\b", Warning, "a timeout was logged"),
+        LogRule::new("log_warning", r"\bWARN(ING)?\b", Info, "a warning was logged"),
+        LogRule::new("log_deprecated", r"(?i)\bdeprecated\b", Info, "a deprecated feature is in use"),
+        LogRule::new("log_retrying", r"(?i)\bretrying\b", Info, "something is being retried"),
+    ]
+}
+
+/// Thresholds and damping of the health monitor's alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRules {
+    /// A service is missing after this many heartbeat intervals without one.
+    pub missing_after_intervals: u32,
+    /// Flap damping: a condition must hold this long before it fires...
+    pub fire_after_secs: f64,
+    /// ...and be gone this long before it resolves.
+    pub resolve_after_secs: f64,
+    /// A log rule fires at most once per this window (per rule and source); resolved after it.
+    pub log_alert_window_secs: f64,
+    pub cpu_warning_percent: f64,
+    pub memory_warning_percent: f64,
+    pub disk_warning_percent: f64,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        AlertRules {
+            missing_after_intervals: 3,
+            fire_after_secs: 10.0,
+            resolve_after_secs: 10.0,
+            log_alert_window_secs: 300.0,
+            cpu_warning_percent: 95.0,
+            memory_warning_percent: 90.0,
+            disk_warning_percent: 90.0,
+        }
+    }
+}
+
+/// Container monitoring through the Docker Engine API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    pub enabled: bool,
+    pub socket: PathBuf,
+    pub poll_secs: u64,
+    /// Seconds between attempts while the engine is unreachable.
+    pub retry_secs: u64,
+    /// Log lines read per container and poll.
+    pub log_lines: u32,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: true,
+            socket: PathBuf::from("/var/run/docker.sock"),
+            poll_secs: 15,
+            retry_secs: 60,
+            log_lines: 100,
+        }
+    }
+}
+
+/// The monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    pub enabled: bool,
+    /// Services that must be there (by SDK name); one missing is a critical alert.
+    pub expected_services: Vec<String>,
+    /// Standalone HTTP address (health, ready, metrics, alerts, history) when not embedded.
+    pub http_addr: String,
+    pub history_interval_secs: u64,
+    pub history_len: usize,
+    pub alerts: AlertRules,
+    pub log_rules: Vec<LogRule>,
+    pub docker: DockerConfig,
+    /// Extra labels for every metric family (e.g. `site: home`).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            enabled: true,
+            expected_services: vec!["router".into(), "device_registry".into()],
+            http_addr: "127.0.0.1:8093".into(),
+            history_interval_secs: 10,
+            history_len: 360,
+            alerts: AlertRules::default(),
+            log_rules: default_log_rules(),
+            docker: DockerConfig::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A tracing `EnvFilter` directive, e.g. `info,alicia_broker=warn`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { level: "info".into(), format: "text".into(), file: None }
+    }
+}
+
+impl Config {
+    /// Checks what types cannot: ranges, names, regexes. Each problem names its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        let mut need = |ok: bool, key: &str, why: &str| {
+            if !ok {
+                errs.push(format!("{key}: {why}"));
+            }
+        };
+        need(!self.mqtt.host.trim().is_empty(), "mqtt.host", "must not be empty");
+        need(self.mqtt.port != 0, "mqtt.port", "must not be 0");
+        need(
+            alicia_sdk::check_prefix(&self.mqtt.topic_prefix).is_ok(),
+            "mqtt.topic_prefix",
+            "not a valid topic prefix",
+        );
+        need(self.mqtt.keep_alive_secs >= 5, "mqtt.keep_alive_secs", "must be at least 5");
+        need(self.mqtt.heartbeat_interval_secs >= 1, "mqtt.heartbeat_interval_secs", "must be at least 1");
+        need(!self.mqtt.tls.enabled || self.mqtt.tls.ca_file.is_some(), "mqtt.tls.ca_file", "required when TLS is on");
+        need(self.router.max_hops >= 1, "router.max_hops", "must be at least 1");
+        need(self.router.request_timeout_ms >= 1, "router.request_timeout_ms", "must be at least 1");
+        need(self.registry.heartbeat_timeout_secs >= 1, "registry.heartbeat_timeout_secs", "must be at least 1");
+        need(self.gateway.addr.parse::<std::net::SocketAddr>().is_ok(), "gateway.addr", "not a socket address");
+        if let Some(a) = &self.gateway.tls_addr {
+            need(a.parse::<std::net::SocketAddr>().is_ok(), "gateway.tls_addr", "not a socket address");
+            need(self.gateway.cert_file.is_some(), "gateway.cert_file", "required with tls_addr");
+            need(self.gateway.key_file.is_some(), "gateway.key_file", "required with tls_addr");
+        }
+        need(self.gateway.max_requests_per_minute >= 1, "gateway.max_requests_per_minute", "must be at least 1");
+        for (key, s) in [("stt_service", &self.stt_service), ("tts_service", &self.tts_service)] {
+            need(s.timeout_ms >= 1, &format!("{key}.timeout_ms"), "must be at least 1");
+            need(s.max_concurrent >= 1, &format!("{key}.max_concurrent"), "must be at least 1");
+        }
+        let m = &self.monitoring;
+        need(m.http_addr.parse::<std::net::SocketAddr>().is_ok(), "monitoring.http_addr", "not a socket address");
+        need(m.history_interval_secs >= 1, "monitoring.history_interval_secs", "must be at least 1");
+        need(m.history_len >= 1, "monitoring.history_len", "must be at least 1");
+        need(m.alerts.missing_after_intervals >= 1, "monitoring.alerts.missing_after_intervals", "must be at least 1");
+        for (k, v) in [
+            ("fire_after_secs", m.alerts.fire_after_secs),
+            ("resolve_after_secs", m.alerts.resolve_after_secs),
+            ("log_alert_window_secs", m.alerts.log_alert_window_secs),
+        ] {
+            need(v.is_finite() && v >= 0.0, &format!("monitoring.alerts.{k}"), "must be a number >= 0");
+        }
+        for (k, v) in [
+            ("cpu_warning_percent", m.alerts.cpu_warning_percent),
+            ("memory_warning_percent", m.alerts.memory_warning_percent),
+            ("disk_warning_percent", m.alerts.disk_warning_percent),
+        ] {
+            need(v.is_finite() && (0.0..=100.0).contains(&v), &format!("monitoring.alerts.{k}"), "must be 0..=100");
+        }
+        for (i, r) in m.log_rules.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&r.pattern) {
+                need(false, &format!("monitoring.log_rules[{i}].pattern"), &format!("bad regex: {e}"));
+            }
+            need(!r.name.is_empty(), &format!("monitoring.log_rules[{i}].name"), "must not be empty");
+        }
+        need(m.docker.poll_secs >= 1, "monitoring.docker.poll_secs", "must be at least 1");
+        need(m.docker.retry_secs >= 1, "monitoring.docker.retry_secs", "must be at least 1");
+        need(["text", "json"].contains(&self.logging.format.as_str()), "logging.format", "must be `text` or `json`");
+        need(!self.logging.level.trim().is_empty(), "logging.level", "must not be empty");
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// One section as JSON (`None` for an unknown name).
+    pub fn section(&self, name: &str) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()?.get(name).cloned()
+    }
+}

@@ -1,0 +1,100 @@
+//! The configuration files at the repository root load, and bad input names file, line and key.
+
+use std::path::{Path, PathBuf};
+
+use alicia_config::{load_with, ConfigError, Severity};
+
+fn repo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+fn no_vars() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn every_environment_file_loads_and_validates() {
+    for env in alicia_config::ENVIRONMENTS {
+        let c = load_with(&repo_config(), env, no_vars()).unwrap_or_else(|e| panic!("{env}: {e}"));
+        assert!(!c.monitoring.expected_services.is_empty(), "{env}");
+        assert!(c.monitoring.log_rules.iter().any(|r| r.severity == Severity::Critical), "{env}: default rules");
+    }
+    let prod = load_with(&repo_config(), "production", no_vars()).unwrap();
+    assert!(prod.mqtt.tls.enabled);
+    assert_eq!(prod.mqtt.password_file.as_deref(), Some(Path::new("/etc/alicia/secrets/mqtt-password")));
+    let dev = load_with(&repo_config(), "development", no_vars()).unwrap();
+    assert_eq!(dev.logging.format, "text");
+    assert_eq!(dev.monitoring.alerts.fire_after_secs, 5.0);
+}
+
+fn write(dir: &Path, env: &str, text: &str) {
+    std::fs::write(dir.join(format!("{env}.yaml")), text).unwrap();
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "test", "mqtt:\n  host: broker\n  hots: typo\n");
+    let err = load_with(dir.path(), "test", no_vars()).unwrap_err();
+    let ConfigError::Parse { file, line, message, .. } = &err else { panic!("{err:?}") };
+    assert!(file.ends_with("test.yaml"));
+    assert_eq!(*line, 3, "{err}");
+    assert!(message.contains("mqtt") && message.contains("hots"), "{message}");
+    let text = err.to_string();
+    assert!(text.contains("test.yaml:3:"), "{text}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "test", "router:\n  max_hops: 8\nregistry:\n  http_port: lots\n");
+    let err = load_with(dir.path(), "test", no_vars()).unwrap_err();
+    let ConfigError::Parse { line, message, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(*line, 4, "{err}");
+    assert!(message.contains("registry.http_port"), "{message}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "test",
+        "monitoring:\n  log_rules:\n    - {name: x, pattern: 'a(', severity: warning, message: m}\n",
+    );
+    let err = load_with(dir.path(), "test", no_vars()).unwrap_err();
+    assert!(err.to_string().contains("monitoring.log_rules[0].pattern"), "{err}");
+    assert!(err.to_string().contains("test.yaml"), "{err}");
+}
+
+#[test]
+fn missing_file_and_bad_env_name() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(load_with(dir.path(), "nope", no_vars()), Err(ConfigError::Read { .. })));
+    assert!(matches!(load_with(dir.path(), "../etc", no_vars()), Err(ConfigError::Environment(_))));
+}
+
+#[test]
+fn environment_variables_override_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "test", "mqtt:\n  port: 1883\n");
+    let vars = vec![
+        ("ALICIA__MQTT__PORT".to_string(), "1884".to_string()),
+        ("ALICIA__MQTT__USERNAME".to_string(), "svc".to_string()),
+        ("ALICIA__MONITORING__ALERTS__FIRE_AFTER_SECS".to_string(), "2.5".to_string()),
+        ("ALICIA__MONITORING__EXPECTED_SERVICES".to_string(), "[router, tts_service]".to_string()),
+        ("ALICIA_HOME".to_string(), "/ignored".to_string()),
+    ];
+    let c = load_with(dir.path(), "test", vars).unwrap();
+    assert_eq!(c.mqtt.port, 1884);
+    assert_eq!(c.mqtt.username.as_deref(), Some("svc"));
+    assert_eq!(c.monitoring.alerts.fire_after_secs, 2.5);
+    assert_eq!(c.monitoring.expected_services, ["router", "tts_service"]);
+
+    let err = load_with(dir.path(), "test", vec![("ALICIA__MQTT__PROT".into(), "1".into())]).unwrap_err();
+    assert!(matches!(&err, ConfigError::Override { var, .. } if var == "ALICIA__MQTT__PROT"), "{err}");
+    let err = load_with(dir.path(), "test", vec![("ALICIA__MQTT__PORT".into(), "many".into())]).unwrap_err();
+    assert!(matches!(&err, ConfigError::Override { var, .. } if var == "ALICIA__MQTT__PORT"), "{err}");
+    let err = load_with(dir.path(), "test", vec![("ALICIA__MQTT__PORT".into(), "0".into())]).unwrap_err();
+    assert!(err.to_string().contains("mqtt.port"), "{err}");
+}
