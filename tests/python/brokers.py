@@ -48,6 +48,7 @@ class RunningBroker:
     proc: subprocess.Popen
     log_path: Path
     args: list[str] = field(default_factory=list)
+    addrs: dict[str, str] = field(default_factory=dict)
 
     def log(self) -> str:
         try:
@@ -71,9 +72,24 @@ class RunningBroker:
         return self.proc.returncode
 
 
+# `alicia up` serves more than MQTT; tests never take the fixed default ports.
+UP_ADDRESS_FLAGS = {"--tls-port": "0", "--http": "127.0.0.1:0", "--gateway": "127.0.0.1:0",
+                    "--gateway-tls": "127.0.0.1:0", "--registry-http": "127.0.0.1:0",
+                    "--discovery-http": "127.0.0.1:0"}
+UP_LINE = re.compile(r"^([a-z-]+) listening on (\S+)$")
+
+
 def start_alicia(workdir: Path, extra_args: list[str] | None = None,
                  subcommand: str = "broker") -> RunningBroker:
-    args = [alicia_bin(), subcommand, "--bind", "127.0.0.1", "--port", "0", *(extra_args or [])]
+    """Starts `alicia broker` (or `alicia up`) on free ports. For `up`, every address flag
+    not given is set to a free port, and the start waits for `alicia ready`; `addrs` maps
+    each kind (`mqtt`, `http`, `gateway`, `registry`, ...) to its HOST:PORT."""
+    extra_args = list(extra_args or [])
+    if subcommand == "up":
+        for flag, value in UP_ADDRESS_FLAGS.items():
+            if flag not in extra_args:
+                extra_args += [flag, value]
+    args = [alicia_bin(), subcommand, "--bind", "127.0.0.1", "--port", "0", *extra_args]
     log_path = workdir / "alicia.stderr"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log,
@@ -92,17 +108,32 @@ def start_alicia(workdir: Path, extra_args: list[str] | None = None,
                            f"127.0.0.1:PORT'; stderr:\n{broker.log()}")
     broker.port = int(m.group(1))
     assert broker.port != 0
+    broker.addrs["mqtt"] = f"127.0.0.1:{broker.port}"
+    if subcommand == "up":
+        while True:
+            try:
+                line = _read_line(proc, STARTUP_TIMEOUT)
+            except Exception as e:
+                broker.stop(signal.SIGKILL)
+                raise RuntimeError(f"alicia up did not get ready ({e}); stderr:\n{broker.log()}") from None
+            if line == "alicia ready":
+                break
+            m = UP_LINE.match(line)
+            if m:
+                broker.addrs[m.group(1)] = m.group(2)
     return broker
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:
-    """One line from the child's stdout, without blocking past the deadline."""
+    """One line from the child's stdout, without blocking past the deadline. Bytes read past
+    the line are kept on `proc` for the next call."""
     deadline = time.monotonic() + timeout
     fd = proc.stdout.fileno()
-    buf = b""
+    buf = getattr(proc, "_line_buf", b"")
     while b"\n" not in buf:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            proc._line_buf = buf
             raise TimeoutError(f"no listening line on stdout within {timeout}s (got {buf!r})")
         ready, _, _ = select.select([fd], [], [], remaining)
         if not ready:
@@ -112,7 +143,8 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
             raise RuntimeError(f"process exited with {proc.wait(5)} before printing the "
                                f"listening line (stdout {buf!r})")
         buf += chunk
-    return buf.split(b"\n", 1)[0].decode(errors="replace").rstrip("\r")
+    line, proc._line_buf = buf.split(b"\n", 1)
+    return line.decode(errors="replace").rstrip("\r")
 
 
 def free_port() -> int:

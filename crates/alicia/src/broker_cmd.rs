@@ -358,7 +358,11 @@ impl GatewaySetup {
     }
 }
 
-pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Result<()> {
+pub async fn run(
+    args: BrokerArgs,
+    gateway: Option<GatewaySetup>,
+    services: Option<crate::up::Services>,
+) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM that arrives right after the listening line (which is
     // what scripts wait for) must still shut down cleanly and save the store.
     use tokio::signal::unix::{signal, SignalKind};
@@ -373,6 +377,7 @@ pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Res
     broker.spawn_sys(Duration::from_secs(plan.sys_interval));
     let mut reloaders: Vec<TlsReloader> = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut bound = Vec::new();
     for l in plan.listeners {
         let kind = match (l.transport, l.tls.is_some()) {
             (Transport::Mqtt, false) => "mqtt",
@@ -387,6 +392,7 @@ pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Res
         tracing::info!(%local, kind, "listener ready");
         // Scripts and tests read these lines to learn the ports chosen for port 0.
         println!("{kind} listening on {local}");
+        bound.push((kind, local));
         tasks.spawn(listener.serve());
     }
     if let Some(addr) = args.http {
@@ -398,6 +404,14 @@ pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Res
     if let Some(g) = &gateway {
         let tls_addr = args.gateway_tls.unwrap_or(DEFAULT_GATEWAY_TLS);
         g.start(args.config.as_deref(), tls_addr, &mut tasks).await.context("cannot start the security gateway")?;
+    }
+    let running = match &services {
+        Some(s) => Some(s.start(crate::up::local_broker(&bound)?).await?),
+        None => None,
+    };
+    if services.is_some() {
+        // After every listening line: scripts may wait for this one.
+        println!("alicia ready");
     }
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -418,6 +432,9 @@ pub async fn run(args: BrokerArgs, gateway: Option<GatewaySetup>) -> anyhow::Res
         }
     }
     tracing::info!("shutting down");
+    if let Some(running) = running {
+        running.stop().await;
+    }
     broker.shutdown(Duration::from_secs(2)).await;
     if let Some(pid_file) = &pid_file {
         let _ = std::fs::remove_file(pid_file);

@@ -7,6 +7,7 @@ mod broker_yaml;
 mod certs;
 mod devices_cmd;
 mod init;
+mod up;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
         /// Address of the security gateway's HTTP API (device login, encryption).
         #[arg(long, default_value = "127.0.0.1:8080")]
         gateway: std::net::SocketAddr,
+        #[command(flatten)]
+        services: up::ServicesArgs,
         #[command(flatten)]
         args: BrokerArgs,
     },
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
@@ -93,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("created {} (secrets are in {}, mode 0600)", config.display(), dir.join("secrets").display());
             Ok(())
         }
-        Command::Up { home, gateway, mut args } => {
+        Command::Up { home, gateway, services, mut args } => {
             let home = home.unwrap_or_else(init::default_home);
             if args.config.is_none() {
                 let config = home.join("alicia.yaml");
@@ -110,15 +114,16 @@ fn main() -> anyhow::Result<()> {
             if args.http.is_none() {
                 args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
             }
+            let services = up::Services { home: home.clone(), args: services };
             let gateway = broker_cmd::GatewaySetup { addr: gateway, home };
-            broker_runtime()?.block_on(broker_cmd::run(args, Some(gateway)))
+            broker_runtime()?.block_on(broker_cmd::run(args, Some(gateway), Some(services)))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
         }
         Command::Broker { action: Some(action), .. } => broker_cmd::control(action),
-        Command::Broker { args, action: None } => broker_runtime()?.block_on(broker_cmd::run(args, None)),
+        Command::Broker { args, action: None } => broker_runtime()?.block_on(broker_cmd::run(args, None, None)),
     }
 }
 

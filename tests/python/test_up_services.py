@@ -1,0 +1,155 @@
+"""The bus core services of `alicia up`, end to end with real clients: a device (paho-mqtt,
+logged in with a gateway token, so under the device ACL `alicia init` writes) registers with
+the seed's message, the registry's HTTP API and `alicia devices` show it, its will marks it
+offline, and the registry keeps it across a restart."""
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import brokers
+from pahoclient import Client
+
+pytestmark = pytest.mark.alicia_only("tests of the alicia binary's services")
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTRATION = json.loads((REPO / "docs/examples/envelopes/device_registration.json").read_text())
+DEVICE = "sonos_kitchen_001"
+
+
+def token(home: Path, device: str) -> str:
+    """A gateway token for `device` (what POST /auth/device answers), minted with the home's key."""
+    secret = bytes.fromhex((home / "keys" / "jwt.key").read_text().strip())
+    now = int(time.time())
+    claims = {"sub": device, "iss": "alicia-gateway", "aud": "alicia-broker", "iat": now, "nbf": now,
+              "exp": now + 600}
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def http(method: str, url: str, body=None) -> tuple[int, dict]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_for(check, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def fresh(envelope: dict) -> dict:
+    """The seed's example with a new id and timestamp (its own ttl ran out long ago)."""
+    e = json.loads(json.dumps(envelope))
+    e["message_id"] = str(uuid.uuid4())
+    e["timestamp"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return e
+
+
+def device_client(x, home: Path) -> Client:
+    c = Client(x, client_id=DEVICE)
+    c.c.username_pw_set(DEVICE, token(home, DEVICE))
+    c.will_set(f"alicia/devices/{DEVICE}/status", b"offline", qos=1, retain=True)
+    c.connect()
+    return c
+
+
+@pytest.fixture
+def up(tmp_path):
+    home = tmp_path / "home"
+    started = []
+
+    def start():
+        x = brokers.start_alicia(tmp_path, ["--home", str(home)], subcommand="up")
+        started.append(x)
+        return x
+
+    yield home, start
+    for x in started:
+        x.stop()
+
+
+def test_device_registers_and_the_registry_api_shows_it(up):
+    home, start = up
+    x = start()
+    api = f"http://{x.addrs['registry']}"
+    dev = device_client(x, home)
+    try:
+        dev.subscribe(f"alicia/devices/{DEVICE}/command", qos=1)
+        dev.publish("alicia/system/discovery/register", json.dumps(fresh(REGISTRATION)), qos=1)
+        found = wait_for(lambda: http("GET", f"{api}/devices/capability/audio_playback")[1]["devices"],
+                         "the speaker in the capability index")
+        assert [d["device_id"] for d in found] == [DEVICE]
+        status, one = http("GET", f"{api}/devices/{DEVICE}")
+        assert status == 200 and one["status"] == "online" and one["location"] == "kitchen"
+        assert one["endpoints"]["command"] == f"alicia/devices/{DEVICE}/command"
+
+        # The CLI reads the same registry over the bus.
+        out = subprocess.run([brokers.alicia_bin(), "devices", "list", "--home", str(home),
+                              "--broker", x.addrs["mqtt"]], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert DEVICE in out.stdout and "online" in out.stdout
+
+        # The device dies without a DISCONNECT: its will marks it offline at once.
+        dev.drop()
+        wait_for(lambda: http("GET", f"{api}/devices/{DEVICE}")[1]["status"] == "offline", "offline by will")
+    finally:
+        dev.close()
+
+    # HTTP errors carry a reason.
+    status, err = http("POST", f"{api}/devices/register", b"{not json")
+    assert status == 400 and err["reason"]
+    status, err = http("POST", f"{api}/devices/register", {"device_type": "speaker"})
+    assert status == 422 and "device_id" in err["reason"]
+    status, err = http("GET", f"{api}/devices/nothing_here")
+    assert status == 404 and err["error"] == "not_found"
+
+    # The discovery view sees it offline.
+    with urllib.request.urlopen(f"http://{x.addrs['discovery']}/discovery", timeout=5) as r:
+        view = json.loads(r.read())
+    assert DEVICE in json.dumps(view)
+
+
+def test_registry_survives_a_restart_of_alicia_up(up):
+    home, start = up
+    x = start()
+    api = f"http://{x.addrs['registry']}"
+    status, _ = http("POST", f"{api}/devices/register",
+                     {"device_id": "hall_sensor", "device_type": "sensor", "name": "Hall", "location": "hall",
+                      "capabilities": ["temperature"]})
+    assert status == 201
+    assert x.stop() == 0
+    x = start()
+    api = f"http://{x.addrs['registry']}"
+    status, one = http("GET", f"{api}/devices/hall_sensor")
+    assert status == 200 and one["capabilities"] == ["temperature"]
+    status, _ = http("DELETE", f"{api}/devices/hall_sensor")
+    assert status == 200
+    status, gone = http("GET", f"{api}/devices/hall_sensor")
+    assert status == 404 and "removed" in gone["reason"]
