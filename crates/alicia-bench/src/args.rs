@@ -17,6 +17,10 @@ pub enum Scenario {
     Pairs,
     /// Publishers at a fixed aggregate `--rate` → 1 subscriber; reports p50/p99/max latency.
     Latency,
+    /// Envelopes at `--rate` (default 10000/s) for a device, straight to its topic and then
+    /// through Alicia's router (started in this process against the broker under test):
+    /// reports both latencies and what routing adds at p99. `--duration` bounds each phase.
+    Route,
 }
 
 impl Scenario {
@@ -27,6 +31,7 @@ impl Scenario {
             Scenario::FanOut => "fan-out",
             Scenario::Pairs => "pairs",
             Scenario::Latency => "latency",
+            Scenario::Route => "route",
         }
     }
 }
@@ -140,12 +145,12 @@ impl Plan {
         let s = args.scenario;
         let publishers = args.publishers.unwrap_or(match s {
             Scenario::FanIn | Scenario::Pairs => 10,
-            Scenario::FanOut | Scenario::Latency => 1,
+            Scenario::FanOut | Scenario::Latency | Scenario::Route => 1,
         });
         let subscribers = args.subscribers.unwrap_or(match s {
             Scenario::FanOut => 50,
             Scenario::Pairs => publishers,
-            Scenario::FanIn | Scenario::Latency => 1,
+            Scenario::FanIn | Scenario::Latency | Scenario::Route => 1,
         });
         if publishers == 0 || subscribers == 0 {
             bail!("--publishers and --subscribers must be at least 1");

@@ -5,6 +5,8 @@
 //! - **fan-out**: 1 publisher → N subscribers; every delivery counts as received.
 //! - **pairs**: N publisher → subscriber pairs, each on its own topic.
 //! - **latency**: publishers at a fixed aggregate `--rate`; reports p50/p99/max latency.
+//! - **route**: envelopes for a device at `--rate`, straight to its topic and then through
+//!   Alicia's router, run in this process against the broker under test ([`route`]).
 //!
 //! Each run uses a fresh topic prefix `bench/<run-id>/`, so runs never see each other's
 //! messages. Throughput is deliveries received divided by the time from the first send to the
@@ -40,6 +42,7 @@ mod args;
 mod conn;
 mod publisher;
 mod report;
+pub mod route;
 mod shared;
 mod subscriber;
 
@@ -62,6 +65,9 @@ use shared::Shared;
 /// Runs the benchmark described by `args` and prints the report on stdout, as text or, with
 /// `--json`, as one JSON line. This is the whole `alicia bench` command.
 pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Route {
+        return route::cli(args).await;
+    }
     let report = run(args).await?;
     if args.json {
         println!("{}", report.to_json());
@@ -75,6 +81,9 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
 /// what it measured. Fails if the target is not a loopback address, if a connection or
 /// subscription fails, or if the broker cannot be reached within `--duration`.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
+    if args.scenario == Scenario::Route {
+        anyhow::bail!("the route scenario reports through route::run");
+    }
     let plan = Arc::new(Plan::new(args).await?);
     let shared = Arc::new(Shared::new(plan.publishers, plan.backlog, plan.fanout));
     let deadline = shared.origin + plan.duration;
