@@ -188,6 +188,11 @@ def start_mosquitto(workdir: Path, options: dict | None = None) -> RunningBroker
             lines.append(f"max_keepalive {options['max_keepalive']}")
         if "max_packet_size" in options:
             lines.append(f"max_packet_size {options['max_packet_size']}")
+        for key in ("password_file", "acl_file"):
+            if key in options:
+                lines.append(f"{key} {options[key]}")
+        if "password_file" in options:
+            lines[1] = "allow_anonymous false"
         conf.write_text("\n".join(lines) + "\n")
         log_path = workdir / f"mosquitto-{port}.log"
         with open(log_path, "wb") as log:

@@ -102,7 +102,14 @@ def test_device_registers_and_the_registry_api_shows_it(up):
     dev = device_client(x, home)
     try:
         dev.subscribe(f"alicia/devices/{DEVICE}/command", qos=1)
-        dev.publish("alicia/system/discovery/register", json.dumps(fresh(REGISTRATION)), qos=1)
+        registration = fresh(REGISTRATION)
+        dev.publish("alicia/system/discovery/register", json.dumps(registration), qos=1)
+        # The registration is a request: the registry's signed answer reaches the device's
+        # command topic through the router.
+        answer = json.loads(dev.get().payload)
+        assert answer["message_type"] == "response" and answer["correlation_id"] == registration["message_id"]
+        assert answer["payload"]["data"]["status"] == "registered"
+        assert answer["security"]["key_id"] == "device_registry" and answer["security"]["signature"]
         found = wait_for(lambda: http("GET", f"{api}/devices/capability/audio_playback")[1]["devices"],
                          "the speaker in the capability index")
         assert [d["device_id"] for d in found] == [DEVICE]
@@ -115,6 +122,28 @@ def test_device_registers_and_the_registry_api_shows_it(up):
                               "--broker", x.addrs["mqtt"]], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert DEVICE in out.stdout and "online" in out.stdout
+
+        # A service addresses the speaker by id and by capability; the router delivers both to
+        # its command topic. A malformed envelope ends in the dead-letter topic with the reason.
+        svc = Client(x, client_id="tester")
+        svc.c.username_pw_set("cli", (home / "secrets" / "cli.password").read_text().strip())
+        svc.connect()
+        try:
+            svc.subscribe("alicia/system/deadletter", qos=1)
+            for dest in (f"device_id:{DEVICE}", "capability:volume_control"):
+                command = {"message_id": str(uuid.uuid4()), "source": "cli", "destination": dest,
+                           "message_type": "command", "priority": "high", "ttl": 30,
+                           "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                           "payload": {"data": {"action": "set_volume", "level": 30}}}
+                svc.publish("alicia/services/router/inbox", json.dumps(command), qos=1)
+                got = json.loads(dev.get().payload)
+                assert got["message_id"] == command["message_id"] and got["payload"]["data"]["level"] == 30
+                assert got["routing"]["hops"] == 1 and got["routing"]["route"] == ["router"]
+            svc.publish("alicia/services/router/inbox", b"{not an envelope", qos=1)
+            dead = json.loads(svc.get().payload)
+            assert dead["reason"] and dead["topic"] == "alicia/services/router/inbox", dead
+        finally:
+            svc.close()
 
         # The device dies without a DISCONNECT: its will marks it offline at once.
         dev.drop()
@@ -153,3 +182,43 @@ def test_registry_survives_a_restart_of_alicia_up(up):
     assert status == 200
     status, gone = http("GET", f"{api}/devices/hall_sensor")
     assert status == 404 and "removed" in gone["reason"]
+
+
+def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_path):
+    """`alicia services` against Debian's Mosquitto, which enforces the password file and ACL
+    that `alicia init` wrote: the registry logs in as itself, a device registers, the HTTP API
+    shows it, and the retained inventory is on Mosquitto for anyone allowed to read it."""
+    home = tmp_path / "home"
+    subprocess.run([brokers.alicia_bin(), "init", str(home)], check=True, capture_output=True, timeout=60)
+    m = brokers.start_mosquitto(tmp_path, {"password_file": home / "passwd", "acl_file": home / "acl"})
+    log = open(tmp_path / "services.stderr", "wb")
+    proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--broker",
+                             f"127.0.0.1:{m.port}", "--registry-http", "127.0.0.1:0", "--discovery-http",
+                             "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        addrs = {}
+        while True:
+            line = brokers._read_line(proc, brokers.STARTUP_TIMEOUT)
+            if line == "alicia ready":
+                break
+            kind, _, addr = line.partition(" listening on ")
+            addrs[kind] = addr
+        api = f"http://{addrs['registry']}"
+        dev = Client(m, client_id="speaker")
+        dev.c.username_pw_set("api", (home / "secrets" / "api.password").read_text().strip())
+        dev.connect()
+        dev.publish("alicia/system/discovery/register", json.dumps(fresh(REGISTRATION)), qos=1)
+        wait_for(lambda: http("GET", f"{api}/devices/{DEVICE}")[0] == 200, "the speaker registered")
+        dev.close()
+        out = subprocess.run(["mosquitto_sub", "-p", str(m.port), "-u", "cli", "-P",
+                              (home / "secrets" / "cli.password").read_text().strip(),
+                              "-t", "alicia/system/registry/devices", "-C", "1", "-W", "5"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+        inventory = json.loads(out.stdout)
+        assert [d["device_id"] for d in inventory["devices"]] == [DEVICE]
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        log.close()
+        m.stop()

@@ -39,6 +39,19 @@ enum Command {
         #[command(flatten)]
         args: BrokerArgs,
     },
+    /// Run the bus core services (device registry and discovery, ...) against another MQTT
+    /// broker: Mosquitto, an EMQX cluster. They log in as their own users with the passwords in
+    /// the home's secrets/ (when there) and listen where `alicia up` would.
+    Services {
+        /// The broker (HOST:PORT, plain MQTT).
+        #[arg(long)]
+        broker: String,
+        /// Alicia's home directory (secrets/, keys/, data/) [default as for `up`].
+        #[arg(long)]
+        home: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        services: up::ServicesArgs,
+    },
     /// Create a ready, secure configuration: certificate authority and broker certificate,
     /// random service passwords, ACL, JWT and encryption keys. Prints no secret.
     Init {
@@ -117,6 +130,11 @@ fn main() -> anyhow::Result<()> {
             let services = up::Services { home: home.clone(), args: services };
             let gateway = broker_cmd::GatewaySetup { addr: gateway, home };
             broker_runtime()?.block_on(broker_cmd::run(args, Some(gateway), Some(services)))
+        }
+        Command::Services { broker, home, services } => {
+            let home = home.unwrap_or_else(init::default_home);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(up::run_against(&broker, up::Services { home, args: services }))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

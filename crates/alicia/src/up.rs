@@ -39,6 +39,7 @@ pub struct Services {
 /// The running services, stopped in reverse order of start.
 pub struct Running {
     registry: alicia_registry::RegistryHandle,
+    router: alicia_router::RouterHandle,
 }
 
 impl Services {
@@ -71,7 +72,9 @@ impl Services {
         let registry = alicia_registry::start(registry).await.context("cannot start the device registry")?;
         print_listening("registry", registry.http_addr());
         print_listening("discovery", registry.discovery_addr());
-        Ok(Running { registry })
+        let router = alicia_router::RouterConfig::new(self.config(alicia_sdk::ROUTER_SERVICE, broker)?);
+        let router = alicia_router::start(router).await.context("cannot start the router")?;
+        Ok(Running { registry, router })
     }
 }
 
@@ -85,6 +88,7 @@ impl Running {
     /// Stops every service: each says `offline` and closes its connection while the broker
     /// is still there to hear it.
     pub async fn stop(self) {
+        self.router.shutdown().await;
         self.registry.shutdown().await;
     }
 }
@@ -95,4 +99,27 @@ pub fn local_broker(listeners: &[(&'static str, SocketAddr)]) -> anyhow::Result<
     listeners.iter().find(|(kind, _)| *kind == "mqtt").map(|(_, a)| *a).context(
         "the bus services need a plain MQTT listener on this machine (add one on 127.0.0.1 to the configuration)",
     )
+}
+
+/// `alicia services`: the services against the broker at `broker` (HOST:PORT) until SIGINT or
+/// SIGTERM.
+pub async fn run_against(broker: &str, services: Services) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let addr = tokio::net::lookup_host(broker)
+        .await
+        .with_context(|| format!("cannot resolve the broker address {broker}"))?
+        .next()
+        .with_context(|| format!("{broker} resolves to no address"))?;
+    let running = services.start(addr).await?;
+    println!("alicia ready");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    running.stop().await;
+    Ok(())
 }
