@@ -1,0 +1,562 @@
+//! The monitor's state and its one event loop: every input (heartbeats, status topics, metric
+//! snapshots, `$SYS`, log lines, container reports, ticks) is handled in one task, which then
+//! publishes alerts and updates the state the HTTP handlers read (so handlers never wait for I/O).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alicia_config::mqtt::{DocClient, DocEvent};
+use alicia_config::{MonitoringConfig, Severity};
+use alicia_sdk::{Bus, QoS};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::alerts::{AlertSpec, Alerts};
+use crate::docker::{Container, DockerReport, EngineState};
+use crate::logs::{LogAnalyzer, LogLine};
+use crate::metrics::{Family, HostReading, Kind, Snapshot};
+
+/// Extra Prometheus text appended to `/metrics` (the embedded broker's own metrics).
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the monitor tracks of one service.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceState {
+    pub expected: bool,
+    pub last_heartbeat: Option<Instant>,
+    pub last_heartbeat_at: Option<String>,
+    pub interval: Option<Duration>,
+    pub status: Option<String>,
+    pub instances: BTreeSet<String>,
+    pub missing: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub heartbeats: AtomicU64,
+    pub snapshots_accepted: AtomicU64,
+    pub snapshots_rejected: AtomicU64,
+    pub log_lines: AtomicU64,
+    pub fired: [AtomicU64; 3],
+    pub resolved: AtomicU64,
+}
+
+/// Everything the HTTP side reads.
+pub(crate) struct Shared {
+    pub started: Instant,
+    pub cfg: MonitoringConfig,
+    pub prefix: String,
+    pub docs_online: AtomicBool,
+    pub bus: Bus,
+    pub services: RwLock<BTreeMap<String, ServiceState>>,
+    pub snapshots: RwLock<BTreeMap<(String, String), (Instant, Snapshot)>>,
+    pub sys: RwLock<BTreeMap<String, f64>>,
+    pub host: RwLock<Option<HostReading>>,
+    pub active: RwLock<Vec<Value>>,
+    pub history: RwLock<VecDeque<Value>>,
+    pub engine: RwLock<EngineState>,
+    pub containers: RwLock<Vec<Container>>,
+    pub log_matches: Mutex<BTreeMap<String, u64>>,
+    pub counters: Counters,
+    pub extra: RwLock<Option<ExtraMetrics>>,
+}
+
+/// Inputs of the loop besides the document connection.
+pub(crate) enum Input {
+    Heartbeat(Value),
+    Docker(DockerReport),
+    Host(HostReading),
+}
+
+pub(crate) struct Loop {
+    pub shared: Arc<Shared>,
+    pub docs: Arc<DocClient>,
+    pub alerts: Alerts,
+    pub analyzer: LogAnalyzer,
+    pub default_interval: Duration,
+    pub tick: Duration,
+    pub last_active: Vec<Value>,
+}
+
+impl Loop {
+    fn topic(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.shared.prefix)
+    }
+
+    pub async fn run(
+        mut self,
+        mut doc_events: mpsc::UnboundedReceiver<DocEvent>,
+        mut inputs: mpsc::UnboundedReceiver<Input>,
+        mut logs: mpsc::Receiver<LogLine>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = doc_events.recv() => match ev {
+                    Some(ev) => self.doc_event(ev).await,
+                    None => return,
+                },
+                Some(input) = inputs.recv() => self.input(input).await,
+                Some(line) = logs.recv() => self.log_line(line).await,
+                _ = tick.tick() => self.evaluate().await,
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn publish(&mut self, alerts: Vec<Value>) {
+        let topic = self.topic("system/alerts");
+        for a in alerts {
+            let firing = a["state"] == "firing";
+            let sev = match a["severity"].as_str() {
+                Some("critical") => 2,
+                Some("warning") => 1,
+                _ => 0,
+            };
+            if firing {
+                self.shared.counters.fired[sev].fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(alert = %a["alert"], service = %a["service"], severity = %a["severity"], message = %a["message"], "alert firing");
+            } else {
+                self.shared.counters.resolved.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(alert = %a["alert"], service = %a["service"], "alert resolved");
+            }
+            self.docs.publish(&topic, serde_json::to_vec(&a).expect("JSON"), QoS::AtLeastOnce, false).await;
+        }
+        let active = self.alerts.active();
+        if active != self.last_active {
+            self.last_active = active.clone();
+            *self.shared.active.write() = active;
+            self.publish_active().await;
+        }
+    }
+
+    async fn publish_active(&self) {
+        let doc = json!({ "updated": crate::now_rfc3339(), "alerts": self.last_active });
+        self.docs
+            .publish(
+                &self.topic("system/alerts/active"),
+                serde_json::to_vec(&doc).expect("JSON"),
+                QoS::AtLeastOnce,
+                true,
+            )
+            .await;
+    }
+
+    async fn doc_event(&mut self, ev: DocEvent) {
+        match ev {
+            DocEvent::Connected => {
+                self.shared.docs_online.store(true, Ordering::Relaxed);
+                self.publish_active().await;
+            }
+            DocEvent::Message { topic, payload, .. } => {
+                let status_prefix = self.topic("system/services/");
+                let metrics_prefix = self.topic("system/metrics/");
+                if let Some(rest) = topic.strip_prefix(&status_prefix) {
+                    if let Some(name) = rest.strip_suffix("/status") {
+                        let text = String::from_utf8_lossy(&payload).trim().to_string();
+                        if !name.is_empty() && !name.contains('/') && (text == "online" || text == "offline") {
+                            self.status(name, text);
+                        }
+                    }
+                } else if let Some(name) = topic.strip_prefix(&metrics_prefix) {
+                    self.snapshot(name, &topic, &payload).await;
+                } else if topic.starts_with("$SYS/") {
+                    let mut sys = self.shared.sys.write();
+                    match crate::metrics::sys_number(&payload) {
+                        Some(v) if sys.len() < 1000 || sys.contains_key(&topic) => {
+                            sys.insert(topic, v);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn status(&mut self, name: &str, text: String) {
+        let mut services = self.shared.services.write();
+        let expected = self.shared.cfg.expected_services.iter().any(|s| s == name);
+        let st = services.entry(name.to_string()).or_insert_with(|| ServiceState {
+            expected,
+            last_heartbeat: None,
+            last_heartbeat_at: None,
+            interval: None,
+            status: None,
+            instances: BTreeSet::new(),
+            missing: false,
+        });
+        if text == "online" && st.last_heartbeat.is_none() {
+            // Known from its status only: give it a full window from now to send a heartbeat.
+            st.last_heartbeat = Some(Instant::now());
+        }
+        st.status = Some(text);
+    }
+
+    async fn snapshot(&mut self, name: &str, topic: &str, payload: &[u8]) {
+        let mut snaps = self.shared.snapshots.write();
+        if payload.is_empty() {
+            snaps.retain(|(t, _), _| t != topic);
+            return;
+        }
+        match crate::metrics::parse_snapshot(payload) {
+            Ok(s) if s.service == name => {
+                self.shared.counters.snapshots_accepted.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                // Other instances on the same topic that stopped sending are dropped after a minute.
+                snaps.retain(|(t, i), (at, _)| {
+                    t != topic || *i == s.instance || now.duration_since(*at) < Duration::from_secs(60)
+                });
+                snaps.insert((topic.to_string(), s.instance.clone()), (now, s));
+            }
+            Ok(s) => {
+                drop(snaps);
+                self.reject(format!("snapshot of `{}` on the topic of `{name}`", s.service), topic, payload).await;
+            }
+            Err(reason) => {
+                drop(snaps);
+                self.reject(format!("invalid metrics snapshot: {reason}"), topic, payload).await;
+            }
+        }
+    }
+
+    async fn reject(&self, reason: String, topic: &str, payload: &[u8]) {
+        self.shared.counters.snapshots_rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%topic, %reason, "metrics snapshot rejected");
+        let _ = self.shared.bus.dead_letter(reason, topic, payload).await;
+    }
+
+    async fn input(&mut self, input: Input) {
+        match input {
+            Input::Heartbeat(data) => {
+                self.shared.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                let Some(name) = data.get("service").and_then(Value::as_str) else { return };
+                let mut services = self.shared.services.write();
+                let expected = self.shared.cfg.expected_services.iter().any(|s| s == name);
+                let st = services.entry(name.to_string()).or_insert_with(|| ServiceState {
+                    expected,
+                    last_heartbeat: None,
+                    last_heartbeat_at: None,
+                    interval: None,
+                    status: None,
+                    instances: BTreeSet::new(),
+                    missing: false,
+                });
+                st.last_heartbeat = Some(Instant::now());
+                st.last_heartbeat_at = Some(crate::now_rfc3339());
+                if let Some(secs) = data.get("interval_secs").and_then(Value::as_u64).filter(|s| *s > 0) {
+                    st.interval = Some(Duration::from_secs(secs.min(3600)));
+                }
+                if let Some(i) = data.get("instance").and_then(Value::as_str) {
+                    if st.instances.len() < 64 {
+                        st.instances.insert(i.to_string());
+                    }
+                }
+                if data.get("status").and_then(Value::as_str) == Some("online") {
+                    st.status = Some("online".into());
+                }
+            }
+            Input::Docker(DockerReport::State(state)) => {
+                *self.shared.engine.write() = state.clone();
+                let out = match &state {
+                    EngineState::Unavailable { reason, socket } => self.alerts.event(
+                        AlertSpec {
+                            alert: "container_engine_unavailable".into(),
+                            severity: Severity::Info,
+                            service: "docker".into(),
+                            message: format!("no container engine at {socket}: {reason}"),
+                            context: json!({ "socket": socket, "reason": reason }),
+                        },
+                        Duration::MAX,
+                        Instant::now(),
+                    ),
+                    _ => self.alerts.clear("container_engine_unavailable", "docker"),
+                };
+                self.publish(out.into_iter().collect()).await;
+            }
+            Input::Docker(DockerReport::Containers(list)) => {
+                let now = Instant::now();
+                let mut out = Vec::new();
+                for c in &list {
+                    let spec = AlertSpec {
+                        alert: "container_unhealthy".into(),
+                        severity: Severity::Warning,
+                        service: format!("container:{}", c.name),
+                        message: format!("container {} is {} ({})", c.name, c.health, c.state),
+                        context: json!({ "container": c.name, "image": c.image, "health": c.health, "state": c.state, "restart_count": c.restart_count }),
+                    };
+                    out.extend(self.alerts.hold(spec, c.health == "unhealthy", now));
+                }
+                *self.shared.containers.write() = list;
+                self.publish(out).await;
+            }
+            Input::Host(reading) => {
+                let now = Instant::now();
+                let a = self.shared.cfg.alerts.clone();
+                let mut out = Vec::new();
+                let mut check = |alert: &str, value: f64, limit: f64, what: String| {
+                    let spec = AlertSpec {
+                        alert: alert.into(),
+                        severity: Severity::Warning,
+                        service: "host".into(),
+                        message: format!("{what} at {value:.0}% (limit {limit:.0}%)"),
+                        context: json!({ "percent": value, "limit_percent": limit }),
+                    };
+                    out.extend(self.alerts.hold(spec, value > limit, now));
+                };
+                check("host_cpu_high", reading.cpu_ratio * 100.0, a.cpu_warning_percent, "CPU".into());
+                if reading.memory_total > 0 {
+                    let pct = reading.memory_used as f64 * 100.0 / reading.memory_total as f64;
+                    check("host_memory_high", pct, a.memory_warning_percent, "memory".into());
+                }
+                let worst = reading
+                    .disks
+                    .iter()
+                    .filter(|d| d.2 > 0)
+                    .map(|d| (d.1 as f64 * 100.0 / d.2 as f64, d.0.clone()))
+                    .max_by(|x, y| x.0.total_cmp(&y.0));
+                if let Some((pct, mount)) = worst {
+                    check("host_disk_high", pct, a.disk_warning_percent, format!("disk {mount}"));
+                }
+                *self.shared.host.write() = Some(reading);
+                self.publish(out).await;
+                self.record_history();
+            }
+        }
+    }
+
+    async fn log_line(&mut self, line: LogLine) {
+        self.shared.counters.log_lines.fetch_add(1, Ordering::Relaxed);
+        let Some(m) = self.analyzer.analyze(&line.line) else { return };
+        let rule = m.rule.clone();
+        *self.shared.log_matches.lock().entry(rule.name.clone()).or_default() += 1;
+        let mut text = line.line.clone();
+        if text.len() > 1000 {
+            let mut cut = 1000;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        let window = Duration::from_secs_f64(self.shared.cfg.alerts.log_alert_window_secs);
+        let spec = AlertSpec {
+            alert: rule.name.clone(),
+            severity: rule.severity,
+            service: line.source.clone(),
+            message: rule.message.clone(),
+            context: json!({ "line": text, "source": line.source, "rule": rule.name, "pattern": rule.pattern }),
+        };
+        let out = self.alerts.event(spec, window, Instant::now());
+        self.publish(out.into_iter().collect()).await;
+    }
+
+    async fn evaluate(&mut self) {
+        let now = Instant::now();
+        let intervals = self.shared.cfg.alerts.missing_after_intervals.max(1);
+        let mut out = self.alerts.tick(now);
+        let mut specs = Vec::new();
+        {
+            let mut services = self.shared.services.write();
+            for name in &self.shared.cfg.expected_services {
+                services.entry(name.clone()).or_insert_with(|| ServiceState {
+                    expected: true,
+                    last_heartbeat: None,
+                    last_heartbeat_at: None,
+                    interval: None,
+                    status: None,
+                    instances: BTreeSet::new(),
+                    missing: false,
+                });
+            }
+            let mut departed = Vec::new();
+            for (name, st) in services.iter_mut() {
+                let interval = st.interval.unwrap_or(self.default_interval);
+                let window = interval * intervals;
+                let since = st.last_heartbeat.unwrap_or(self.shared.started);
+                let silent = now.duration_since(since) > window;
+                let offline = st.status.as_deref() == Some("offline");
+                if !st.expected && offline {
+                    // Left cleanly (its last words were `offline`) and nobody expects it: forget it.
+                    departed.push(name.clone());
+                    continue;
+                }
+                st.missing = silent || offline;
+                let why = if offline { "reported offline" } else { "sent no heartbeat" };
+                specs.push((
+                    AlertSpec {
+                        alert: "service_missing".into(),
+                        severity: if st.expected { Severity::Critical } else { Severity::Warning },
+                        service: name.clone(),
+                        message: format!("service {name} {why} (heartbeat window {}s)", window.as_secs_f64()),
+                        context: json!({
+                            "expected": st.expected,
+                            "status": st.status,
+                            "last_heartbeat": st.last_heartbeat_at,
+                            "interval_secs": interval.as_secs_f64(),
+                            "window_secs": window.as_secs_f64(),
+                        }),
+                    },
+                    st.missing,
+                ));
+            }
+            for name in departed {
+                services.remove(&name);
+                specs.push((
+                    AlertSpec {
+                        alert: "service_missing".into(),
+                        severity: Severity::Warning,
+                        service: name,
+                        message: String::new(),
+                        context: json!({}),
+                    },
+                    false,
+                ));
+            }
+        }
+        for (spec, active) in specs {
+            if spec.message.is_empty() {
+                out.extend(self.alerts.clear(&spec.alert, &spec.service));
+            } else {
+                out.extend(self.alerts.hold(spec, active, now));
+            }
+        }
+        self.publish(out).await;
+    }
+
+    fn record_history(&self) {
+        let s = &self.shared;
+        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        for (_, snap) in s.snapshots.read().values() {
+            for f in &snap.families {
+                for sample in &f.samples {
+                    if let crate::metrics::SampleValue::Value(v) = sample.value {
+                        if v.is_finite() {
+                            *totals.entry(f.name.clone()).or_default() += v;
+                        }
+                    }
+                }
+            }
+        }
+        let services = s.services.read();
+        let host = s.host.read().clone().unwrap_or_default();
+        let point = json!({
+            "timestamp": crate::now_rfc3339(),
+            "cpu_ratio": host.cpu_ratio,
+            "memory_used_bytes": host.memory_used,
+            "memory_total_bytes": host.memory_total,
+            "network_received_bytes_total": host.networks.iter().map(|n| n.1).sum::<u64>(),
+            "network_transmitted_bytes_total": host.networks.iter().map(|n| n.2).sum::<u64>(),
+            "services_up": services.values().filter(|v| !v.missing).count(),
+            "services_missing": services.values().filter(|v| v.missing).count(),
+            "alerts_active": self.last_active.len(),
+            "metrics": totals,
+        });
+        let mut h = s.history.write();
+        h.push_back(point);
+        while h.len() > s.cfg.history_len.max(1) {
+            h.pop_front();
+        }
+    }
+}
+
+impl Shared {
+    /// The monitor's own families, the host's, containers', `$SYS` and all snapshots, as text.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.counters;
+        let mut own = vec![
+            Family::new("alicia_monitor_heartbeats_total", Kind::Counter, "Heartbeats received")
+                .sample(&[], c.heartbeats.load(Ordering::Relaxed) as f64),
+            Family::new("alicia_monitor_snapshots_total", Kind::Counter, "Metrics snapshots received")
+                .sample(&[("result", "accepted")], c.snapshots_accepted.load(Ordering::Relaxed) as f64)
+                .sample(&[("result", "rejected")], c.snapshots_rejected.load(Ordering::Relaxed) as f64),
+            Family::new("alicia_monitor_log_lines_total", Kind::Counter, "Log lines analyzed")
+                .sample(&[], c.log_lines.load(Ordering::Relaxed) as f64),
+            Family::new("alicia_monitor_alerts_fired_total", Kind::Counter, "Alerts fired by severity")
+                .sample(&[("severity", "info")], c.fired[0].load(Ordering::Relaxed) as f64)
+                .sample(&[("severity", "warning")], c.fired[1].load(Ordering::Relaxed) as f64)
+                .sample(&[("severity", "critical")], c.fired[2].load(Ordering::Relaxed) as f64),
+            Family::new("alicia_monitor_alerts_resolved_total", Kind::Counter, "Alerts resolved")
+                .sample(&[], c.resolved.load(Ordering::Relaxed) as f64),
+            Family::new("alicia_monitor_alerts_active", Kind::Gauge, "Alerts firing now")
+                .sample(&[], self.active.read().len() as f64),
+            Family::new("alicia_monitor_uptime_seconds", Kind::Gauge, "Seconds since the monitor started")
+                .sample(&[], self.started.elapsed().as_secs_f64()),
+        ];
+        let mut matches = Family::new("alicia_monitor_log_matches_total", Kind::Counter, "Log lines matching a rule");
+        for (rule, n) in self.log_matches.lock().iter() {
+            matches.push(&[("rule", rule)], *n as f64);
+        }
+        own.push(matches);
+        let mut up = Family::new(
+            "alicia_monitor_service_up",
+            Kind::Gauge,
+            "1 when the service sends heartbeats, 0 when missing",
+        );
+        for (name, st) in self.services.read().iter() {
+            up.push(&[("service", name)], if st.missing { 0.0 } else { 1.0 });
+        }
+        own.push(up);
+        let engine = self.engine.read().clone();
+        let (engine_up, state) = match &engine {
+            EngineState::Available { .. } => (1.0, "available"),
+            EngineState::Unavailable { .. } => (0.0, "unavailable"),
+            EngineState::Disabled => (0.0, "disabled"),
+            EngineState::Starting => (0.0, "starting"),
+        };
+        own.push(
+            Family::new("alicia_monitor_container_engine_up", Kind::Gauge, "1 when the container engine answers")
+                .sample(&[("state", state)], engine_up),
+        );
+        let mut restarts = Family::new("alicia_container_restarts", Kind::Gauge, "Restart count of each container");
+        let mut mem = Family::new("alicia_container_memory_bytes", Kind::Gauge, "Memory use of each running container");
+        let mut cpu =
+            Family::new("alicia_container_cpu_ratio", Kind::Gauge, "CPU use of each running container (1 = one CPU)");
+        let mut healthy =
+            Family::new("alicia_container_healthy", Kind::Gauge, "1 unless the container's health check fails");
+        for ct in self.containers.read().iter() {
+            let l = [("container", ct.name.as_str()), ("health", ct.health.as_str())];
+            restarts.push(&l[..1], ct.restart_count as f64);
+            healthy.push(&l, if ct.health == "unhealthy" { 0.0 } else { 1.0 });
+            if let Some(m) = ct.memory_bytes {
+                mem.push(&l[..1], m as f64);
+            }
+            if let Some(r) = ct.cpu_ratio {
+                cpu.push(&l[..1], r);
+            }
+        }
+        own.extend([restarts, mem, cpu, healthy]);
+        let mut sys = Family::new("alicia_mqtt_sys_value", Kind::Gauge, "Numeric $SYS topics of the broker");
+        for (topic, v) in self.sys.read().iter() {
+            sys.push(&[("topic", topic)], *v);
+        }
+        if !sys.samples.is_empty() {
+            own.push(sys);
+        }
+        if let Some(h) = self.host.read().as_ref() {
+            own.extend(h.families());
+        }
+        let labels: Vec<(String, String)> = self.cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut sources = vec![(labels.clone(), own)];
+        for (_, s) in self.snapshots.read().values() {
+            let mut common = labels.clone();
+            common.push(("service".into(), s.service.clone()));
+            common.push(("instance".into(), s.instance.clone()));
+            sources.push((common, s.families.clone()));
+        }
+        let mut text = crate::metrics::render(sources);
+        if let Some(extra) = self.extra.read().clone() {
+            let more = extra();
+            if !more.is_empty() {
+                text.push_str(&more);
+                if !more.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+}

@@ -1,0 +1,86 @@
+//! The HTTP side: `/health`, `/ready`, `/metrics`, `/alerts`, `/history`. Every handler reads
+//! state the monitor loop keeps current; none does I/O, so each answers in well under 50 ms.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use alicia_sdk::LinkState;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::core::Shared;
+use crate::docker::EngineState;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/alerts", get(alerts))
+        .route("/history", get(history))
+        .with_state(shared)
+}
+
+fn engine_json(s: &Shared) -> Value {
+    serde_json::to_value(&*s.engine.read()).unwrap_or(Value::Null)
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "bus": if s.bus.state() == LinkState::Online { "online" } else { "offline" },
+        "containers": engine_json(&s),
+        "alerts_active": s.active.read().len(),
+    }))
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    let bus_ok = s.bus.state() == LinkState::Online && s.docs_online.load(Ordering::Relaxed);
+    let services = s.services.read();
+    let missing: Vec<&String> = services.iter().filter(|(_, v)| v.missing && v.expected).map(|(k, _)| k).collect();
+    let up: Vec<&String> = services.iter().filter(|(_, v)| !v.missing).map(|(k, _)| k).collect();
+    let engine = s.engine.read().clone();
+    let ready = bus_ok && missing.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "bus": { "ok": bus_ok, "required": true },
+            "services": { "ok": missing.is_empty(), "required": true, "missing": missing, "up": up },
+            "containers": {
+                "ok": !matches!(engine, EngineState::Unavailable { .. }),
+                "required": false,
+                "detail": engine_json(&s),
+            },
+        },
+    });
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.render_metrics()).into_response()
+}
+
+async fn alerts(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({ "active": *s.active.read() }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// Only the last `minutes` minutes.
+    minutes: Option<u64>,
+}
+
+async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Json<Value> {
+    let h = s.history.read();
+    let interval = s.cfg.history_interval_secs.max(1);
+    let take = q.minutes.map(|m| (m.saturating_mul(60) / interval).max(1) as usize).unwrap_or(h.len());
+    let points: Vec<&Value> = h.iter().skip(h.len().saturating_sub(take)).collect();
+    Json(json!({ "interval_secs": interval, "points": points }))
+}
