@@ -92,6 +92,8 @@ pub enum ConfigError {
     Persist { file: PathBuf, source: std::io::Error },
     #[error("bus: {0}")]
     Bus(String),
+    #[error("{key}: {message}")]
+    Secret { key: String, message: String },
     #[error("internal: {0}")]
     Internal(String),
 }

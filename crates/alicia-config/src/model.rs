@@ -394,6 +394,13 @@ impl Config {
             }
             need(!r.name.is_empty(), &format!("monitoring.log_rules[{i}].name"), "must not be empty");
         }
+        for k in m.labels.keys() {
+            let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with("__")
+                && !["service", "instance", "le"].contains(&k.as_str());
+            need(ok, &format!("monitoring.labels.{k}"), "not a usable Prometheus label name");
+        }
         need(m.docker.poll_secs >= 1, "monitoring.docker.poll_secs", "must be at least 1");
         need(m.docker.retry_secs >= 1, "monitoring.docker.retry_secs", "must be at least 1");
         need(["text", "json"].contains(&self.logging.format.as_str()), "logging.format", "must be `text` or `json`");
@@ -403,6 +410,24 @@ impl Config {
         } else {
             Err(errs)
         }
+    }
+
+    /// The SDK settings for a service on the configured broker: host, port, user name, the
+    /// password read from `mqtt.password_file` (never from the file itself), topic prefix, keep
+    /// alive and heartbeat interval.
+    pub fn sdk_config(&self) -> Result<alicia_sdk::ServiceConfig, crate::ConfigError> {
+        let mut sdk = alicia_sdk::ServiceConfig::broker(self.mqtt.host.clone(), self.mqtt.port);
+        sdk.username = self.mqtt.username.clone();
+        if let Some(file) = &self.mqtt.password_file {
+            sdk.password = Some(alicia_sdk::Secret::from_file(file).map_err(|e| crate::ConfigError::Secret {
+                key: "mqtt.password_file".into(),
+                message: e.to_string(),
+            })?);
+        }
+        sdk.topic_prefix = self.mqtt.topic_prefix.clone();
+        sdk.keep_alive = std::time::Duration::from_secs(self.mqtt.keep_alive_secs);
+        sdk.heartbeat_interval = std::time::Duration::from_secs(self.mqtt.heartbeat_interval_secs);
+        Ok(sdk)
     }
 
     /// One section as JSON (`None` for an unknown name).

@@ -98,3 +98,32 @@ fn environment_variables_override_keys() {
     let err = load_with(dir.path(), "test", vec![("ALICIA__MQTT__PORT".into(), "0".into())]).unwrap_err();
     assert!(err.to_string().contains("mqtt.port"), "{err}");
 }
+
+#[test]
+fn sdk_settings_read_the_password_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("mqtt-password");
+    std::fs::write(&secret, "s3cret-from-file\n").unwrap();
+    write(
+        dir.path(),
+        "test",
+        &format!("mqtt:\n  host: broker.lan\n  port: 1884\n  username: svc\n  password_file: {}\n", secret.display()),
+    );
+    let c = load_with(dir.path(), "test", no_vars()).unwrap();
+    let sdk = c.sdk_config().unwrap();
+    assert_eq!((sdk.host.as_str(), sdk.port, sdk.username.as_deref()), ("broker.lan", 1884, Some("svc")));
+    assert_eq!(sdk.password.as_ref().unwrap().expose(), "s3cret-from-file");
+    // The configuration (what the service publishes) holds the path, never the secret.
+    assert!(!serde_json::to_string(&c).unwrap().contains("s3cret"));
+    std::fs::remove_file(&secret).unwrap();
+    let err = c.sdk_config().unwrap_err();
+    assert!(err.to_string().contains("mqtt.password_file"), "{err}");
+}
+
+#[test]
+fn bad_metric_labels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "test", "monitoring:\n  labels:\n    site: home\n    bad-name: x\n");
+    let err = load_with(dir.path(), "test", no_vars()).unwrap_err();
+    assert!(err.to_string().contains("monitoring.labels.bad-name"), "{err}");
+}

@@ -169,7 +169,7 @@ async fn publish(o: &Observer, payload: Vec<u8>) {
     o.client.publish("alicia/system/metrics/router", alicia_sdk::QoS::AtMostOnce, true, payload).await.unwrap();
 }
 
-async fn metrics_flow(addr: SocketAddr) {
+async fn metrics_flow(addr: SocketAddr, mosquitto: bool) {
     let mut dead = Observer::start(addr, &["alicia/system/deadletter"]).await;
     let pubr = Observer::start(addr, &["alicia/none"]).await;
     let (mon, http) = start(addr, monitoring(&[])).await;
@@ -197,6 +197,16 @@ async fn metrics_flow(addr: SocketAddr) {
         series("alicia_router_latency_seconds_bucket", &[("service", "router"), ("instance", "r1"), ("le", "+Inf")]);
     assert_eq!(m[&bucket], 15.0);
     assert_eq!(m[&series("alicia_broker_connections", &[])], 3.0, "extra source appended");
+    if let Some(families) = common::prometheus_client_parse(&get(http, "/metrics").await.2) {
+        let routed = &families["alicia_router_routed"];
+        assert_eq!(routed["type"], "counter");
+        assert!(routed["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s[0] == "alicia_router_routed_total" && s[1]["service"] == "router" && s[2] == 15.0));
+        assert_eq!(families["alicia_router_latency_seconds"]["type"], "histogram");
+    }
     assert!(
         m.contains_key(&series("alicia_system_memory_total_bytes", &[])) || {
             // The first host reading comes after one history interval.
@@ -213,6 +223,12 @@ async fn metrics_flow(addr: SocketAddr) {
     let m = parse_prometheus(&get(http, "/metrics").await.2);
     assert_eq!(m[&routed], 15.0);
     assert_eq!(m[&series("alicia_monitor_snapshots_total", &[("result", "rejected")])], 1.0);
+
+    if mosquitto {
+        // Mosquitto's $SYS topics (the retained ones arrive at once) show up as gauges.
+        let m = parse_prometheus(&get(http, "/metrics").await.2);
+        assert!(m.keys().any(|k| k.starts_with("alicia_mqtt_sys_value{topic=\"$SYS/broker/")), "no $SYS gauges");
+    }
 
     // History for the dashboard.
     eventually("history points", || async {
@@ -237,15 +253,13 @@ async fn metrics_flow(addr: SocketAddr) {
 #[tokio::test]
 async fn metrics_on_alicia_broker() {
     let (_b, addr) = alicia_testkit::alicia_broker().await;
-    metrics_flow(addr).await;
+    metrics_flow(addr, false).await;
 }
 
 #[tokio::test]
 async fn metrics_on_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
-    metrics_flow(m.addr).await;
-    // Mosquitto publishes $SYS topics: they show up as gauges (it sends them every 10 s by
-    // default, with the retained ones at once).
+    metrics_flow(m.addr, true).await;
 }
 
 /// Log lines: this process's own logs through the tracing layer, and a container's line.

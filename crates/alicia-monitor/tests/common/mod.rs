@@ -197,3 +197,34 @@ pub fn series(name: &str, labels: &[(&str, &str)]) -> String {
     l.sort();
     format!("{name}{{{}}}", l.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(","))
 }
+
+/// Parses `text` with the reference parser, Python's `prometheus_client` (as Prometheus
+/// tooling would), returning `{family: {"type", "samples": [[name, labels, value]]}}`; `None`
+/// (with a note) when python3 or prometheus_client is not installed.
+pub fn prometheus_client_parse(text: &str) -> Option<serde_json::Value> {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import json, math, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = {"type": f.type, "samples": [[s.name, s.labels, None if math.isinf(s.value) or math.isnan(s.value) else s.value] for s in f.samples]}
+print(json.dumps(out))
+"#;
+    let probe = std::process::Command::new("python3").args(["-c", "import prometheus_client"]).output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("note: python3 with prometheus_client is not installed; skipping the reference parser");
+        return None;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client rejected the text: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
