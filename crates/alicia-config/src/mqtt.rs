@@ -20,6 +20,8 @@ pub enum DocEvent {
     /// Connected (again) and subscriptions requested: republish retained documents now (a
     /// restarted broker without persistence lost them).
     Connected,
+    /// The connection dropped (sent once per drop; reconnecting with backoff).
+    Disconnected,
     /// A message on one of the filters.
     Message { topic: String, payload: Bytes, retain: bool },
 }
@@ -52,10 +54,12 @@ impl DocClient {
         let (min, max) = (config.reconnect_min.max(Duration::from_millis(10)), config.reconnect_max);
         let task = tokio::spawn(async move {
             let mut delay = min;
+            let mut up = false;
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         delay = min;
+                        up = true;
                         let (sub, filters) = (sub.clone(), filters.clone());
                         // Not awaited here: requests are served by this same poll loop.
                         tokio::spawn(async move {
@@ -76,6 +80,9 @@ impl DocClient {
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(e) => {
+                        if std::mem::take(&mut up) && tx.send(DocEvent::Disconnected).is_err() {
+                            return;
+                        }
                         tracing::debug!(error = %e, "document connection lost; retrying in {delay:?}");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(max);

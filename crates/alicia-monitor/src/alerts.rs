@@ -68,6 +68,12 @@ impl Alerts {
         Alerts { fire_after, resolve_after, conditions: BTreeMap::new() }
     }
 
+    /// Changes the damping times (conditions already pending or clearing keep their start).
+    pub fn set_damping(&mut self, fire_after: Duration, resolve_after: Duration) {
+        self.fire_after = fire_after;
+        self.resolve_after = resolve_after;
+    }
+
     /// Reports whether a held condition is true now; returns the alerts to publish (firing or
     /// resolved), at most one.
     pub fn hold(&mut self, spec: AlertSpec, active: bool, now: Instant) -> Option<Value> {

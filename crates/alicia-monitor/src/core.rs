@@ -19,6 +19,11 @@ use crate::docker::{Container, DockerReport, EngineState};
 use crate::logs::{LogAnalyzer, LogLine};
 use crate::metrics::{Family, HostReading, Kind, Snapshot};
 
+/// Services tracked at most (names come from the network).
+const MAX_SERVICES: usize = 1000;
+/// Metrics sources (topic, instance) kept at most.
+const MAX_SNAPSHOTS: usize = 500;
+
 /// Extra Prometheus text appended to `/metrics` (the embedded broker's own metrics).
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -47,7 +52,7 @@ pub(crate) struct Counters {
 /// Everything the HTTP side reads.
 pub(crate) struct Shared {
     pub started: Instant,
-    pub cfg: MonitoringConfig,
+    pub cfg: RwLock<MonitoringConfig>,
     pub prefix: String,
     pub docs_online: AtomicBool,
     pub bus: Bus,
@@ -69,6 +74,8 @@ pub(crate) enum Input {
     Heartbeat(Value),
     Docker(DockerReport),
     Host(HostReading),
+    /// A new `monitoring` section, from the configuration service.
+    Reconfigure(Box<MonitoringConfig>),
 }
 
 pub(crate) struct Loop {
@@ -79,6 +86,8 @@ pub(crate) struct Loop {
     pub default_interval: Duration,
     pub tick: Duration,
     pub last_active: Vec<Value>,
+    /// Services no longer tracked after a reload, whose alerts must end.
+    pub forget: Vec<String>,
 }
 
 impl Loop {
@@ -153,6 +162,7 @@ impl Loop {
                 self.shared.docs_online.store(true, Ordering::Relaxed);
                 self.publish_active().await;
             }
+            DocEvent::Disconnected => self.shared.docs_online.store(false, Ordering::Relaxed),
             DocEvent::Message { topic, payload, .. } => {
                 let status_prefix = self.topic("system/services/");
                 let metrics_prefix = self.topic("system/metrics/");
@@ -180,7 +190,10 @@ impl Loop {
 
     fn status(&mut self, name: &str, text: String) {
         let mut services = self.shared.services.write();
-        let expected = self.shared.cfg.expected_services.iter().any(|s| s == name);
+        if services.len() >= MAX_SERVICES && !services.contains_key(name) {
+            return;
+        }
+        let expected = self.shared.cfg.read().expected_services.iter().any(|s| s == name);
         let st = services.entry(name.to_string()).or_insert_with(|| ServiceState {
             expected,
             last_heartbeat: None,
@@ -198,30 +211,33 @@ impl Loop {
     }
 
     async fn snapshot(&mut self, name: &str, topic: &str, payload: &[u8]) {
+        if let Err(reason) = self.store_snapshot(name, topic, payload) {
+            self.reject(reason, topic, payload).await;
+        }
+    }
+
+    fn store_snapshot(&self, name: &str, topic: &str, payload: &[u8]) -> Result<(), String> {
         let mut snaps = self.shared.snapshots.write();
         if payload.is_empty() {
             snaps.retain(|(t, _), _| t != topic);
-            return;
+            return Ok(());
         }
-        match crate::metrics::parse_snapshot(payload) {
-            Ok(s) if s.service == name => {
-                self.shared.counters.snapshots_accepted.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                // Other instances on the same topic that stopped sending are dropped after a minute.
-                snaps.retain(|(t, i), (at, _)| {
-                    t != topic || *i == s.instance || now.duration_since(*at) < Duration::from_secs(60)
-                });
-                snaps.insert((topic.to_string(), s.instance.clone()), (now, s));
-            }
-            Ok(s) => {
-                drop(snaps);
-                self.reject(format!("snapshot of `{}` on the topic of `{name}`", s.service), topic, payload).await;
-            }
-            Err(reason) => {
-                drop(snaps);
-                self.reject(format!("invalid metrics snapshot: {reason}"), topic, payload).await;
-            }
+        let s = crate::metrics::parse_snapshot(payload).map_err(|r| format!("invalid metrics snapshot: {r}"))?;
+        if s.service != name {
+            return Err(format!("snapshot of `{}` on the topic of `{name}`", s.service));
         }
+        let key = (topic.to_string(), s.instance.clone());
+        if snaps.len() >= MAX_SNAPSHOTS && !snaps.contains_key(&key) {
+            return Err(format!("more than {MAX_SNAPSHOTS} metrics sources"));
+        }
+        self.shared.counters.snapshots_accepted.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        // Other instances on the same topic that stopped sending are dropped after a minute.
+        snaps.retain(|(t, i), (at, _)| {
+            t != topic || *i == s.instance || now.duration_since(*at) < Duration::from_secs(60)
+        });
+        snaps.insert(key, (now, s));
+        Ok(())
     }
 
     async fn reject(&self, reason: String, topic: &str, payload: &[u8]) {
@@ -236,7 +252,11 @@ impl Loop {
                 self.shared.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
                 let Some(name) = data.get("service").and_then(Value::as_str) else { return };
                 let mut services = self.shared.services.write();
-                let expected = self.shared.cfg.expected_services.iter().any(|s| s == name);
+                if services.len() >= MAX_SERVICES && !services.contains_key(name) {
+                    tracing::debug!(service = name, "too many services tracked; heartbeat ignored");
+                    return;
+                }
+                let expected = self.shared.cfg.read().expected_services.iter().any(|s| s == name);
                 let st = services.entry(name.to_string()).or_insert_with(|| ServiceState {
                     expected,
                     last_heartbeat: None,
@@ -294,9 +314,10 @@ impl Loop {
                 *self.shared.containers.write() = list;
                 self.publish(out).await;
             }
+            Input::Reconfigure(m) => self.reconfigure(*m),
             Input::Host(reading) => {
                 let now = Instant::now();
-                let a = self.shared.cfg.alerts.clone();
+                let a = self.shared.cfg.read().alerts.clone();
                 let mut out = Vec::new();
                 let mut check = |alert: &str, value: f64, limit: f64, what: String| {
                     let spec = AlertSpec {
@@ -329,6 +350,38 @@ impl Loop {
         }
     }
 
+    /// Puts a new `monitoring` section in force: expected services, alert thresholds and
+    /// damping, log rules, history length, labels. (Container settings and the HTTP address
+    /// are read at start only.)
+    fn reconfigure(&mut self, m: MonitoringConfig) {
+        let analyzer = match LogAnalyzer::new(&m.log_rules) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "new monitoring configuration refused; the current one stays");
+                return;
+            }
+        };
+        self.analyzer = analyzer;
+        self.alerts.set_damping(
+            Duration::from_secs_f64(m.alerts.fire_after_secs),
+            Duration::from_secs_f64(m.alerts.resolve_after_secs),
+        );
+        {
+            let mut services = self.shared.services.write();
+            services.retain(|name, st| {
+                st.expected = m.expected_services.contains(name);
+                // A service that was only expected, never seen, is no longer of interest.
+                let keep = st.expected || st.last_heartbeat.is_some() || st.status.is_some();
+                if !keep {
+                    self.forget.push(name.clone());
+                }
+                keep
+            });
+        }
+        tracing::info!(expected = ?m.expected_services, rules = m.log_rules.len(), "monitoring configuration reloaded");
+        *self.shared.cfg.write() = m;
+    }
+
     async fn log_line(&mut self, line: LogLine) {
         self.shared.counters.log_lines.fetch_add(1, Ordering::Relaxed);
         let Some(m) = self.analyzer.analyze(&line.line) else { return };
@@ -342,7 +395,7 @@ impl Loop {
             }
             text.truncate(cut);
         }
-        let window = Duration::from_secs_f64(self.shared.cfg.alerts.log_alert_window_secs);
+        let window = Duration::from_secs_f64(self.shared.cfg.read().alerts.log_alert_window_secs);
         let spec = AlertSpec {
             alert: rule.name.clone(),
             severity: rule.severity,
@@ -356,12 +409,18 @@ impl Loop {
 
     async fn evaluate(&mut self) {
         let now = Instant::now();
-        let intervals = self.shared.cfg.alerts.missing_after_intervals.max(1);
+        let (intervals, expected) = {
+            let cfg = self.shared.cfg.read();
+            (cfg.alerts.missing_after_intervals.max(1), cfg.expected_services.clone())
+        };
         let mut out = self.alerts.tick(now);
+        for name in std::mem::take(&mut self.forget) {
+            out.extend(self.alerts.clear("service_missing", &name));
+        }
         let mut specs = Vec::new();
         {
             let mut services = self.shared.services.write();
-            for name in &self.shared.cfg.expected_services {
+            for name in &expected {
                 services.entry(name.clone()).or_insert_with(|| ServiceState {
                     expected: true,
                     last_heartbeat: None,
@@ -457,7 +516,7 @@ impl Loop {
         });
         let mut h = s.history.write();
         h.push_back(point);
-        while h.len() > s.cfg.history_len.max(1) {
+        while h.len() > s.cfg.read().history_len.max(1) {
             h.pop_front();
         }
     }
@@ -539,7 +598,8 @@ impl Shared {
         if let Some(h) = self.host.read().as_ref() {
             own.extend(h.families());
         }
-        let labels: Vec<(String, String)> = self.cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let labels: Vec<(String, String)> =
+            self.cfg.read().labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut sources = vec![(labels.clone(), own)];
         for (_, s) in self.snapshots.read().values() {
             let mut common = labels.clone();

@@ -79,7 +79,7 @@ struct HistoryQuery {
 
 async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Json<Value> {
     let h = s.history.read();
-    let interval = s.cfg.history_interval_secs.max(1);
+    let interval = s.cfg.read().history_interval_secs.max(1);
     let take = q.minutes.map(|m| (m.saturating_mul(60) / interval).max(1) as usize).unwrap_or(h.len());
     let points: Vec<&Value> = h.iter().skip(h.len().saturating_sub(take)).collect();
     Json(json!({ "interval_secs": interval, "points": points }))

@@ -109,6 +109,9 @@ pub struct MonitorConfig {
     pub tick: Duration,
     /// Log lines of this process, from [`log_layer`].
     pub log_feed: Option<LogFeed>,
+    /// Follow the `monitoring` section announced by the configuration service for this
+    /// environment ([`alicia_config::ConfigWatch`]) and reload without a restart.
+    pub environment: Option<String>,
 }
 
 impl MonitorConfig {
@@ -119,6 +122,7 @@ impl MonitorConfig {
             default_heartbeat_interval: Duration::from_secs(30),
             tick: Duration::from_secs(1),
             log_feed: None,
+            environment: None,
         }
     }
 }
@@ -216,7 +220,7 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
         log_matches: Mutex::default(),
         counters: core::Counters::default(),
         extra: RwLock::default(),
-        cfg: cfg.monitoring.clone(),
+        cfg: RwLock::new(cfg.monitoring.clone()),
     });
     *slot.write() = Some(shared.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -241,6 +245,7 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
         default_interval: cfg.default_heartbeat_interval,
         tick: cfg.tick,
         last_active: Vec::new(),
+        forget: Vec::new(),
     };
     tasks.push(tokio::spawn(lp.run(doc_events, inputs_rx, logs_rx, stop_rx.clone())));
     // The host, read off the async threads every history interval.
@@ -271,6 +276,28 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
             }
         }
     }));
+    if let Some(env) = &cfg.environment {
+        let mut watch = alicia_config::ConfigWatch::start(&sdk, env, "monitoring");
+        let (tx, mut stop_watch) = (inputs_tx.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let section = tokio::select! {
+                    s = watch.changed() => s,
+                    _ = stop_watch.changed() => None,
+                };
+                let Some(section) = section else { break };
+                match validated(section) {
+                    Ok(m) => {
+                        if tx.send(core::Input::Reconfigure(Box::new(m))).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "announced monitoring section ignored"),
+                }
+            }
+            watch.close().await;
+        }));
+    }
     if docker_cfg.enabled {
         let (rtx, mut rrx) = mpsc::unbounded_channel();
         tasks.push(tokio::spawn(docker::run(docker_cfg, rtx, logs_tx.clone(), stop_rx.clone())));
@@ -353,6 +380,14 @@ impl Drop for MonitorHandle {
             t.abort();
         }
     }
+}
+
+/// A `monitoring` section from the bus, checked like a file would be.
+fn validated(section: serde_json::Value) -> Result<MonitoringConfig, String> {
+    let monitoring: MonitoringConfig = serde_json::from_value(section).map_err(|e| e.to_string())?;
+    let whole = alicia_config::Config { monitoring, ..Default::default() };
+    whole.validate().map_err(|p| p.join("; "))?;
+    Ok(whole.monitoring)
 }
 
 pub(crate) fn now_rfc3339() -> String {
