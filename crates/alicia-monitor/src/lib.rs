@@ -132,6 +132,8 @@ impl MonitorConfig {
 pub enum MonitorError {
     #[error("log rules: {0}")]
     Rules(String),
+    #[error("monitoring configuration: {0}")]
+    Config(String),
     #[error("bus: {0}")]
     Bus(#[from] alicia_sdk::SdkError),
     #[error("HTTP on {addr}: {source}")]
@@ -184,6 +186,9 @@ pub struct MonitorHandle {
 /// Starts the monitor (see the crate docs). Must be called inside a tokio runtime.
 pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
     let analyzer = LogAnalyzer::new(&cfg.monitoring.log_rules).map_err(MonitorError::Rules)?;
+    // Built in code rather than loaded: check it like a file (durations must be finite, ≥ 0).
+    let monitoring = serde_json::to_value(&cfg.monitoring).map_err(|e| MonitorError::Config(e.to_string()))?;
+    validated(monitoring).map_err(MonitorError::Config)?;
     let prefix = cfg.sdk.topic_prefix.clone();
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
     let slot = Arc::new(RwLock::new(None));

@@ -312,3 +312,21 @@ async fn log_lines_matching_rules_raise_alerts() {
     assert_eq!(m[&series("alicia_monitor_log_matches_total", &[("rule", "log_exception")])], 1.0);
     mon.shutdown().await;
 }
+
+#[tokio::test]
+async fn bad_settings_are_refused_at_start() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut m = monitoring(&[]);
+    m.alerts.fire_after_secs = -1.0;
+    let err = alicia_monitor::start(MonitorConfig::new(config(addr), m)).await.err().expect("refused");
+    assert!(err.to_string().contains("monitoring.alerts.fire_after_secs"), "{err}");
+    let mut m = monitoring(&[]);
+    m.log_rules.push(alicia_config::LogRule {
+        name: "bad".into(),
+        pattern: "(".into(),
+        severity: alicia_config::Severity::Warning,
+        message: "m".into(),
+    });
+    let err = alicia_monitor::start(MonitorConfig::new(config(addr), m)).await.err().expect("refused");
+    assert!(err.to_string().contains("bad"), "{err}");
+}
