@@ -67,6 +67,11 @@ impl RouteReport {
         Some(self.routed.latency.as_ref()?.p99_us - self.direct.latency.as_ref()?.p99_us)
     }
 
+    /// Routed p50 minus direct p50, in microseconds.
+    pub fn added_p50_us(&self) -> Option<f64> {
+        Some(self.routed.latency.as_ref()?.p50_us - self.direct.latency.as_ref()?.p50_us)
+    }
+
     /// As one JSON object.
     pub fn to_json(&self) -> String {
         let phase = |p: &Phase| {
@@ -84,12 +89,13 @@ impl RouteReport {
             )
         };
         format!(
-            "{{\"scenario\":\"route\",\"rate\":{},\"messages\":{},\"envelope_bytes\":{},\"direct\":{},\"routed\":{},\"added_p99_us\":{},\"dead_letters\":{}}}",
+            "{{\"scenario\":\"route\",\"rate\":{},\"messages\":{},\"envelope_bytes\":{},\"direct\":{},\"routed\":{},\"added_p50_us\":{},\"added_p99_us\":{},\"dead_letters\":{}}}",
             self.rate,
             self.messages,
             self.envelope_bytes,
             phase(&self.direct),
             phase(&self.routed),
+            self.added_p50_us().map_or("null".to_string(), |v| format!("{v:.1}")),
             self.added_p99_us().map_or("null".to_string(), |v| format!("{v:.1}")),
             self.dead_letters
         )
@@ -114,9 +120,9 @@ impl std::fmt::Display for RouteReport {
                 None => writeln!(f, "  (no latency samples)")?,
             }
         }
-        match self.added_p99_us() {
-            Some(d) => writeln!(f, "  routing adds {d:.0} µs at p99")?,
-            None => writeln!(f, "  routing's added p99: unknown (no samples)")?,
+        match (self.added_p50_us(), self.added_p99_us()) {
+            (Some(m), Some(d)) => writeln!(f, "  routing adds {m:.0} µs at p50, {d:.0} µs at p99")?,
+            _ => writeln!(f, "  routing's added latency: unknown (no samples)")?,
         }
         write!(f, "  router dead letters: {}", self.dead_letters)
     }

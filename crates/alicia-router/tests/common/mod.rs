@@ -115,6 +115,8 @@ pub async fn devices_receive(addr: SocketAddr) {
         let p = sensor_obs.next().await;
         let props = p.properties.clone().expect("properties forwarded");
         let request = Envelope::parse(&p.payload).unwrap();
+        // The requester's correlation data (its message id, from the SDK), passed on as it came.
+        assert_eq!(props.correlation_data.as_deref(), Some(request.message_id.to_string().as_bytes()));
         let answer = Envelope::reply_to(&request, "device_id:temp_sensor_living_001", json!({"celsius": 21.5}));
         let rt = props.response_topic.expect("response topic forwarded");
         let reply_props = PublishProperties { correlation_data: props.correlation_data, ..Default::default() };
