@@ -168,6 +168,7 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
         shared,
         client,
         metrics_topic: io_topics.metrics,
+        broker: format!("{}:{}", service.host, service.port),
         stop: stop_tx,
         tasks: Some(Tasks { io: io_task, forwarder, metrics }),
     })
@@ -211,6 +212,8 @@ pub struct RouterHandle {
     shared: Arc<Shared>,
     client: AsyncClient,
     metrics_topic: String,
+    /// `host:port`, for errors.
+    broker: String,
     stop: watch::Sender<bool>,
     tasks: Option<Tasks>,
 }
@@ -231,7 +234,7 @@ impl RouterHandle {
             Ok(true) => Ok(()),
             Ok(false) => Err(SdkError::Closed),
             Err(_) => Err(SdkError::NotConnected {
-                broker: format!("{} (forwarding connection)", self.bus().topics().prefix()),
+                broker: format!("{} (forwarding connection)", self.broker),
                 waited: timeout,
             }),
         }
