@@ -33,7 +33,8 @@
 //! # Rules
 //!
 //! - `routing.hops` is incremented and the router's name appended to `routing.route`; beyond
-//!   `routing.max_hops` (a loop) the envelope is refused.
+//!   `routing.max_hops` (a loop), or beyond [`RouterConfig::hop_limit`] whatever the envelope
+//!   allows, the envelope is refused.
 //! - `ttl`: expired on arrival (the SDK checks) or while waiting in the queue → refused.
 //! - Priority: between receiving and forwarding is a bounded priority queue
 //!   ([`RouterConfig::queue_capacity`]); under backlog `critical`, then `high`, go first. When
@@ -110,6 +111,9 @@ pub struct RouterConfig {
     /// How long after start a `device_id:`/`capability:` message waits for the registry's
     /// first inventory (default 2 s).
     pub inventory_wait: Duration,
+    /// Hops allowed at most, whatever an envelope's `routing.max_hops` says (default 32): an
+    /// envelope that asks for billions of hops and loops must not keep the router busy.
+    pub hop_limit: u32,
 }
 
 impl RouterConfig {
@@ -120,6 +124,7 @@ impl RouterConfig {
             queue_capacity: 10_000,
             metrics_interval: Duration::from_secs(10),
             inventory_wait: Duration::from_secs(2),
+            hop_limit: 32,
         }
     }
 }
@@ -147,7 +152,10 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
     let mut service = config.service.clone();
     service.security = service.security.pass_through_encrypted(true);
     let topics = Topics::new(service.topic_prefix.clone())?;
-    let shared = Arc::new(Shared::new(topics, config.queue_capacity, config.inventory_wait));
+    if config.hop_limit == 0 {
+        return Err(RouterError::Config("hop_limit must be at least 1".into()));
+    }
+    let shared = Arc::new(Shared::new(topics, config.queue_capacity, config.inventory_wait, config.hop_limit));
     let sdk = alicia_sdk::start(service.clone(), Router { shared: shared.clone() })?;
     let (name, instance) = (sdk.name().to_string(), sdk.instance().to_string());
     let io_topics = io::IoTopics::new(&service.topic_prefix, &name);

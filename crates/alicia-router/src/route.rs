@@ -42,13 +42,15 @@ pub(crate) struct Shared {
     pub topics: Topics,
     /// How long after start a device or capability message waits for the first inventory.
     pub inventory_wait: Duration,
+    /// Hops the router allows at most, whatever an envelope's `max_hops` says.
+    pub hop_limit: u32,
     pub started: Instant,
     /// The plain connection is up and subscribed to the registry topics.
     pub io_online: watch::Sender<bool>,
 }
 
 impl Shared {
-    pub fn new(topics: Topics, queue_capacity: usize, inventory_wait: Duration) -> Self {
+    pub fn new(topics: Topics, queue_capacity: usize, inventory_wait: Duration, hop_limit: u32) -> Self {
         Shared {
             inventory: RwLock::new(Arc::new(Inventory::default())),
             inventory_seen: watch::Sender::new(false),
@@ -58,6 +60,7 @@ impl Shared {
             metrics: Metrics::default(),
             topics,
             inventory_wait,
+            hop_limit,
             started: Instant::now(),
             io_online: watch::Sender::new(false),
         }
@@ -140,11 +143,16 @@ async fn route(shared: &Shared, ctx: &Context, mut envelope: Envelope, received:
     let me = ctx.bus().name().to_string();
     envelope.routing.hops = envelope.routing.hops.saturating_add(1);
     envelope.routing.route.push(me);
-    if envelope.routing.hops > envelope.routing.max_hops {
+    let limit = envelope.routing.max_hops.min(shared.hop_limit);
+    if envelope.routing.hops > limit {
+        let whose = if limit < envelope.routing.max_hops {
+            format!(" (the router's limit; the envelope allows {})", envelope.routing.max_hops)
+        } else {
+            String::new()
+        };
         let why = format!(
-            "routing.max_hops exceeded: this would be hop {} of at most {} (route: {}); a routing loop?",
+            "routing.max_hops exceeded: this would be hop {} of at most {limit}{whose} (route: {}); a routing loop?",
             envelope.routing.hops,
-            envelope.routing.max_hops,
             envelope.routing.route.join(" > ")
         );
         refuse(shared, ctx, envelope, "max_hops", why).await;

@@ -273,6 +273,15 @@ pub async fn dead_letters(addr: SocketAddr) {
     assert_eq!(back.message_id, looping.message_id);
     assert_eq!((back.routing.hops, back.routing.route.len()), (3, 3));
 
+    // One that allows a billion hops still stops at the router's limit.
+    let mut greedy = Envelope::event("tester", Destination::service("router"), json!({"loop": "forever"}));
+    greedy.routing.max_hops = 1_000_000_000;
+    dead.publish(inbox, greedy.to_vec(), None).await;
+    let l = letter(&mut dead).await;
+    let expected = "max_hops: routing.max_hops exceeded: this would be hop 33 of at most 32 (the router's limit; \
+                    the envelope allows 1000000000)";
+    assert!(l.reason.starts_with(expected), "{}", l.reason);
+
     // Unroutable requests: an error response at once, and a dead letter each.
     let tester = client(config(addr)).await;
     for (dest, code) in [
@@ -308,7 +317,7 @@ pub async fn dead_letters(addr: SocketAddr) {
     for (reason, n) in [
         ("invalid_envelope", 1),
         ("expired", 1),
-        ("max_hops", 1),
+        ("max_hops", 2),
         ("unknown_device", 1),
         ("device_offline", 1),
         ("no_provider", 3),
