@@ -395,20 +395,29 @@ pub async fn run(
         bound.push((kind, local));
         tasks.spawn(listener.serve());
     }
-    if let Some(addr) = args.http {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        println!("http listening on {}", listener.local_addr()?);
-        let app = http_routes(broker.clone());
-        tasks.spawn(async move { axum::serve(listener, app).await });
-    }
     if let Some(g) = &gateway {
         let tls_addr = args.gateway_tls.unwrap_or(DEFAULT_GATEWAY_TLS);
         g.start(args.config.as_deref(), tls_addr, &mut tasks).await.context("cannot start the security gateway")?;
     }
     let running = match &services {
-        Some(s) => Some(s.start(crate::up::local_broker(&bound)?).await?),
+        Some(s) => {
+            let b = broker.clone();
+            let metrics: alicia_monitor::ExtraMetrics = std::sync::Arc::new(move || b.metrics());
+            Some(s.start(crate::up::local_broker(&bound)?, Some(metrics)).await?)
+        }
         None => None,
     };
+    if let Some(addr) = args.http {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        println!("http listening on {}", listener.local_addr()?);
+        // With the services, the monitor answers: its health and readiness cover them, and its
+        // /metrics carries the broker's next to theirs and the system's.
+        let app = match &running {
+            Some(r) => r.http_router(),
+            None => http_routes(broker.clone()),
+        };
+        tasks.spawn(async move { axum::serve(listener, app).await });
+    }
     if services.is_some() {
         // After every listening line: scripts may wait for this one.
         println!("alicia ready");

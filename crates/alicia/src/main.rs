@@ -49,6 +49,9 @@ enum Command {
         /// Alicia's home directory (secrets/, keys/, data/) [default as for `up`].
         #[arg(long)]
         home: Option<std::path::PathBuf>,
+        /// Serve the monitor's /health, /ready, /metrics, /alerts and /history here.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8093")]
+        http: std::net::SocketAddr,
         #[command(flatten)]
         services: up::ServicesArgs,
     },
@@ -95,11 +98,28 @@ fn main() -> anyhow::Result<()> {
         Command::Devices(_) => "error".to_string(),
         _ => "info".to_string(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The bus services analyse this process's own log lines (alert rules): `up` and
+    // `services` feed them to the monitor.
+    let (log_layer, log_feed) = match &cli.command {
+        Command::Up { .. } | Command::Services { .. } => {
+            let (layer, feed) = alicia_monitor::log_layer();
+            (Some(layer), Some(feed))
+        }
+        _ => (None, None),
+    };
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .with(log_layer)
+            .init();
+    }
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Certs(cmd) => certs::run(cmd),
@@ -127,14 +147,14 @@ fn main() -> anyhow::Result<()> {
             if args.http.is_none() {
                 args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
             }
-            let services = up::Services { home: home.clone(), args: services };
+            let services = up::Services::new(home.clone(), services, log_feed);
             let gateway = broker_cmd::GatewaySetup { addr: gateway, home };
             broker_runtime()?.block_on(broker_cmd::run(args, Some(gateway), Some(services)))
         }
-        Command::Services { broker, home, services } => {
+        Command::Services { broker, home, http, services } => {
             let home = home.unwrap_or_else(init::default_home);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(up::run_against(&broker, up::Services { home, args: services }))
+            runtime.block_on(up::run_against(&broker, Some(http), up::Services::new(home, services, log_feed)))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -8,47 +8,101 @@
 //! depend on being inside the embedded broker, and this keeps it so.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use alicia_config::Config;
+use alicia_monitor::{ExtraMetrics, LogFeed};
 use alicia_sdk::{EnvelopeSecurity, Secret, ServiceConfig};
 use anyhow::Context;
 use clap::Args;
 
-/// Where the services listen and how they behave; every address may use port 0 (a free
-/// port, printed as `<what> listening on ADDR`).
+/// The environment files `alicia init` puts in `<home>/config/` (and `up` adds when a home
+/// has none): the repository's `config/*.yaml`.
+pub const ENVIRONMENT_FILES: &[(&str, &str)] = &[
+    ("development", include_str!("../../../config/development.yaml")),
+    ("staging", include_str!("../../../config/staging.yaml")),
+    ("production", include_str!("../../../config/production.yaml")),
+];
+
+/// Which configuration the services use and where they listen. Every address may use port 0
+/// (a free port, printed as `<what> listening on ADDR`). A flag wins over the environment's
+/// file, which wins over the built-in default.
 #[derive(Args, Clone, Debug)]
 pub struct ServicesArgs {
-    /// The device registry's HTTP API (`GET /devices`, `POST /devices/register`, ...).
-    #[arg(long, value_name = "ADDR", default_value_t = alicia_registry::DEFAULT_HTTP)]
-    pub registry_http: SocketAddr,
-    /// The discovery view (devices online and offline, last heartbeats).
-    #[arg(long, value_name = "ADDR", default_value_t = alicia_registry::DEFAULT_DISCOVERY_HTTP)]
-    pub discovery_http: SocketAddr,
-    /// Seconds without a heartbeat after which a device is marked offline.
-    #[arg(long, value_name = "SECS", default_value_t = alicia_registry::DEFAULT_HEARTBEAT_TIMEOUT.as_secs())]
-    pub heartbeat_timeout: u64,
+    /// The environment: its file `<home>/config/<ENV>.yaml` (development, staging,
+    /// production), with `ALICIA__SECTION__KEY=value` variables on top.
+    #[arg(long = "env", value_name = "ENV", default_value = "development")]
+    pub environment: String,
+    /// The directory of the environment files [default: <home>/config].
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// The device registry's HTTP API (`GET /devices`, `POST /devices/register`, ...)
+    /// [default: 127.0.0.1:<registry.http_port>, 8081].
+    #[arg(long, value_name = "ADDR")]
+    pub registry_http: Option<SocketAddr>,
+    /// The discovery view [default: 127.0.0.1:<registry.discovery_http_port>, 8082].
+    #[arg(long, value_name = "ADDR")]
+    pub discovery_http: Option<SocketAddr>,
+    /// Seconds without a heartbeat after which a device is marked offline
+    /// [default: registry.heartbeat_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_timeout: Option<u64>,
 }
 
 /// The services to start, from an Alicia home.
 pub struct Services {
     pub home: PathBuf,
     pub args: ServicesArgs,
+    /// This process's log lines, for the monitor's log analysis.
+    pub log_feed: Mutex<Option<LogFeed>>,
 }
 
 /// The running services, stopped in reverse order of start.
 pub struct Running {
+    config: alicia_config::ConfigServiceHandle,
     registry: alicia_registry::RegistryHandle,
     router: alicia_router::RouterHandle,
+    monitor: alicia_monitor::MonitorHandle,
 }
 
 impl Services {
+    pub fn new(home: PathBuf, args: ServicesArgs, log_feed: Option<LogFeed>) -> Self {
+        Services { home, args, log_feed: Mutex::new(log_feed) }
+    }
+
+    /// The directory of the environment files: `--config-dir`, else `<home>/config`, created
+    /// from the built-in files when missing.
+    fn config_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.args.config_dir {
+            return Ok(dir.clone());
+        }
+        let dir = self.home.join("config");
+        write_environment_files(&dir)?;
+        Ok(dir)
+    }
+
+    /// The configuration in force: the environment's file, the `ALICIA__` variables, and the
+    /// updates the configuration service persisted (in `<home>/data`).
+    fn load(&self) -> anyhow::Result<alicia_config::ConfigStore> {
+        let dir = self.config_dir()?;
+        let data = self.home.join("data");
+        std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+        alicia_config::ConfigStore::open(&dir, &self.args.environment, &data)
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+    }
+
     /// The settings of the service `name` for the broker at `broker`: user `name` with the
     /// password in `secrets/<name>.password` when the home has one (an external broker
-    /// without authentication needs none), and the envelope keys of the home.
-    fn config(&self, name: &str, broker: SocketAddr) -> anyhow::Result<ServiceConfig> {
+    /// without authentication needs none), the envelope keys of the home, and the
+    /// environment's envelope rules (`security.require_signed`, `security.encrypt_payloads`).
+    fn config(&self, name: &str, broker: SocketAddr, cfg: &Config) -> anyhow::Result<ServiceConfig> {
         let host = if broker.ip().is_unspecified() { "127.0.0.1".to_string() } else { broker.ip().to_string() };
         let mut config = ServiceConfig::broker(host, broker.port());
+        config.topic_prefix = cfg.mqtt.topic_prefix.clone();
+        config.keep_alive = Duration::from_secs(cfg.mqtt.keep_alive_secs);
+        config.heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
         let secret = self.home.join("secrets").join(format!("{name}.password"));
         if secret.exists() {
             let password = Secret::from_file(&secret).with_context(|| format!("cannot read {}", secret.display()))?;
@@ -56,26 +110,71 @@ impl Services {
             config.password = Some(password);
         }
         config.security = EnvelopeSecurity::from_home(&self.home, name)
-            .with_context(|| format!("envelope keys of {name} in {}", self.home.display()))?;
+            .with_context(|| format!("envelope keys of {name} in {}", self.home.display()))?
+            .require_signed(cfg.security.require_signed)
+            .encrypt_payloads(cfg.security.encrypt_payloads);
         Ok(config)
     }
 
     /// Starts every service against the broker at `broker` and prints where each listens.
-    pub async fn start(&self, broker: SocketAddr) -> anyhow::Result<Running> {
-        let mut registry = alicia_registry::RegistryConfig::new(
-            self.config(alicia_registry::SERVICE_NAME, broker)?,
-            self.home.join("data").join("registry.db"),
-        );
-        registry.heartbeat_timeout = Duration::from_secs(self.args.heartbeat_timeout);
-        registry.http = Some(self.args.registry_http);
-        registry.discovery_http = Some(self.args.discovery_http);
+    /// `broker_metrics` (the embedded broker's Prometheus text) is appended to the monitor's
+    /// `/metrics`.
+    pub async fn start(&self, broker: SocketAddr, broker_metrics: Option<ExtraMetrics>) -> anyhow::Result<Running> {
+        let store = self.load()?;
+        let cfg = store.current().clone();
+        let env = self.args.environment.clone();
+        tracing::info!(environment = %env, "configuration loaded");
+
+        let config = alicia_config::start(self.config(alicia_config::SERVICE_NAME, broker, &cfg)?, store)
+            .map_err(|e| anyhow::anyhow!("cannot start the configuration service: {e}"))?;
+
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let db = match &cfg.registry.db {
+            p if p.is_absolute() => p.clone(),
+            p => self.home.join(p),
+        };
+        let mut registry =
+            alicia_registry::RegistryConfig::new(self.config(alicia_registry::SERVICE_NAME, broker, &cfg)?, db);
+        registry.heartbeat_timeout =
+            Duration::from_secs(self.args.heartbeat_timeout.unwrap_or(cfg.registry.heartbeat_timeout_secs));
+        registry.http = Some(self.args.registry_http.unwrap_or(local(cfg.registry.http_port)));
+        registry.discovery_http = Some(self.args.discovery_http.unwrap_or(local(cfg.registry.discovery_http_port)));
         let registry = alicia_registry::start(registry).await.context("cannot start the device registry")?;
         print_listening("registry", registry.http_addr());
         print_listening("discovery", registry.discovery_addr());
-        let router = alicia_router::RouterConfig::new(self.config(alicia_sdk::ROUTER_SERVICE, broker)?);
+
+        let router = alicia_router::RouterConfig::new(self.config(alicia_sdk::ROUTER_SERVICE, broker, &cfg)?);
         let router = alicia_router::start(router).await.context("cannot start the router")?;
-        Ok(Running { registry, router })
+
+        let mut monitor = alicia_monitor::MonitorConfig::new(
+            self.config(MONITOR, broker, &cfg)?.with_name(MONITOR),
+            cfg.monitoring.clone(),
+        );
+        monitor.log_feed = self.log_feed.lock().ok().and_then(|mut f| f.take());
+        monitor.environment = Some(env);
+        monitor.default_heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
+        let monitor =
+            alicia_monitor::start(monitor).await.map_err(|e| anyhow::anyhow!("cannot start the monitor: {e}"))?;
+        if let Some(m) = broker_metrics {
+            monitor.set_extra_metrics(m);
+        }
+        Ok(Running { config, registry, router, monitor })
     }
+}
+
+/// The monitor's name on the bus (and its MQTT user).
+const MONITOR: &str = "monitor";
+
+/// Writes the built-in environment files into `dir` where they are missing.
+pub fn write_environment_files(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (env, text) in ENVIRONMENT_FILES {
+        let path = dir.join(format!("{env}.yaml"));
+        if !path.exists() {
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn print_listening(what: &str, addr: Option<SocketAddr>) {
@@ -85,11 +184,18 @@ fn print_listening(what: &str, addr: Option<SocketAddr>) {
 }
 
 impl Running {
+    /// The monitor's HTTP endpoints: `/health`, `/ready`, `/metrics`, `/alerts`, `/history`.
+    pub fn http_router(&self) -> axum::Router {
+        self.monitor.http_router()
+    }
+
     /// Stops every service: each says `offline` and closes its connection while the broker
     /// is still there to hear it.
     pub async fn stop(self) {
+        self.monitor.shutdown().await;
         self.router.shutdown().await;
         self.registry.shutdown().await;
+        self.config.shutdown().await;
     }
 }
 
@@ -101,9 +207,9 @@ pub fn local_broker(listeners: &[(&'static str, SocketAddr)]) -> anyhow::Result<
     )
 }
 
-/// `alicia services`: the services against the broker at `broker` (HOST:PORT) until SIGINT or
-/// SIGTERM.
-pub async fn run_against(broker: &str, services: Services) -> anyhow::Result<()> {
+/// `alicia services`: the services against the broker at `broker` (HOST:PORT), with the
+/// monitor's HTTP endpoints on `http`, until SIGINT or SIGTERM.
+pub async fn run_against(broker: &str, http: Option<SocketAddr>, services: Services) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -112,13 +218,23 @@ pub async fn run_against(broker: &str, services: Services) -> anyhow::Result<()>
         .with_context(|| format!("cannot resolve the broker address {broker}"))?
         .next()
         .with_context(|| format!("{broker} resolves to no address"))?;
-    let running = services.start(addr).await?;
+    let running = services.start(addr, None).await?;
+    let mut server = None;
+    if let Some(addr) = http {
+        let (local, task) =
+            running.monitor.serve(addr).await.map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?;
+        println!("http listening on {local}");
+        server = Some(task);
+    }
     println!("alicia ready");
     use std::io::Write;
     std::io::stdout().flush()?;
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+    }
+    if let Some(task) = server {
+        task.abort();
     }
     running.stop().await;
     Ok(())
