@@ -6,6 +6,7 @@
 //! own id), an empty certificate revocation list (`certs/crl.pem`, `alicia certs revoke`), a
 //! JWT signing key, a first message encryption key and an Ed25519 envelope signing key pair per
 //! core service (`keys/signing/<service>.key`, `.pub`) in `keys/`, and
+//! `config/{development,staging,production}.yaml` (the services' environments) and
 //! `alicia.yaml` tying it together. Every secret file is mode 0600; nothing secret is printed
 //! or logged. `alicia up` runs this on first start.
 
@@ -97,6 +98,8 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
          pattern read alicia/broadcast/#\n",
     );
     std::fs::write(home.join("acl"), acl)?;
+    // The environments of the services (`alicia up --env`), not secret.
+    crate::up::write_environment_files(&home.join("config"))?;
 
     std::fs::write(
         &config,
