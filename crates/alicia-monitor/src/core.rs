@@ -88,6 +88,9 @@ pub(crate) struct Loop {
     pub last_active: Vec<Value>,
     /// Services no longer tracked after a reload, whose alerts must end.
     pub forget: Vec<String>,
+    /// Each histogram's merged cumulative buckets at the last history point, so a point's
+    /// quantile covers only what was observed since the one before.
+    pub prev_histograms: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 impl Loop {
@@ -486,23 +489,43 @@ impl Loop {
         self.publish(out).await;
     }
 
-    fn record_history(&self) {
-        let s = &self.shared;
+    fn record_history(&mut self) {
+        let s = self.shared.clone();
         let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        let mut devices: BTreeMap<String, f64> = BTreeMap::new();
+        let mut histograms: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for (_, snap) in s.snapshots.read().values() {
             for f in &snap.families {
                 for sample in &f.samples {
-                    if let crate::metrics::SampleValue::Value(v) = sample.value {
-                        if v.is_finite() {
+                    match &sample.value {
+                        crate::metrics::SampleValue::Value(v) if v.is_finite() => {
                             *totals.entry(f.name.clone()).or_default() += v;
+                            if f.name == "alicia_registry_devices" {
+                                if let Some((_, status)) = sample.labels.iter().find(|(k, _)| k == "status") {
+                                    *devices.entry(status.clone()).or_default() += v;
+                                }
+                            }
                         }
+                        crate::metrics::SampleValue::Histogram { buckets, .. } => {
+                            merge_buckets(histograms.entry(f.name.clone()).or_default(), buckets);
+                        }
+                        _ => {}
                     }
                 }
             }
         }
+        // p99 of what each histogram observed during the last interval (absent when nothing was).
+        let mut p99 = serde_json::Map::new();
+        for (name, now) in &histograms {
+            let prev = self.prev_histograms.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(q) = quantile(0.99, &interval_buckets(now, prev)) {
+                p99.insert(name.clone(), json!(q));
+            }
+        }
+        self.prev_histograms = histograms;
         let services = s.services.read();
         let host = s.host.read().clone().unwrap_or_default();
-        let point = json!({
+        let mut point = json!({
             "timestamp": crate::now_rfc3339(),
             "cpu_ratio": host.cpu_ratio,
             "memory_used_bytes": host.memory_used,
@@ -513,7 +536,16 @@ impl Loop {
             "services_missing": services.values().filter(|v| v.missing).count(),
             "alerts_active": self.last_active.len(),
             "metrics": totals,
+            "p99": p99,
         });
+        drop(services);
+        let broker = s.broker_totals();
+        if !broker.is_empty() {
+            point["broker"] = json!(broker);
+        }
+        if !devices.is_empty() {
+            point["devices"] = json!(devices);
+        }
         let mut h = s.history.write();
         h.push_back(point);
         while h.len() > s.cfg.read().history_len.max(1) {
@@ -522,7 +554,90 @@ impl Loop {
     }
 }
 
+/// Adds cumulative `buckets` into `into`, bound by bound (sources with the same bounds merge
+/// exactly; a bound only one source has keeps that source's count).
+fn merge_buckets(into: &mut Vec<(f64, f64)>, buckets: &[(f64, f64)]) {
+    for &(le, n) in buckets {
+        if !n.is_finite() {
+            continue;
+        }
+        match into.iter_mut().find(|(b, _)| *b == le || (b.is_infinite() && le.is_infinite())) {
+            Some(slot) => slot.1 += n,
+            None => into.push((le, n)),
+        }
+    }
+    into.sort_by(|a, b| a.0.total_cmp(&b.0));
+}
+
+/// Cumulative buckets of what was observed between `prev` and `now`; after a counter reset
+/// (a count went down) everything in `now` counts as new.
+fn interval_buckets(now: &[(f64, f64)], prev: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let before = |le: f64| prev.iter().find(|(b, _)| *b == le).map(|x| x.1).unwrap_or(0.0);
+    if now.iter().any(|&(le, n)| n < before(le)) {
+        return now.to_vec();
+    }
+    now.iter().map(|&(le, n)| (le, n - before(le))).collect()
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly inside the bucket as
+/// Prometheus' `histogram_quantile` does; in the `+Inf` bucket, the highest finite bound.
+fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, n) in buckets {
+        if n >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let inside = n - below;
+            return Some(if inside > 0.0 { lower + (le - lower) * (rank - below) / inside } else { le });
+        }
+        (lower, below) = (le, n);
+    }
+    Some(lower)
+}
+
 impl Shared {
+    /// The broker's message counters and connected clients: its `$SYS` topics (Mosquitto and
+    /// Alicia's broker publish them), else the embedded broker's metrics text. Missing ones are
+    /// left out.
+    pub fn broker_totals(&self) -> BTreeMap<&'static str, f64> {
+        const KEYS: [(&str, &str, &str); 3] = [
+            ("messages_received_total", "$SYS/broker/messages/received", "alicia_broker_messages_received_total"),
+            ("messages_sent_total", "$SYS/broker/messages/sent", "alicia_broker_messages_sent_total"),
+            ("clients_connected", "$SYS/broker/clients/connected", "alicia_broker_clients_connected"),
+        ];
+        let mut out = BTreeMap::new();
+        let sys = self.sys.read();
+        for (key, topic, _) in KEYS {
+            if let Some(v) = sys.get(topic) {
+                out.insert(key, *v);
+            }
+        }
+        drop(sys);
+        if out.len() < KEYS.len() {
+            if let Some(extra) = self.extra.read().clone() {
+                let text = extra();
+                for (key, _, name) in KEYS {
+                    if out.contains_key(key) {
+                        continue;
+                    }
+                    // Unlabelled samples only: `name value`.
+                    let v =
+                        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+                    if let Some(v) = v.filter(|v| v.is_finite()) {
+                        out.insert(key, v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The monitor's own families, the host's, containers', `$SYS` and all snapshots, as text.
     pub fn render_metrics(&self) -> String {
         let c = &self.counters;

@@ -1,5 +1,6 @@
-//! The HTTP side: `/health`, `/ready`, `/metrics`, `/alerts`, `/history`. Every handler reads
-//! state the monitor loop keeps current; none does I/O, so each answers in well under 50 ms.
+//! The HTTP side: `/health`, `/ready`, `/metrics`, `/alerts`, `/history`, and the dashboard at
+//! `/` (also `/dashboard`). Every handler reads state the monitor loop keeps current; none does
+//! I/O, so each answers in well under 50 ms.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,7 +24,29 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/alerts", get(alerts))
         .route("/history", get(history))
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
         .with_state(shared)
+}
+
+/// One self-contained page (no external resources, no build step) that polls the JSON
+/// endpoints above and draws them: see `dashboard.html`.
+pub(crate) const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // Everything is inline; nothing may be loaded from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        DASHBOARD_HTML,
+    )
+        .into_response()
 }
 
 fn engine_json(s: &Shared) -> Value {

@@ -48,7 +48,19 @@
 //!
 //! [`MonitorHandle::http_router`]: `GET /health` (liveness, always 200, with the bus and
 //! container engine state), `GET /ready` (200 or 503, a JSON check per part: bus, expected
-//! services, containers (not required)), `GET /metrics`, `GET /alerts`, `GET /history[?minutes=N]`.
+//! services, containers (not required)), `GET /metrics`, `GET /alerts`, `GET /history[?minutes=N]`,
+//! and `GET /` (also `/dashboard`): one self-contained HTML page (`src/dashboard.html`, inline
+//! JS and SVG, nothing loaded from elsewhere) that polls `health`, `ready`, `alerts` and
+//! `history` every 5 s and shows service tiles, active alerts, the container engine and charts
+//! of the last hour, for a person who would rather look than read JSON.
+//!
+//! Each `/history` point has `timestamp`, `cpu_ratio`, `memory_used_bytes`,
+//! `memory_total_bytes`, `network_{received,transmitted}_bytes_total`, `services_up`,
+//! `services_missing`, `alerts_active`, `metrics` (each snapshot family's values summed), and
+//! `p99` (per histogram family, the 99th percentile of what was observed since the previous
+//! point, Prometheus-style interpolation; absent when nothing was); when known also `broker`
+//! (`messages_received_total`, `messages_sent_total`, `clients_connected`, from `$SYS` or the
+//! embedded broker's metrics) and `devices` (`alicia_registry_devices` by `status`).
 //! Handlers only read state kept current by the monitor's loop: no I/O while answering.
 //! [`MonitorHandle::serve`] runs them on their own address (`monitoring.http_addr`) for
 //! deployments with an external broker; the `alicia` binary merges the router into its own.
@@ -251,6 +263,7 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
         tick: cfg.tick,
         last_active: Vec::new(),
         forget: Vec::new(),
+        prev_histograms: Default::default(),
     };
     tasks.push(tokio::spawn(lp.run(doc_events, inputs_rx, logs_rx, stop_rx.clone())));
     // The host, read off the async threads every history interval.
