@@ -81,6 +81,53 @@ const POINT_READS: &[&str] = &[
     "/broker/clients_connected",
 ];
 
+/// Runs the page's script once under Node (when installed) with a minimal DOM (the elements
+/// the script writes to) and `fetch` resolving the page's relative paths against `base`;
+/// returns each element's `{innerHTML, textContent, className}` after the first poll. Any
+/// exception the script throws fails the run.
+fn run_page(html: &str, base: &str) -> Option<Value> {
+    use std::io::Write;
+    const HARNESS: &str = r#"
+const html = require('fs').readFileSync(0, 'utf8');
+const script = html.split('<script>')[1].split('</script>')[0];
+const els = {};
+globalThis.document = { getElementById: (id) => els[id] || (els[id] = { innerHTML: '', textContent: '', className: '' }) };
+const realFetch = globalThis.fetch;
+globalThis.fetch = (p, o) => realFetch(new URL(p, process.env.PAGE_BASE), o);
+globalThis.setInterval = () => 0;
+process.on('unhandledRejection', (e) => { console.error(e); process.exit(1); });
+new Function(script)();
+setTimeout(() => { console.log(JSON.stringify(els)); }, 1500);
+"#;
+    let probe = std::process::Command::new("node").arg("--version").output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("note: node is not installed; the page's script is not executed");
+        return None;
+    }
+    let mut child = std::process::Command::new("node")
+        .args(["-e", HARNESS])
+        .env("PAGE_BASE", base)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(html.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the page's script failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// An element's text as the page left it (markup and text content together).
+fn shown(page: &Value, id: &str) -> String {
+    format!("{} {}", page[id]["innerHTML"].as_str().unwrap_or(""), page[id]["textContent"].as_str().unwrap_or(""))
+}
+
+/// The chart titles in the page, as drawn in `<figcaption><b>…</b>`.
+fn chart_titles(charts: &str) -> Vec<String> {
+    charts.split("<figcaption><b>").skip(1).map(|r| r.split("</b>").next().unwrap().to_string()).collect()
+}
+
 fn points(h: &Value) -> Vec<Value> {
     h["points"].as_array().cloned().unwrap_or_default()
 }
@@ -173,23 +220,46 @@ async fn dashboard(addr: SocketAddr, broker: Option<alicia_broker::Broker>) {
     }
     let (_, alerts) = get_json(http, "/alerts").await;
     assert_eq!(alerts["active"][0]["severity"], "critical", "{alerts}");
+
+    // The page itself, run against this monitor: everything drawn, every chart has data, and
+    // what colour says is said in words or symbols too.
+    if let Some(page) = tokio::task::block_in_place(|| run_page(&html, &format!("http://{http}/dashboard"))) {
+        assert!(shown(&page, "overall").contains("✓ Ready"), "{page}");
+        let tiles = shown(&page, "tiles");
+        assert!(tiles.contains("<b>monitor</b><span class=\"st\">✓ up"), "{tiles}");
+        assert_eq!(tiles.matches("<li").count(), 3, "bus, monitor, containers: {tiles}");
+        assert!(shown(&page, "uptime").contains("Monitor up for"), "{page}");
+        assert!(tiles.contains("<b>bus</b><span class=\"st\">✓ up"), "{tiles}");
+        let alerts = shown(&page, "alerts");
+        assert!(alerts.contains("[!!] critical") && alerts.contains("log_exception"), "{alerts}");
+        assert!(alerts.contains("container:web") && alerts.contains("since <time datetime="), "{alerts}");
+        assert!(shown(&page, "engine").contains("Disabled"), "{page}");
+        let charts = shown(&page, "charts");
+        let titles = chart_titles(&charts);
+        assert_eq!(titles.len(), 8, "{charts}");
+        assert!(!charts.contains("no data"), "every series has data: {charts}");
+        assert_eq!(charts.matches("<polyline").count(), 11, "one line per series: {charts}");
+        assert!(charts.contains("aria-label=\"Devices: online now 3, min 3, max 3; offline now 1"), "{charts}");
+        assert!(charts.contains("Router p99 latency: p99 now 9.91 ms"), "{charts}");
+    }
     mon.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_on_alicia_broker() {
     let (b, addr) = alicia_testkit::alicia_broker().await;
     dashboard(addr, Some(b)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_on_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
     dashboard(m.addr, None).await;
 }
 
-/// Without any data the endpoints still answer, and the history's older keys are unchanged.
-#[tokio::test]
+/// Without any data the endpoints still answer, the history's older keys are unchanged, and
+/// the page degrades (also when the monitor is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_stays_backward_compatible_without_data() {
     let (_b, addr) = alicia_testkit::alicia_broker().await;
     let (mon, http) = start(addr).await;
@@ -215,5 +285,29 @@ async fn history_stays_backward_compatible_without_data() {
     // No snapshot and no broker metrics: those series are absent, not zero.
     assert!(p.get("devices").is_none() && p.get("broker").is_none(), "{p}");
     assert_eq!(p["p99"], serde_json::json!({}));
+
+    // The page degrades: charts without their series say so in words; the rest is drawn.
+    eventually("ready", Duration::from_secs(10), || async { get_json(http, "/ready").await.0 == 200 }).await;
+    let (_, _, html) = get(http, "/").await;
+    if let Some(page) = tokio::task::block_in_place(|| run_page(&html, &format!("http://{http}/"))) {
+        let charts = shown(&page, "charts");
+        for title in ["Messages through the broker", "Router p99 latency", "Devices", "Envelopes routed"] {
+            let figure = charts.split("<figure>").find(|f| f.contains(&format!("<b>{title}</b>"))).unwrap();
+            assert!(figure.contains("No data in the history yet") && !figure.contains("<svg"), "{figure}");
+        }
+        let cpu = charts.split("<figure>").find(|f| f.contains("<b>CPU</b>")).unwrap();
+        assert!(cpu.contains("<polyline") && cpu.contains("role=\"img\" aria-label=\"CPU: CPU now"), "{cpu}");
+        assert!(shown(&page, "alerts").contains("No active alerts"), "{page}");
+        assert!(shown(&page, "overall").contains("✓ Ready"), "{page}");
+        assert!(shown(&page, "engine").contains("Disabled"), "{page}");
+    }
     mon.shutdown().await;
+
+    // No monitor there (a port nobody listens on): the page says so instead of failing.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    if let Some(page) = tokio::task::block_in_place(|| run_page(&html, &format!("http://{closed}/"))) {
+        assert!(shown(&page, "overall").contains("✗ Monitor unreachable"), "{page}");
+        assert!(shown(&page, "updated").contains("did not answer"), "{page}");
+        assert!(shown(&page, "engine").contains("No container engine information"), "{page}");
+    }
 }
