@@ -735,3 +735,37 @@ impl Shared {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{interval_buckets, merge_buckets, quantile};
+
+    const INF: f64 = f64::INFINITY;
+
+    #[test]
+    fn quantile_interpolates_like_prometheus() {
+        // 100 observations: 50 ≤ 1 ms, 50 in (1 ms, 10 ms].
+        let b = [(0.001, 50.0), (0.01, 100.0), (INF, 100.0)];
+        assert!((quantile(0.99, &b).unwrap() - 0.00982).abs() < 1e-12);
+        assert!((quantile(0.5, &b).unwrap() - 0.001).abs() < 1e-12);
+        // In the +Inf bucket: the highest finite bound.
+        assert_eq!(quantile(0.99, &[(0.001, 1.0), (INF, 10.0)]), Some(0.001));
+        assert_eq!(quantile(0.99, &[(0.001, 0.0), (INF, 0.0)]), None, "nothing observed");
+        assert_eq!(quantile(0.99, &[]), None);
+    }
+
+    #[test]
+    fn intervals_and_merging() {
+        let prev = [(0.001, 50.0), (0.01, 100.0), (INF, 100.0)];
+        let now = [(0.001, 50.0), (0.01, 200.0), (INF, 200.0)];
+        assert_eq!(interval_buckets(&now, &prev), vec![(0.001, 0.0), (0.01, 100.0), (INF, 100.0)]);
+        // A restarted source (counts went down): all of `now` is new.
+        let restarted = [(0.001, 1.0), (0.01, 2.0), (INF, 2.0)];
+        assert_eq!(interval_buckets(&restarted, &prev), restarted.to_vec());
+        // Two instances with the same bounds add up; a NaN count is ignored.
+        let mut m = Vec::new();
+        merge_buckets(&mut m, &prev);
+        merge_buckets(&mut m, &[(0.001, 1.0), (0.01, f64::NAN), (INF, 3.0)]);
+        assert_eq!(m, vec![(0.001, 51.0), (0.01, 100.0), (INF, 103.0)]);
+    }
+}
