@@ -35,6 +35,8 @@ def test_health_ready_and_metrics(tmp_path):
     http_port = brokers.free_port()
     x = brokers.start_alicia(tmp_path, ["--http", f"127.0.0.1:{http_port}"])
     try:
+        # The MQTT listening line comes first; the HTTP endpoint follows it.
+        brokers.wait_listening("127.0.0.1", http_port, x.proc, brokers.STARTUP_TIMEOUT)
         base = f"http://127.0.0.1:{http_port}"
         assert get(base + "/health")[0] == 200
         assert get(base + "/ready")[0] == 200
