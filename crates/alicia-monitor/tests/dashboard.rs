@@ -293,7 +293,7 @@ async fn history_stays_backward_compatible_without_data() {
         let charts = shown(&page, "charts");
         for title in ["Messages through the broker", "Router p99 latency", "Devices", "Envelopes routed"] {
             let figure = charts.split("<figure>").find(|f| f.contains(&format!("<b>{title}</b>"))).unwrap();
-            assert!(figure.contains("No data in the history yet") && !figure.contains("<svg"), "{figure}");
+            assert!(figure.contains("No data in the last hour") && !figure.contains("<svg"), "{figure}");
         }
         let cpu = charts.split("<figure>").find(|f| f.contains("<b>CPU</b>")).unwrap();
         assert!(cpu.contains("<polyline") && cpu.contains("role=\"img\" aria-label=\"CPU: CPU now"), "{cpu}");
