@@ -62,8 +62,8 @@ pub struct Services {
 /// The running services, stopped in reverse order of start.
 pub struct Running {
     config: alicia_config::ConfigServiceHandle,
-    registry: alicia_registry::RegistryHandle,
-    router: alicia_router::RouterHandle,
+    registry: Option<alicia_registry::RegistryHandle>,
+    router: Option<alicia_router::RouterHandle>,
     monitor: alicia_monitor::MonitorHandle,
 }
 
@@ -129,34 +129,42 @@ impl Services {
             .map_err(|e| anyhow::anyhow!("cannot start the configuration service: {e}"))?;
 
         let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let db = match &cfg.registry.db {
-            p if p.is_absolute() => p.clone(),
-            p => self.home.join(p),
-        };
-        let mut registry =
-            alicia_registry::RegistryConfig::new(self.config(alicia_registry::SERVICE_NAME, broker, &cfg)?, db);
-        registry.heartbeat_timeout =
-            Duration::from_secs(self.args.heartbeat_timeout.unwrap_or(cfg.registry.heartbeat_timeout_secs));
-        registry.http = Some(self.args.registry_http.unwrap_or(local(cfg.registry.http_port)));
-        registry.discovery_http = Some(self.args.discovery_http.unwrap_or(local(cfg.registry.discovery_http_port)));
-        let registry = alicia_registry::start(registry).await.context("cannot start the device registry")?;
-        print_listening("registry", registry.http_addr());
-        print_listening("discovery", registry.discovery_addr());
+        let mut registry = None;
+        if cfg.registry.enabled {
+            let db = match &cfg.registry.db {
+                p if p.is_absolute() => p.clone(),
+                p => self.home.join(p),
+            };
+            let mut r =
+                alicia_registry::RegistryConfig::new(self.config(alicia_registry::SERVICE_NAME, broker, &cfg)?, db);
+            r.heartbeat_timeout =
+                Duration::from_secs(self.args.heartbeat_timeout.unwrap_or(cfg.registry.heartbeat_timeout_secs));
+            r.http = Some(self.args.registry_http.unwrap_or(local(cfg.registry.http_port)));
+            r.discovery_http = Some(self.args.discovery_http.unwrap_or(local(cfg.registry.discovery_http_port)));
+            let r = alicia_registry::start(r).await.context("cannot start the device registry")?;
+            print_listening("registry", r.http_addr());
+            print_listening("discovery", r.discovery_addr());
+            registry = Some(r);
+        }
 
-        let router = alicia_router::RouterConfig::new(self.config(alicia_sdk::ROUTER_SERVICE, broker, &cfg)?);
-        let router = alicia_router::start(router).await.context("cannot start the router")?;
+        let mut router = None;
+        if cfg.router.enabled {
+            let mut r = alicia_router::RouterConfig::new(self.config(alicia_sdk::ROUTER_SERVICE, broker, &cfg)?);
+            r.hop_limit = cfg.router.max_hops;
+            r.queue_capacity = cfg.router.max_in_flight;
+            router = Some(alicia_router::start(r).await.context("cannot start the router")?);
+        }
 
-        let mut monitor = alicia_monitor::MonitorConfig::new(
+        let mut m = alicia_monitor::MonitorConfig::new(
             self.config(MONITOR, broker, &cfg)?.with_name(MONITOR),
             cfg.monitoring.clone(),
         );
-        monitor.log_feed = self.log_feed.lock().ok().and_then(|mut f| f.take());
-        monitor.environment = Some(env);
-        monitor.default_heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
-        let monitor =
-            alicia_monitor::start(monitor).await.map_err(|e| anyhow::anyhow!("cannot start the monitor: {e}"))?;
-        if let Some(m) = broker_metrics {
-            monitor.set_extra_metrics(m);
+        m.log_feed = self.log_feed.lock().ok().and_then(|mut f| f.take());
+        m.environment = Some(env);
+        m.default_heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
+        let monitor = alicia_monitor::start(m).await.map_err(|e| anyhow::anyhow!("cannot start the monitor: {e}"))?;
+        if let Some(metrics) = broker_metrics {
+            monitor.set_extra_metrics(metrics);
         }
         Ok(Running { config, registry, router, monitor })
     }
@@ -193,8 +201,12 @@ impl Running {
     /// is still there to hear it.
     pub async fn stop(self) {
         self.monitor.shutdown().await;
-        self.router.shutdown().await;
-        self.registry.shutdown().await;
+        if let Some(router) = self.router {
+            router.shutdown().await;
+        }
+        if let Some(registry) = self.registry {
+            registry.shutdown().await;
+        }
         self.config.shutdown().await;
     }
 }
