@@ -9,6 +9,7 @@ import pytest
 
 import brokers
 import mqttraw as r
+from upkit import hs256
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary")
 
@@ -80,22 +81,6 @@ def test_port_in_use_fails_cleanly(tmp_path):
     assert out.stderr, "an error message on stderr"
 
 
-def _hs256(secret: bytes, claims: dict) -> str:
-    """A JWT made with Python's standard library, independently of Alicia's code."""
-    import base64
-    import hashlib
-    import hmac
-    import json
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps(claims).encode())
-    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{b64(sig)}"
-
-
 def test_up_accepts_gateway_tokens_as_passwords(tmp_path):
     """A device logs in with a JWT from the security gateway as its password (user name = the
     token's subject); a token for another device, an expired one or a forged one is refused."""
@@ -118,10 +103,10 @@ def test_up_accepts_gateway_tokens_as_passwords(tmp_path):
             finally:
                 c.close()
 
-        assert connect("sonos_kitchen_001", _hs256(secret, claims)) == 0
-        assert connect("other_device", _hs256(secret, claims)) == 0x86
-        assert connect("sonos_kitchen_001", _hs256(secret, {**claims, "exp": now - 120})) == 0x86
-        assert connect("sonos_kitchen_001", _hs256(b"x" * 64, claims)) == 0x86
+        assert connect("sonos_kitchen_001", hs256(secret, claims)) == 0
+        assert connect("other_device", hs256(secret, claims)) == 0x86
+        assert connect("sonos_kitchen_001", hs256(secret, {**claims, "exp": now - 120})) == 0x86
+        assert connect("sonos_kitchen_001", hs256(b"x" * 64, claims)) == 0x86
     finally:
         assert x.stop() == 0
 

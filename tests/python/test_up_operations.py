@@ -8,14 +8,12 @@ import json
 import subprocess
 import time
 import urllib.request
-import uuid
-from datetime import datetime, timezone
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import brokers
 from pahoclient import Client, publish_props
+from upkit import envelope, login, up  # noqa: F401 (up is a fixture)
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary's services")
 
@@ -33,21 +31,11 @@ def metrics(x) -> dict[str, float]:
     return out
 
 
-def login(x, home, user="cli") -> Client:
-    c = Client(x, client_id=f"{user}-{uuid.uuid4().hex[:6]}")
-    c.c.username_pw_set(user, (home / "secrets" / f"{user}.password").read_text().strip())
-    c.connect()
-    return c
-
-
 def ask(c: Client, data: dict) -> dict:
     """A request envelope to config_service; the response envelope."""
     reply = f"alicia/services/cli/reply/{c.client_id}"
     c.subscribe(reply, qos=1)
-    request = {"message_id": str(uuid.uuid4()), "source": "cli", "destination": "config_service",
-               "message_type": "request", "priority": "normal", "ttl": 10,
-               "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-               "payload": {"data": data}}
+    request = envelope("cli", "config_service", "request", data, ttl=10)
     c.publish("alicia/services/config_service/inbox", json.dumps(request), qos=1,
               properties=publish_props(ResponseTopic=reply, CorrelationData=request["message_id"].encode()))
     while True:
@@ -68,24 +56,9 @@ def announced(c: Client) -> dict:
             return json.loads(m.payload)
 
 
-@pytest.fixture
-def up(tmp_path):
-    home = tmp_path / "home"
-    started = []
-
-    def start():
-        x = brokers.start_alicia(tmp_path, ["--home", str(home), "--env", "development"], subcommand="up")
-        started.append(x)
-        return x
-
-    yield home, start
-    for x in started:
-        x.stop()
-
-
 def test_metrics_parse_and_move(up):
     home, start = up
-    x = start()
+    x = start("--env", "development")
     before = metrics(x)
     for name in ("alicia_broker_messages_received_total", "alicia_system_memory_used_bytes",
                  "alicia_system_cpu_usage_ratio", "alicia_monitor_uptime_seconds"):
@@ -104,7 +77,7 @@ def test_metrics_parse_and_move(up):
 
 def test_a_refused_login_in_the_log_raises_an_alert(up):
     home, start = up
-    x = start()
+    x = start("--env", "development")
     watcher = login(x, home)
     try:
         watcher.subscribe("alicia/system/alerts", qos=1)
@@ -125,7 +98,7 @@ def test_a_refused_login_in_the_log_raises_an_alert(up):
 
 def test_configuration_updates_over_the_bus(up):
     home, start = up
-    x = start()
+    x = start("--env", "development")
     c = login(x, home)
     try:
         got = ask(c, {"op": "get", "section": "router"})
@@ -147,7 +120,7 @@ def test_configuration_updates_over_the_bus(up):
 
     # Applied updates survive a restart.
     assert x.stop() == 0
-    x = start()
+    x = start("--env", "development")
     c = login(x, home)
     try:
         assert ask(c, {"op": "get", "section": "router"})["payload"]["data"]["values"]["max_hops"] == 4

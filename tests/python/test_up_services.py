@@ -3,44 +3,25 @@ logged in with a gateway token, so under the device ACL `alicia init` writes) re
 the seed's message, the registry's HTTP API and `alicia devices` show it, its will marks it
 offline, and the registry keeps it across a restart."""
 
-import base64
-import hashlib
-import hmac
 import json
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 import brokers
 from pahoclient import Client
+from upkit import device_token, envelope, login, now, up  # noqa: F401 (up is a fixture)
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary's services")
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRATION = json.loads((REPO / "docs/examples/envelopes/device_registration.json").read_text())
 DEVICE = "sonos_kitchen_001"
-
-
-def token(home: Path, device: str) -> str:
-    """A gateway token for `device` (what POST /auth/device answers), minted with the home's key."""
-    secret = bytes.fromhex((home / "keys" / "jwt.key").read_text().strip())
-    now = int(time.time())
-    claims = {"sub": device, "iss": "alicia-gateway", "aud": "alicia-broker", "iat": now, "nbf": now,
-              "exp": now + 600}
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps(claims).encode())
-    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{b64(sig)}"
 
 
 def http(method: str, url: str, body=None) -> tuple[int, dict]:
@@ -68,31 +49,16 @@ def fresh(envelope: dict) -> dict:
     """The seed's example with a new id and timestamp (its own ttl ran out long ago)."""
     e = json.loads(json.dumps(envelope))
     e["message_id"] = str(uuid.uuid4())
-    e["timestamp"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    e["timestamp"] = now()
     return e
 
 
 def device_client(x, home: Path) -> Client:
     c = Client(x, client_id=DEVICE)
-    c.c.username_pw_set(DEVICE, token(home, DEVICE))
+    c.c.username_pw_set(DEVICE, device_token(home, DEVICE))
     c.will_set(f"alicia/devices/{DEVICE}/status", b"offline", qos=1, retain=True)
     c.connect()
     return c
-
-
-@pytest.fixture
-def up(tmp_path):
-    home = tmp_path / "home"
-    started = []
-
-    def start():
-        x = brokers.start_alicia(tmp_path, ["--home", str(home)], subcommand="up")
-        started.append(x)
-        return x
-
-    yield home, start
-    for x in started:
-        x.stop()
 
 
 def test_device_registers_and_the_registry_api_shows_it(up):
@@ -125,16 +91,11 @@ def test_device_registers_and_the_registry_api_shows_it(up):
 
         # A service addresses the speaker by id and by capability; the router delivers both to
         # its command topic. A malformed envelope ends in the dead-letter topic with the reason.
-        svc = Client(x, client_id="tester")
-        svc.c.username_pw_set("cli", (home / "secrets" / "cli.password").read_text().strip())
-        svc.connect()
+        svc = login(x, home)
         try:
             svc.subscribe("alicia/system/deadletter", qos=1)
             for dest in (f"device_id:{DEVICE}", "capability:volume_control"):
-                command = {"message_id": str(uuid.uuid4()), "source": "cli", "destination": dest,
-                           "message_type": "command", "priority": "high", "ttl": 30,
-                           "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                           "payload": {"data": {"action": "set_volume", "level": 30}}}
+                command = envelope("cli", dest, "command", {"action": "set_volume", "level": 30}, priority="high")
                 svc.publish("alicia/services/router/inbox", json.dumps(command), qos=1)
                 got = json.loads(dev.get().payload)
                 assert got["message_id"] == command["message_id"] and got["payload"]["data"]["level"] == 30

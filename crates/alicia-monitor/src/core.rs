@@ -39,6 +39,21 @@ pub(crate) struct ServiceState {
     pub missing: bool,
 }
 
+impl ServiceState {
+    /// A service not heard from yet.
+    fn new(expected: bool) -> Self {
+        ServiceState {
+            expected,
+            last_heartbeat: None,
+            last_heartbeat_at: None,
+            interval: None,
+            status: None,
+            instances: BTreeSet::new(),
+            missing: false,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub heartbeats: AtomicU64,
@@ -197,15 +212,7 @@ impl Loop {
             return;
         }
         let expected = self.shared.cfg.read().expected_services.iter().any(|s| s == name);
-        let st = services.entry(name.to_string()).or_insert_with(|| ServiceState {
-            expected,
-            last_heartbeat: None,
-            last_heartbeat_at: None,
-            interval: None,
-            status: None,
-            instances: BTreeSet::new(),
-            missing: false,
-        });
+        let st = services.entry(name.to_string()).or_insert_with(|| ServiceState::new(expected));
         if text == "online" && st.last_heartbeat.is_none() {
             // Known from its status only: give it a full window from now to send a heartbeat.
             st.last_heartbeat = Some(Instant::now());
@@ -260,15 +267,7 @@ impl Loop {
                     return;
                 }
                 let expected = self.shared.cfg.read().expected_services.iter().any(|s| s == name);
-                let st = services.entry(name.to_string()).or_insert_with(|| ServiceState {
-                    expected,
-                    last_heartbeat: None,
-                    last_heartbeat_at: None,
-                    interval: None,
-                    status: None,
-                    instances: BTreeSet::new(),
-                    missing: false,
-                });
+                let st = services.entry(name.to_string()).or_insert_with(|| ServiceState::new(expected));
                 st.last_heartbeat = Some(Instant::now());
                 st.last_heartbeat_at = Some(crate::now_rfc3339());
                 if let Some(secs) = data.get("interval_secs").and_then(Value::as_u64).filter(|s| *s > 0) {
@@ -424,15 +423,7 @@ impl Loop {
         {
             let mut services = self.shared.services.write();
             for name in &expected {
-                services.entry(name.clone()).or_insert_with(|| ServiceState {
-                    expected: true,
-                    last_heartbeat: None,
-                    last_heartbeat_at: None,
-                    interval: None,
-                    status: None,
-                    instances: BTreeSet::new(),
-                    missing: false,
-                });
+                services.entry(name.clone()).or_insert_with(|| ServiceState::new(true));
             }
             let mut departed = Vec::new();
             for (name, st) in services.iter_mut() {
