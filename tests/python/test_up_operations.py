@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import brokers
 from pahoclient import Client, publish_props
 from upkit import envelope, login, up  # noqa: F401 (up is a fixture)
 
@@ -126,3 +127,14 @@ def test_configuration_updates_over_the_bus(up):
         assert ask(c, {"op": "get", "section": "router"})["payload"]["data"]["values"]["max_hops"] == 4
     finally:
         c.close()
+
+
+def test_a_bad_environment_file_is_named_before_anything_listens(tmp_path):
+    home = tmp_path / "home"
+    subprocess.run([brokers.alicia_bin(), "init", str(home)], check=True, capture_output=True, timeout=60)
+    (home / "config" / "staging.yaml").write_text("router:\n  max_hops: 4\nmqtt:\n  hots: example\n")
+    out = subprocess.run([brokers.alicia_bin(), "up", "--home", str(home), "--env", "staging", "--port", "0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "listening" not in out.stdout
+    assert "staging.yaml:4:3" in out.stderr and "hots" in out.stderr, out.stderr

@@ -336,6 +336,16 @@ impl Inner {
         format!("{}/{}", self.name, self.instance)
     }
 
+    /// `envelope` as this service sends it: signed when it has a key (heartbeats are never
+    /// encrypted, so monitors without the keys can read them). Sealing a heartbeat cannot
+    /// fail in practice; if it did, the plain envelope is better than none.
+    fn sealed(&self, envelope: &Envelope) -> Vec<u8> {
+        self.security.seal(envelope).unwrap_or_else(|e| {
+            tracing::warn!(service = %self.name, error = %e, "heartbeat sent unsigned");
+            envelope.to_vec()
+        })
+    }
+
     async fn publish_envelope(
         &self,
         topic: &str,
@@ -486,7 +496,7 @@ async fn drive<S: BusService>(
                         inner.topics.heartbeat(),
                         QoS::AtMostOnce,
                         false,
-                        inner.heartbeat().to_vec().into(),
+                        inner.sealed(&inner.heartbeat()).into(),
                     );
                 }
                 inner.state.send_replace(LinkState::Online);
@@ -729,7 +739,7 @@ async fn heartbeats(inner: Arc<Inner>) {
             let props = envelope_properties(&beat, None, None);
             let _ = inner
                 .client
-                .publish_with_properties(inner.topics.heartbeat(), QoS::AtMostOnce, false, beat.to_vec(), props)
+                .publish_with_properties(inner.topics.heartbeat(), QoS::AtMostOnce, false, inner.sealed(&beat), props)
                 .await;
         }
     }

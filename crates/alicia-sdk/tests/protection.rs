@@ -164,3 +164,25 @@ async fn signed_events_verified_forged_source_refused_over_mosquitto() {
     let Some(mosquitto) = Mosquitto::start().await else { return };
     signed_events(mosquitto.addr).await;
 }
+
+/// Heartbeats of a service with a signing key are signed (not encrypted), so a service that
+/// requires signatures accepts them and a monitor without the keys can still read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_signed_in_clear() {
+    let (_broker, addr) = alicia_broker().await;
+    let home = home_with_keys(&["beating"]);
+    let mut wire = Observer::start(addr, &["alicia/system/discovery/heartbeat"]).await;
+    let (echo, _) = Echo::new("beating");
+    let mut cfg = config(addr);
+    cfg.security = protected(home.path(), "beating");
+    let _svc = online(cfg, echo).await;
+    let beat = Envelope::parse(&wire.next_on("alicia/system/discovery/heartbeat").await.payload).unwrap();
+    assert_eq!(beat.message_type, MessageType::Heartbeat);
+    assert_eq!(beat.payload.data["service"], "beating");
+    let security = beat.security.unwrap();
+    assert_eq!(security.key_id.as_deref(), Some("beating"));
+    assert!(security.signature.is_some() && security.encryption.is_none());
+    // The next one, from the periodic task, is signed too.
+    let beat = Envelope::parse(&wire.next_on("alicia/system/discovery/heartbeat").await.payload).unwrap();
+    assert!(beat.security.unwrap().signature.is_some());
+}

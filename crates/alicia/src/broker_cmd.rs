@@ -370,6 +370,9 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let plan = plan(&args)?;
+    if let Some(s) = &services {
+        s.check()?;
+    }
     let broker = Broker::open(plan.config).context("cannot open the persistence store")?;
     if let Some(sec) = &plan.security {
         broker.set_security(load_security(sec, args.jwt_key.as_deref())?);

@@ -93,6 +93,12 @@ impl Services {
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))
     }
 
+    /// Reads the configuration without starting anything, so a broken file is reported
+    /// (file, line, key) before any listener opens.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.load().map(drop)
+    }
+
     /// The settings of the service `name` for the broker at `broker`: user `name` with the
     /// password in `secrets/<name>.password` when the home has one (an external broker
     /// without authentication needs none), the envelope keys of the home, and the
@@ -230,6 +236,7 @@ pub async fn run_against(broker: &str, http: Option<SocketAddr>, services: Servi
         .with_context(|| format!("cannot resolve the broker address {broker}"))?
         .next()
         .with_context(|| format!("{broker} resolves to no address"))?;
+    services.check()?;
     let running = services.start(addr, None).await?;
     let mut server = None;
     if let Some(addr) = http {
