@@ -7,7 +7,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_receive_device_and_capability_envelopes() {
     let (_broker, addr) = alicia_broker().await;
-    devices_receive(addr).await;
+    devices_receive(addr, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,5 +19,13 @@ async fn capability_load_balancing_skips_offline_and_prefers_the_location() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_looping_malformed_and_unroutable_are_dead_lettered() {
     let (_broker, addr) = alicia_broker().await;
-    dead_letters(addr).await;
+    dead_letters(addr, true).await;
+}
+
+/// The same, with every envelope through the priority queue and the forwarding task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_queue_devices_receive_and_dead_letters_are_sent() {
+    let (_broker, addr) = alicia_broker().await;
+    devices_receive(addr, false).await;
+    dead_letters(addr, false).await;
 }

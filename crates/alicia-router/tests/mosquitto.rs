@@ -8,7 +8,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_receive_device_and_capability_envelopes_over_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
-    devices_receive(m.addr).await;
+    devices_receive(m.addr, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,5 +20,5 @@ async fn capability_load_balancing_over_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_over_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
-    dead_letters(m.addr).await;
+    dead_letters(m.addr, false).await;
 }

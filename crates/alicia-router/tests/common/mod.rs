@@ -57,8 +57,14 @@ impl FakeRegistry {
 
 /// A router on `addr` with short metrics periods, online.
 pub async fn router(addr: SocketAddr) -> RouterHandle {
+    router_with(addr, true).await
+}
+
+/// A router; `direct` false sends every envelope through the queue and the forwarding task.
+pub async fn router_with(addr: SocketAddr, direct: bool) -> RouterHandle {
     let mut cfg = RouterConfig::new(config(addr));
     cfg.metrics_interval = Duration::from_millis(300);
+    cfg.direct_when_idle = direct;
     let r = alicia_router::start(cfg).await.unwrap();
     r.wait_online(WAIT).await.expect("router online");
     r
@@ -87,10 +93,10 @@ fn sensor() -> Value {
 
 /// `device_id:` and `capability:` envelopes reach the simulated devices, unchanged but for
 /// one hop; a request through the router gets the device's answer straight back.
-pub async fn devices_receive(addr: SocketAddr) {
+pub async fn devices_receive(addr: SocketAddr, direct: bool) {
     let registry = FakeRegistry::start(addr).await;
     registry.inventory(vec![speaker(), sensor()]).await;
-    let r = router(addr).await;
+    let r = router_with(addr, direct).await;
     applied(&r, 0).await;
     let mut speaker_obs = Observer::start(addr, &[&command_topic("sonos_kitchen_001")]).await;
     let mut sensor_obs = Observer::start(addr, &[&command_topic("temp_sensor_living_001")]).await;
@@ -236,10 +242,10 @@ async fn letter(dead: &mut Observer) -> DeadLetter {
 
 /// Expired, looping and malformed envelopes each end in the dead-letter topic with their
 /// reason, and are counted; unroutable requests get an error response at once.
-pub async fn dead_letters(addr: SocketAddr) {
+pub async fn dead_letters(addr: SocketAddr, direct: bool) {
     let registry = FakeRegistry::start(addr).await;
     registry.inventory(vec![speaker(), device("sleepy_001", "attic", &["snoring"], "offline")]).await;
-    let r = router(addr).await;
+    let r = router_with(addr, direct).await;
     applied(&r, 0).await;
     let mut dead = Observer::start(addr, &[DEAD]).await;
     let inbox = "alicia/services/router/inbox";
