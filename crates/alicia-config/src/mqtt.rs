@@ -42,6 +42,10 @@ impl DocClient {
     ) -> (DocClient, mpsc::UnboundedReceiver<DocEvent>) {
         let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
         options.set_keep_alive(config.keep_alive);
+        // TCP_NODELAY: small publishes must not wait behind Nagle + delayed ACK (~40 ms stalls).
+        let mut network = options.network_options();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         options.set_clean_start(true);
         options.set_max_packet_size(Some(config.max_packet_size));
         if let Some(user) = &config.username {

@@ -37,6 +37,10 @@ pub async fn watch_events(
     let id = format!("{name}-watch-{:08x}", fastrand::u32(..));
     let mut options = MqttOptions::new(id, config.host.clone(), config.port);
     options.set_keep_alive(config.keep_alive);
+    // TCP_NODELAY: small publishes must not wait behind Nagle + delayed ACK (~40 ms stalls).
+    let mut network = options.network_options();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     if let Some(user) = &config.username {
         let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
         options.set_credentials(user.clone(), password);

@@ -52,6 +52,10 @@ pub(crate) fn connect(
 ) -> (AsyncClient, JoinHandle<()>) {
     let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
     options.set_keep_alive(config.keep_alive);
+    // TCP_NODELAY: small publishes must not wait behind Nagle + delayed ACK (~40 ms stalls).
+    let mut network = options.network_options();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     options.set_clean_start(true);
     options.set_request_channel_capacity(CHANNEL_CAPACITY);
     let mut props = ConnectProperties::new();

@@ -105,6 +105,11 @@ fn launch<S: BusService>(
 
     let mut options = MqttOptions::new(format!("{name}-{instance}"), config.host.clone(), config.port);
     options.set_keep_alive(config.keep_alive);
+    // TCP_NODELAY: requests, replies, events and heartbeats are small packets; with Nagle's algorithm
+    // one written while another is unacknowledged waits for the peer's delayed ACK (~40 ms on loopback).
+    let mut network = options.network_options();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     options.set_clean_start(config.session_expiry.is_zero());
     let mut props = ConnectProperties::new();
     props.max_packet_size = Some(config.max_packet_size);

@@ -142,6 +142,10 @@ impl Observer {
         let id = format!("observer-{}", Uuid::new_v4().simple());
         let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
         opts.set_keep_alive(Duration::from_secs(30));
+        // TCP_NODELAY like the SDK's connections, so the observer adds no Nagle delay to what it sees.
+        let mut network = opts.network_options();
+        network.set_tcp_nodelay(true);
+        opts.set_network_options(network);
         opts.set_max_packet_size(Some(1 << 20));
         let (client, mut events) = AsyncClient::new(opts, 100);
         let (tx, rx) = mpsc::unbounded_channel();
