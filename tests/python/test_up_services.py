@@ -4,6 +4,7 @@ the seed's message, the registry's HTTP API and `alicia devices` show it, its wi
 offline, and the registry keeps it across a restart."""
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -146,16 +147,19 @@ def test_registry_survives_a_restart_of_alicia_up(up):
 
 
 def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_path):
-    """`alicia services` against Debian's Mosquitto, which enforces the password file and ACL
-    that `alicia init` wrote: the registry logs in as itself, a device registers, the HTTP API
-    shows it, and the retained inventory is on Mosquitto for anyone allowed to read it."""
+    """`alicia services` against Debian's Mosquitto (found through ALICIA__MQTT__ overrides of the
+    environment file), which enforces the password file and ACL that `alicia init` wrote: the
+    registry logs in as itself, a device registers, the HTTP API shows it, and the retained
+    inventory is on Mosquitto for anyone allowed to read it."""
     home = tmp_path / "home"
     subprocess.run([brokers.alicia_bin(), "init", str(home)], check=True, capture_output=True, timeout=60)
     m = brokers.start_mosquitto(tmp_path, {"password_file": home / "passwd", "acl_file": home / "acl"})
     log = open(tmp_path / "services.stderr", "wb")
-    proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--broker",
-                             f"127.0.0.1:{m.port}", "--registry-http", "127.0.0.1:0", "--discovery-http",
-                             "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    # The broker comes from the environment's `mqtt` section, overridden by a variable.
+    env = {**os.environ, "ALICIA__MQTT__HOST": "127.0.0.1", "ALICIA__MQTT__PORT": str(m.port)}
+    proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
+                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
     try:
         addrs = {}
         while True:

@@ -43,9 +43,10 @@ enum Command {
     /// broker: Mosquitto, an EMQX cluster. They log in as their own users with the passwords in
     /// the home's secrets/ (when there) and listen where `alicia up` would.
     Services {
-        /// The broker (HOST:PORT, plain MQTT).
+        /// The broker (HOST:PORT, plain MQTT) [default: `mqtt.host`:`mqtt.port` of the
+        /// environment's file].
         #[arg(long)]
-        broker: String,
+        broker: Option<String>,
         /// Alicia's home directory (secrets/, keys/, data/) [default as for `up`].
         #[arg(long)]
         home: Option<std::path::PathBuf>,
@@ -154,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         Command::Services { broker, home, http, services } => {
             let home = home.unwrap_or_else(init::default_home);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(up::run_against(&broker, Some(http), up::Services::new(home, services, log_feed)))
+            runtime.block_on(up::run_against(broker, Some(http), up::Services::new(home, services, log_feed)))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -225,12 +225,22 @@ pub fn local_broker(listeners: &[(&'static str, SocketAddr)]) -> anyhow::Result<
     )
 }
 
-/// `alicia services`: the services against the broker at `broker` (HOST:PORT), with the
+/// `alicia services`: the services against the broker at `broker` (HOST:PORT; default: the
+/// environment's `mqtt` section), with the
 /// monitor's HTTP endpoints on `http`, until SIGINT or SIGTERM.
-pub async fn run_against(broker: &str, http: Option<SocketAddr>, services: Services) -> anyhow::Result<()> {
+pub async fn run_against(broker: Option<String>, http: Option<SocketAddr>, services: Services) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let broker = match broker {
+        Some(b) => b,
+        None => {
+            let store = services.load()?;
+            let mqtt = &store.current().mqtt;
+            format!("{}:{}", mqtt.host, mqtt.port)
+        }
+    };
+    let broker = broker.as_str();
     let addr = tokio::net::lookup_host(broker)
         .await
         .with_context(|| format!("cannot resolve the broker address {broker}"))?
