@@ -62,7 +62,9 @@ pub struct BrokerArgs {
     #[arg(long = "deny-subscribe", value_name = "FILTER")]
     deny_subscribe: Vec<String>,
     /// Serve `GET /metrics` (Prometheus), `GET /health` and `GET /ready` on this address
-    /// (port 0 picks a free one; printed as `http listening on ADDR`).
+    /// (port 0 picks a free one; printed as `http listening on ADDR`); with `alicia up` the
+    /// monitor serves them, plus the dashboard at `/`, `/alerts` and `/history` [default with
+    /// `alicia up`: 127.0.0.1:8090].
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
     /// Accept JWTs signed with this key (hex, as `alicia init` writes `keys/jwt.key`) as MQTT

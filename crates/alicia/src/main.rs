@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole bus on this machine (for now: the embedded broker), secured with the
-    /// configuration in the Alicia home directory, which is created on first start.
+    /// Run the whole bus on this machine: the embedded broker, the security gateway, and the
+    /// bus services (router, device registry and discovery, configuration, monitor), secured
+    /// with the configuration in the Alicia home directory, which is created on first start.
     Up {
         /// Alicia's home directory [default: $ALICIA_HOME, else $XDG_CONFIG_HOME/alicia, else
         /// ~/.config/alicia].
@@ -39,9 +40,10 @@ enum Command {
         #[command(flatten)]
         args: BrokerArgs,
     },
-    /// Run the bus core services (device registry and discovery, ...) against another MQTT
-    /// broker: Mosquitto, an EMQX cluster. They log in as their own users with the passwords in
-    /// the home's secrets/ (when there) and listen where `alicia up` would.
+    /// Run the bus core services (router, device registry and discovery, configuration,
+    /// monitor) against another MQTT broker: Mosquitto, an EMQX cluster. They log in as their
+    /// own users with the passwords in the home's secrets/ (when there) and listen where
+    /// `alicia up` would.
     Services {
         /// The broker (HOST:PORT, plain MQTT) [default: `mqtt.host`:`mqtt.port` of the
         /// environment's file].
