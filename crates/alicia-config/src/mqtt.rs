@@ -9,7 +9,7 @@ use alicia_sdk::ServiceConfig;
 use bytes::Bytes;
 use rumqttc_notls::v5::mqttbytes::v5::Packet;
 use rumqttc_notls::v5::mqttbytes::QoS;
-use rumqttc_notls::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc_notls::v5::{AsyncClient, Event};
 use rumqttc_notls::Outgoing;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,18 +40,8 @@ impl DocClient {
         client_id: String,
         filters: Vec<String>,
     ) -> (DocClient, mpsc::UnboundedReceiver<DocEvent>) {
-        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-        options.set_keep_alive(config.keep_alive);
-        // TCP_NODELAY: small publishes must not wait behind Nagle + delayed ACK (~40 ms stalls).
-        let mut network = options.network_options();
-        network.set_tcp_nodelay(true);
-        options.set_network_options(network);
-        options.set_clean_start(true);
+        let mut options = config.plain_mqtt_options(client_id);
         options.set_max_packet_size(Some(config.max_packet_size));
-        if let Some(user) = &config.username {
-            let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-            options.set_credentials(user.clone(), password);
-        }
         let (client, mut events) = AsyncClient::new(options, 1024);
         let (tx, rx) = mpsc::unbounded_channel();
         let sub = client.clone();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use alicia_sdk::ServiceConfig;
 use rumqttc_notls::v5::mqttbytes::v5::Packet;
 use rumqttc_notls::v5::mqttbytes::QoS;
-use rumqttc_notls::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc_notls::v5::{AsyncClient, Event};
 use serde_json::Value;
 
 use crate::RegistryError;
@@ -35,16 +35,7 @@ pub async fn watch_events(
     let topic = format!("{}/system/registry/events", config.topic_prefix);
     let name = config.name.clone().unwrap_or_else(|| "watch".into());
     let id = format!("{name}-watch-{:08x}", fastrand::u32(..));
-    let mut options = MqttOptions::new(id, config.host.clone(), config.port);
-    options.set_keep_alive(config.keep_alive);
-    // TCP_NODELAY: small publishes must not wait behind Nagle + delayed ACK (~40 ms stalls).
-    let mut network = options.network_options();
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
-    if let Some(user) = &config.username {
-        let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-        options.set_credentials(user.clone(), password);
-    }
+    let options = config.plain_mqtt_options(id);
     let (client, mut events) = AsyncClient::new(options, 16);
     let mut connected = false;
     tokio::pin!(stop);

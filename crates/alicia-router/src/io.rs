@@ -13,7 +13,7 @@ use std::time::Duration;
 use alicia_sdk::ServiceConfig;
 use rumqttc_notls::v5::mqttbytes::v5::{ConnectProperties, Filter, Packet};
 use rumqttc_notls::v5::mqttbytes::QoS;
-use rumqttc_notls::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc_notls::v5::{AsyncClient, Event, EventLoop};
 use rumqttc_notls::Outgoing;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -50,21 +50,11 @@ pub(crate) fn connect(
     topics: IoTopics,
     stop: watch::Receiver<bool>,
 ) -> (AsyncClient, JoinHandle<()>) {
-    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-    options.set_keep_alive(config.keep_alive);
-    // TCP_NODELAY: small publishes must not wait behind Nagle + delayed ACK (~40 ms stalls).
-    let mut network = options.network_options();
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
-    options.set_clean_start(true);
+    let mut options = config.plain_mqtt_options(client_id);
     options.set_request_channel_capacity(CHANNEL_CAPACITY);
     let mut props = ConnectProperties::new();
     props.max_packet_size = Some(config.max_packet_size);
     options.set_connect_properties(props);
-    if let Some(user) = &config.username {
-        let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-        options.set_credentials(user.clone(), password);
-    }
     let (client, events) = AsyncClient::new(options, CHANNEL_CAPACITY);
     let backoff = (config.reconnect_min, config.reconnect_max);
     let task = tokio::spawn(drive(client.clone(), events, shared, topics, stop, backoff));
