@@ -201,7 +201,8 @@ fn expected(key: &str) -> &'static str {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// What kind of JSON value `v` is, as error messages say it ("a string", "an object", ...).
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

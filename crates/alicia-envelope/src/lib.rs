@@ -75,6 +75,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use serde_json::{Map, Value};
 pub use uuid::Uuid;
 
+pub use decode::type_name as json_type_name;
 pub use destination::{check_service_name, Destination};
 pub use error::{EnvelopeError, Problem};
 pub use timestamp::Timestamp;

@@ -114,16 +114,7 @@ fn string_field<'a>(obj: &'a Map<String, Value>, field: &str, required: bool) ->
     }
 }
 
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use alicia_envelope::json_type_name as kind;
 
 impl Registration {
     /// Checks a registration (the seed's format: `device_id`, `device_type`, `name`,
