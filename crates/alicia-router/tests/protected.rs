@@ -6,34 +6,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use alicia_envelope::{Destination, Envelope};
 use alicia_router::RouterConfig;
-use alicia_sdk::seal::SigningKey;
 use alicia_sdk::{BusService, Context, DeadLetter, EnvelopeSecurity, HandlerResult};
 use common::*;
 use serde_json::{json, Value};
 
 const ROUTER_INBOX: &str = "alicia/services/router/inbox";
-
-/// Keys as `alicia init` lays them out: a signing key pair per service, one encryption key.
-fn home_with_keys(services: &[&str]) -> tempfile::TempDir {
-    let home = tempfile::tempdir().unwrap();
-    let signing = home.path().join("keys").join("signing");
-    std::fs::create_dir_all(&signing).unwrap();
-    for s in services {
-        SigningKey::generate(&signing.join(format!("{s}.key")), &signing.join(format!("{s}.pub"))).unwrap();
-    }
-    let key: String = (0..32).map(|i| format!("{:02x}", i * 5 + 1)).collect();
-    std::fs::write(home.path().join("keys").join("enc-1.key"), key).unwrap();
-    home
-}
-
-fn protected(home: &Path, name: &str) -> EnvelopeSecurity {
-    EnvelopeSecurity::from_home(home, name).unwrap().require_signed(true).encrypt_payloads(true)
-}
 
 /// Records what it was given (after the SDK verified and decrypted it).
 struct Recorder(Arc<Mutex<Vec<Envelope>>>);

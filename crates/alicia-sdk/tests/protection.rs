@@ -5,31 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use alicia_envelope::{Destination, Envelope, MessageType};
 use alicia_sdk::seal::SigningKey;
 use alicia_sdk::{DeadLetter, EnvelopeSecurity, SdkError, ENCRYPTION_SCHEME};
 use common::*;
 use serde_json::{json, Value};
-
-/// An Alicia home's key files as `alicia init` lays them out: a signing key pair per service
-/// in keys/signing/, one encryption key keys/enc-1.key.
-fn home_with_keys(services: &[&str]) -> tempfile::TempDir {
-    let home = tempfile::tempdir().unwrap();
-    let signing = home.path().join("keys").join("signing");
-    std::fs::create_dir_all(&signing).unwrap();
-    for s in services {
-        SigningKey::generate(&signing.join(format!("{s}.key")), &signing.join(format!("{s}.pub"))).unwrap();
-    }
-    let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
-    std::fs::write(home.path().join("keys").join("enc-1.key"), key).unwrap();
-    home
-}
-
-fn protected(home: &Path, name: &str) -> EnvelopeSecurity {
-    EnvelopeSecurity::from_home(home, name).unwrap().require_signed(true).encrypt_payloads(true)
-}
 
 async fn signed_and_encrypted(addr: SocketAddr) {
     let home = home_with_keys(&["stt", "tester"]);

@@ -238,3 +238,23 @@ pub async fn client(config: ServiceConfig) -> ServiceHandle {
     running.wait_online(WAIT).await.expect("online in time");
     running
 }
+
+/// An Alicia home's key files as `alicia init` lays them out: a signing key pair per service
+/// in keys/signing/, one encryption key keys/enc-1.key.
+pub fn home_with_keys(services: &[&str]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let signing = home.path().join("keys").join("signing");
+    std::fs::create_dir_all(&signing).unwrap();
+    for s in services {
+        alicia_sdk::seal::SigningKey::generate(&signing.join(format!("{s}.key")), &signing.join(format!("{s}.pub")))
+            .unwrap();
+    }
+    let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
+    std::fs::write(home.path().join("keys").join("enc-1.key"), key).unwrap();
+    home
+}
+
+/// The envelope security of service `name` in `home`, requiring signatures and encrypting.
+pub fn protected(home: &std::path::Path, name: &str) -> alicia_sdk::EnvelopeSecurity {
+    alicia_sdk::EnvelopeSecurity::from_home(home, name).unwrap().require_signed(true).encrypt_payloads(true)
+}
