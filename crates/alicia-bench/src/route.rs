@@ -217,7 +217,7 @@ fn fastrand_u32() -> u32 {
 fn template(device: &str) -> anyhow::Result<String> {
     let mut e =
         Envelope::command("bench", Destination::device(device), serde_json::json!("__bench_stamp__")).with_ttl(3600);
-    e.message_id = ID.parse::<Uuid>().context("template id")?;
+    e.message_id = alicia_envelope::MessageId::parse(ID).map_err(|p| anyhow::anyhow!("template id: {p}"))?;
     let text = e.to_json();
     if !text.contains(STAMP) || !text.contains(ID) {
         bail!("envelope template lacks its placeholders: {text}");

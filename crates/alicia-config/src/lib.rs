@@ -68,7 +68,7 @@ mod watch;
 
 use std::path::PathBuf;
 
-pub use load::{apply_env, file_for, load, load_with, merge, parse, ENVIRONMENTS, ENV_PREFIX};
+pub use load::{apply_env, file_for, load, load_with, merge, parse, warnings, ConfigWarning, ENVIRONMENTS, ENV_PREFIX};
 pub use model::*;
 pub use service::{config_topic, start, ConfigServiceHandle, ConfigStore, Update, SERVICE_NAME};
 pub use watch::ConfigWatch;

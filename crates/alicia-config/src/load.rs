@@ -27,6 +27,9 @@ pub fn load_with(
     let file = file_for(dir, env)?;
     let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
     let config = parse(&file, &text)?;
+    for w in warnings(&file, &text, &config) {
+        tracing::warn!("{w}");
+    }
     let config = apply_env(config, vars)?;
     config.validate().map_err(|problems| ConfigError::Invalid { source_name: file.display().to_string(), problems })?;
     Ok(config)
@@ -56,6 +59,77 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// Something in a configuration file that works but should change: the file, line and key, and
+/// what to do. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub file: PathBuf,
+    /// 1-based; 0 when the key's line could not be found.
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+    }
+}
+
+/// What in `config` (parsed from `text` in `file`) works but should change: a plain
+/// `mqtt.password` (the design document writes one), `security.certificate_validation: false`
+/// (which Alicia does not honour).
+pub fn warnings(file: &Path, text: &str, config: &Config) -> Vec<ConfigWarning> {
+    let mut out = Vec::new();
+    let mut warn = |path: &[&str], message: &str| {
+        out.push(ConfigWarning {
+            file: file.to_path_buf(),
+            line: locate(text, path).unwrap_or(0),
+            key: path.join("."),
+            message: message.to_string(),
+        })
+    };
+    if config.mqtt.password.is_some() {
+        warn(
+            &["mqtt", "password"],
+            "a password written in the configuration file: it works, but anyone who can read the file \
+             (or a copy of it) has it; put it in a file of its own (mode 0600) and name that file with \
+             `mqtt.password_file`",
+        );
+    }
+    if !config.security.certificate_validation {
+        warn(
+            &["security", "certificate_validation"],
+            "ignored: Alicia always validates certificates (chain, validity, revocation)",
+        );
+    }
+    out
+}
+
+/// The line (1-based) of the key `path` in a YAML mapping of block style, followed by
+/// indentation. Good enough to point a person at a key; `None` if not found.
+fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split(" #").next().unwrap_or(raw);
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else { continue };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+        while stack.last().is_some_and(|(d, _)| *d >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key));
+        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, k), p)| k == p) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// Applies `ALICIA__SECTION__KEY=value` variables. Values are read as YAML scalars or flow
 /// collections (`5`, `true`, `[a, b]`, `text`); an unknown key or a wrong type names the variable.
 pub fn apply_env(config: Config, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
@@ -64,6 +138,7 @@ pub fn apply_env(config: Config, vars: impl IntoIterator<Item = (String, String)
         return Ok(config);
     }
     vars.sort();
+    let password = config.mqtt.password.clone();
     let mut json = serde_json::to_value(&config).map_err(|e| ConfigError::Internal(e.to_string()))?;
     for (var, raw) in &vars {
         let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -82,7 +157,10 @@ pub fn apply_env(config: Config, vars: impl IntoIterator<Item = (String, String)
         // Check each variable on its own, so the error names the one at fault.
         serde_json::from_value::<Config>(json.clone()).map_err(|e| bad(e.to_string()))?;
     }
-    serde_json::from_value(json).map_err(|e| ConfigError::Internal(e.to_string()))
+    let mut config: Config = serde_json::from_value(json).map_err(|e| ConfigError::Internal(e.to_string()))?;
+    // Never serialised, so not in `json`: put back.
+    config.mqtt.password = password;
+    Ok(config)
 }
 
 /// Sets `path` in `root`. With `must_exist`, every segment must name an existing key (so a

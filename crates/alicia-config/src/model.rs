@@ -23,9 +23,9 @@ pub struct Config {
     /// The HTTP/WebSocket gateway.
     pub gateway: GatewayConfig,
     /// Speech to text.
-    pub stt_service: SpeechConfig,
+    pub stt_service: SttConfig,
     /// Text to speech.
-    pub tts_service: SpeechConfig,
+    pub tts_service: TtsConfig,
     /// Envelope signing and encryption.
     pub security: SecurityConfig,
     /// Health monitor, alerts, log rules, containers.
@@ -34,14 +34,22 @@ pub struct Config {
     pub logging: LoggingConfig,
 }
 
-/// Broker connection. Secrets are never in the file: `password_file` names a file (mode 0600).
+/// Broker connection. Secrets belong in files: `password_file` names one (mode 0600). The
+/// design document's plain `password:` is accepted for compatibility, with a warning naming its
+/// line ([`crate::warnings`]); it is never serialised, so it is neither published on the bus
+/// nor logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// The broker's host name or address (`broker:` in the design document's files).
+    #[serde(alias = "broker")]
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// A password written in the file itself (discouraged; see the type's documentation).
+    #[serde(skip_serializing)]
+    pub password: Option<PlainPassword>,
     pub topic_prefix: String,
     pub keep_alive_secs: u64,
     pub heartbeat_interval_secs: u64,
@@ -55,6 +63,7 @@ impl Default for MqttConfig {
             port: 1883,
             username: None,
             password_file: None,
+            password: None,
             topic_prefix: "alicia".into(),
             keep_alive_secs: 30,
             heartbeat_interval_secs: 30,
@@ -63,15 +72,80 @@ impl Default for MqttConfig {
     }
 }
 
-/// TLS to the broker (paths only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+/// A password kept out of `Debug` output (and, by [`MqttConfig`], out of serialisation).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PlainPassword(String);
+
+impl PlainPassword {
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PlainPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlainPassword(***)")
+    }
+}
+
+/// Never written out: a configuration is published on the bus.
+impl Serialize for PlainPassword {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_none()
+    }
+}
+
+/// TLS to the broker (paths only). `tls: true` (the design document's form) turns it on with
+/// the other settings at their defaults: without `ca_file`, the broker's certificate is checked
+/// against the Alicia home's certificate authority (`certs/ca.crt`).
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct TlsConfig {
     pub enabled: bool,
     pub port: Option<u16>,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct TlsFields {
+    enabled: bool,
+    port: Option<u16>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for TlsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TlsConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false`, or a map of TLS settings")
+            }
+            fn visit_bool<E: serde::de::Error>(self, enabled: bool) -> Result<TlsConfig, E> {
+                Ok(TlsConfig { enabled, ..TlsConfig::default() })
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<TlsConfig, E> {
+                Ok(TlsConfig::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TlsConfig, A::Error> {
+                let f = TlsFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(TlsConfig {
+                    enabled: f.enabled,
+                    port: f.port,
+                    ca_file: f.ca_file,
+                    cert_file: f.cert_file,
+                    key_file: f.key_file,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The router.
@@ -138,39 +212,166 @@ impl Default for GatewayConfig {
     }
 }
 
-/// A speech service (STT or TTS).
+/// Speech to text (the design document's `stt_service` section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SpeechConfig {
+pub struct SttConfig {
     pub enabled: bool,
-    pub engine: String,
-    pub model: String,
-    pub language: String,
-    pub timeout_ms: u64,
-    pub max_concurrent: usize,
+    pub whisper: WhisperConfig,
+    pub performance: SttPerformance,
+    /// The Wyoming ASR server (for Home Assistant).
+    pub wyoming: WyomingConfig,
 }
 
-impl Default for SpeechConfig {
+impl Default for SttConfig {
     fn default() -> Self {
-        SpeechConfig {
-            enabled: false,
-            engine: "none".into(),
-            model: String::new(),
-            language: "en".into(),
-            timeout_ms: 10_000,
-            max_concurrent: 2,
+        SttConfig {
+            enabled: true,
+            whisper: WhisperConfig::default(),
+            performance: SttPerformance::default(),
+            wyoming: WyomingConfig { port: 10300, ..WyomingConfig::default() },
         }
     }
 }
 
-/// Envelope protection (keys live under `home`, never in the file).
+/// The Whisper model and language.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhisperConfig {
+    /// A model name (`tiny.en`, `base`, `large`, ...: names are mapped to what is available)
+    /// or a path to a whisper.cpp ggml file.
+    pub model: String,
+    /// Spoken language (`en`, `en-US`, `de`, or `auto`).
+    pub language: String,
+}
+
+impl Default for WhisperConfig {
+    fn default() -> Self {
+        WhisperConfig { model: "tiny.en".into(), language: "en".into() }
+    }
+}
+
+/// Limits of speech to text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SttPerformance {
+    /// Longest audio accepted, in seconds.
+    pub max_audio_length: u64,
+    /// Longest a transcription may take, in seconds.
+    pub timeout: u64,
+    /// Transcriptions at once per instance.
+    pub max_concurrent: usize,
+    /// Requests waiting beyond those; more are answered `busy`.
+    pub queue: usize,
+}
+
+impl Default for SttPerformance {
+    fn default() -> Self {
+        SttPerformance { max_audio_length: 30, timeout: 10, max_concurrent: 1, queue: 8 }
+    }
+}
+
+/// Text to speech (the design document's `tts_service` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    pub enabled: bool,
+    pub piper: PiperConfig,
+    pub performance: TtsPerformance,
+    /// The Wyoming TTS server (for Home Assistant).
+    pub wyoming: WyomingConfig,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        TtsConfig {
+            enabled: true,
+            piper: PiperConfig::default(),
+            performance: TtsPerformance::default(),
+            wyoming: WyomingConfig { port: 10200, ..WyomingConfig::default() },
+        }
+    }
+}
+
+/// The Piper voice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PiperConfig {
+    /// A voice name (`en_US-lessac-medium`: names are mapped to what is available) or a path
+    /// to a Piper `.onnx` voice.
+    pub voice: String,
+    /// `low`, `medium` or `high`: which quality of the voice to prefer when several exist.
+    pub quality: String,
+}
+
+impl Default for PiperConfig {
+    fn default() -> Self {
+        PiperConfig { voice: "en_US-joe-medium".into(), quality: "medium".into() }
+    }
+}
+
+/// Limits and cache of text to speech.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsPerformance {
+    /// Synthesised sentences kept for reuse (keyed by text, voice and rate).
+    pub cache_size: usize,
+    /// Longest a synthesis may take, in seconds.
+    pub timeout: u64,
+    /// Syntheses at once per instance.
+    pub max_concurrent: usize,
+}
+
+impl Default for TtsPerformance {
+    fn default() -> Self {
+        TtsPerformance { cache_size: 100, timeout: 15, max_concurrent: 1 }
+    }
+}
+
+/// A Wyoming protocol server, so Home Assistant can use the service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WyomingConfig {
+    pub enabled: bool,
+    /// Address to listen on (`0.0.0.0` so Home Assistant on another machine can reach it).
+    pub host: Option<String>,
+    pub port: u16,
+    /// Advertise the server over zeroconf (`_wyoming._tcp`).
+    pub zeroconf: bool,
+}
+
+/// Envelope protection (keys live under `home`, never in the file), and the design document's
+/// security switches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     pub home: Option<PathBuf>,
     pub require_signed: bool,
+    /// Encrypt envelope payloads (`encryption:` in the design document's files).
+    #[serde(alias = "encryption")]
     pub encrypt_payloads: bool,
     pub require_auth: bool,
+    /// The design document's switch. Alicia always validates certificates (chain, validity,
+    /// revocation); `false` is accepted with a warning and changes nothing.
+    pub certificate_validation: bool,
+    /// Limit the gateway's requests per client (`false`: no limit).
+    pub rate_limiting: bool,
+    /// The gateway's limit per client and minute, when set (else `gateway.max_requests_per_minute`).
+    pub max_requests_per_minute: Option<u32>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            home: None,
+            require_signed: false,
+            encrypt_payloads: false,
+            require_auth: false,
+            certificate_validation: true,
+            rate_limiting: true,
+            max_requests_per_minute: None,
+        }
+    }
 }
 
 /// Severity of an alert or a log rule.
@@ -354,7 +555,6 @@ impl Config {
         );
         need(self.mqtt.keep_alive_secs >= 5, "mqtt.keep_alive_secs", "must be at least 5");
         need(self.mqtt.heartbeat_interval_secs >= 1, "mqtt.heartbeat_interval_secs", "must be at least 1");
-        need(!self.mqtt.tls.enabled || self.mqtt.tls.ca_file.is_some(), "mqtt.tls.ca_file", "required when TLS is on");
         need(self.router.max_hops >= 1, "router.max_hops", "must be at least 1");
         need(self.router.request_timeout_ms >= 1, "router.request_timeout_ms", "must be at least 1");
         need(self.registry.heartbeat_timeout_secs >= 1, "registry.heartbeat_timeout_secs", "must be at least 1");
@@ -365,10 +565,24 @@ impl Config {
             need(self.gateway.key_file.is_some(), "gateway.key_file", "required with tls_addr");
         }
         need(self.gateway.max_requests_per_minute >= 1, "gateway.max_requests_per_minute", "must be at least 1");
-        for (key, s) in [("stt_service", &self.stt_service), ("tts_service", &self.tts_service)] {
-            need(s.timeout_ms >= 1, &format!("{key}.timeout_ms"), "must be at least 1");
-            need(s.max_concurrent >= 1, &format!("{key}.max_concurrent"), "must be at least 1");
-        }
+        let (stt, tts) = (&self.stt_service.performance, &self.tts_service.performance);
+        need(stt.max_audio_length >= 1, "stt_service.performance.max_audio_length", "must be at least 1");
+        need(stt.timeout >= 1, "stt_service.performance.timeout", "must be at least 1");
+        need(stt.max_concurrent >= 1, "stt_service.performance.max_concurrent", "must be at least 1");
+        need(tts.timeout >= 1, "tts_service.performance.timeout", "must be at least 1");
+        need(tts.max_concurrent >= 1, "tts_service.performance.max_concurrent", "must be at least 1");
+        need(!self.stt_service.whisper.model.trim().is_empty(), "stt_service.whisper.model", "must not be empty");
+        need(!self.tts_service.piper.voice.trim().is_empty(), "tts_service.piper.voice", "must not be empty");
+        need(
+            matches!(self.tts_service.piper.quality.as_str(), "low" | "medium" | "high" | "x_low"),
+            "tts_service.piper.quality",
+            "must be x_low, low, medium or high",
+        );
+        need(
+            self.security.max_requests_per_minute.is_none_or(|n| n >= 1),
+            "security.max_requests_per_minute",
+            "must be at least 1",
+        );
         let m = &self.monitoring;
         need(m.http_addr.parse::<std::net::SocketAddr>().is_ok(), "monitoring.http_addr", "not a socket address");
         need(m.history_interval_secs >= 1, "monitoring.history_interval_secs", "must be at least 1");

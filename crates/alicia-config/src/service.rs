@@ -50,6 +50,8 @@ impl Update {
 /// The configuration as loaded from its file, plus the persisted updates on top.
 pub struct ConfigStore {
     env: String,
+    /// The file's `mqtt.password`, which JSON never carries.
+    password: Option<crate::PlainPassword>,
     base: Value,
     overrides: Value,
     current: Config,
@@ -70,10 +72,17 @@ impl ConfigStore {
     pub fn with_base(base: Config, env: &str, state_dir: &Path) -> Result<ConfigStore, ConfigError> {
         crate::load::file_for(Path::new("."), env)?;
         let state_file = state_dir.join(format!("config-{env}.json"));
+        // The file's plain password (if any) is never serialised: keep it aside, and put it
+        // back on every configuration made from JSON.
+        let password = base.mqtt.password.clone();
         let base = serde_json::to_value(&base).map_err(|e| ConfigError::Internal(e.to_string()))?;
+        let mut current: Config =
+            serde_json::from_value(base.clone()).map_err(|e| ConfigError::Internal(e.to_string()))?;
+        current.mqtt.password = password.clone();
         let mut store = ConfigStore {
             env: env.to_string(),
-            current: serde_json::from_value(base.clone()).map_err(|e| ConfigError::Internal(e.to_string()))?,
+            current,
+            password,
             base,
             overrides: Value::Object(Map::new()),
             version: 0,
@@ -132,8 +141,9 @@ impl ConfigStore {
     fn effective(&self, overrides: &Value) -> Result<Config, ConfigError> {
         let mut json = self.base.clone();
         merge(&mut json, overrides);
-        let config: Config = serde_json::from_value(json)
+        let mut config: Config = serde_json::from_value(json)
             .map_err(|e| ConfigError::Invalid { source_name: "update".into(), problems: vec![e.to_string()] })?;
+        config.mqtt.password = self.password.clone();
         config.validate().map_err(|problems| ConfigError::Invalid { source_name: "update".into(), problems })?;
         Ok(config)
     }

@@ -127,3 +127,64 @@ fn bad_metric_labels_are_refused() {
     let err = load_with(dir.path(), "test", no_vars()).unwrap_err();
     assert!(err.to_string().contains("monitoring.labels.bad-name"), "{err}");
 }
+
+fn design_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/design")
+}
+
+/// The design document's `config/development.yaml` and `config/production.yaml`, as written,
+/// load onto Alicia's model; the plain passwords they contain are accepted with a warning
+/// naming the line, and never serialised (so never published or logged).
+#[test]
+fn the_design_documents_environment_files_load_as_written() {
+    let dev = load_with(&design_dir(), "development", no_vars()).unwrap();
+    assert_eq!((dev.mqtt.host.as_str(), dev.mqtt.port), ("localhost", 1883));
+    assert_eq!(dev.mqtt.username.as_deref(), Some("dev_user"));
+    assert_eq!(dev.mqtt.password.as_ref().map(|p| p.expose()), Some("dev_password"));
+    assert!(!dev.mqtt.tls.enabled);
+    assert_eq!((dev.stt_service.whisper.model.as_str(), dev.stt_service.whisper.language.as_str()), ("base", "en"));
+    assert_eq!((dev.stt_service.performance.max_audio_length, dev.stt_service.performance.timeout), (30, 10));
+    assert_eq!(dev.tts_service.piper.voice, "en_US-lessac-medium");
+    assert_eq!(dev.tts_service.piper.quality, "medium");
+    assert_eq!((dev.tts_service.performance.cache_size, dev.tts_service.performance.timeout), (100, 15));
+    assert!(!dev.security.encrypt_payloads && !dev.security.certificate_validation && !dev.security.rate_limiting);
+
+    let prod = load_with(&design_dir(), "production", no_vars()).unwrap();
+    assert_eq!((prod.mqtt.host.as_str(), prod.mqtt.port, prod.mqtt.tls.enabled), ("alicia_bus_core", 8883, true));
+    assert_eq!(prod.stt_service.whisper.model, "large");
+    assert_eq!(prod.tts_service.piper.quality, "high");
+    assert_eq!(prod.tts_service.performance.cache_size, 1000);
+    assert!(prod.security.encrypt_payloads && prod.security.certificate_validation && prod.security.rate_limiting);
+    assert_eq!(prod.security.max_requests_per_minute, Some(100));
+
+    // Warnings name the file and line; the password itself appears nowhere.
+    let text = std::fs::read_to_string(design_dir().join("development.yaml")).unwrap();
+    let warnings = alicia_config::warnings(&design_dir().join("development.yaml"), &text, &dev);
+    let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 2, "{shown:?}");
+    assert!(shown[0].contains("development.yaml:6: mqtt.password: a password written"), "{shown:?}");
+    assert!(shown[0].contains("mqtt.password_file"), "{shown:?}");
+    assert!(shown[1].contains("development.yaml:26: security.certificate_validation: ignored"), "{shown:?}");
+    for w in &shown {
+        assert!(!w.contains("dev_password"), "{w}");
+    }
+    let json = serde_json::to_string(&dev).unwrap();
+    assert!(!json.contains("dev_password") && !format!("{dev:?}").contains("dev_password"));
+    // An override round trip keeps the password (it is put back, not serialised).
+    let vars = vec![("ALICIA__MQTT__PORT".to_string(), "1884".to_string())];
+    let over = load_with(&design_dir(), "development", vars).unwrap();
+    assert_eq!((over.mqtt.port, over.mqtt.password.as_ref().map(|p| p.expose())), (1884, Some("dev_password")));
+}
+
+#[test]
+fn tls_is_a_switch_or_a_section() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a", "mqtt:\n  tls: true\n");
+    let a = load_with(dir.path(), "a", no_vars()).unwrap();
+    assert!(a.mqtt.tls.enabled && a.mqtt.tls.ca_file.is_none(), "the home's CA is the default");
+    write(dir.path(), "b", "mqtt:\n  tls:\n    enabled: true\n    ca_file: /x/ca.crt\n");
+    assert!(load_with(dir.path(), "b", no_vars()).unwrap().mqtt.tls.enabled);
+    write(dir.path(), "c", "mqtt:\n  tls:\n    enabeld: true\n");
+    let err = load_with(dir.path(), "c", no_vars()).unwrap_err().to_string();
+    assert!(err.contains("c.yaml:3") && err.contains("enabeld"), "{err}");
+}

@@ -7,12 +7,12 @@
 //! types in `lib.rs`; `tests/schema.rs` checks that both agree on which fields are required.
 
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use crate::destination::Destination;
-use crate::error::{EnvelopeError, Problem};
+use crate::error::{EnvelopeError, FieldError, Problem};
+use crate::message_id::MessageId;
 use crate::timestamp::Timestamp;
-use crate::{Envelope, MessageType, Metadata, Payload, Priority, ReplyStatus, Routing, Security};
+use crate::{Envelope, MessageType, Metadata, Payload, Priority, ReplyStatus, Routing, Security, DEFAULT_MAX_HOPS};
 
 pub(crate) fn from_slice(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     let value: Value = serde_json::from_slice(bytes).map_err(syntax)?;
@@ -34,34 +34,83 @@ pub(crate) fn from_value(value: Value) -> Result<Envelope, EnvelopeError> {
         return Err(EnvelopeError::NotAnObject { found: type_name(&value) });
     };
     let mut o = Obj { map, path: String::new() };
+    // Every field is read even after one fails, so the sender learns all its mistakes at once.
+    let mut errs = Errors::default();
 
-    let message_id = uuid(o.required("message_id")?, &o.path("message_id"))?;
-    let timestamp = string(o.required("timestamp")?, &o.path("timestamp"))?;
-    let timestamp = Timestamp::parse(&timestamp).map_err(|p| EnvelopeError::field("timestamp", p))?;
-    let source = string(o.required("source")?, &o.path("source"))?;
-    let destination = string(o.required("destination")?, &o.path("destination"))?;
-    let destination = Destination::parse(&destination).map_err(|p| EnvelopeError::field("destination", p))?;
-    let message_type = string(o.required("message_type")?, &o.path("message_type"))?;
-    let message_type = MessageType::parse(&message_type).map_err(|p| EnvelopeError::field("message_type", p))?;
+    let message_id = errs.take(o.required("message_id").and_then(|v| id(v, "message_id")));
+    let timestamp = errs.take(
+        o.required("timestamp")
+            .and_then(|v| string(v, "timestamp"))
+            .and_then(|t| Timestamp::parse(&t).map_err(|p| EnvelopeError::field("timestamp", p))),
+    );
+    let source = errs.take(
+        o.required("source")
+            .and_then(|v| string(v, "source"))
+            .and_then(|s| crate::check_source(&s).map(|()| s).map_err(|p| EnvelopeError::field("source", p))),
+    );
+    let destination = errs.take(
+        o.required("destination")
+            .and_then(|v| string(v, "destination"))
+            .and_then(|d| Destination::parse(&d).map_err(|p| EnvelopeError::field("destination", p))),
+    );
+    let message_type = errs.take(
+        o.required("message_type")
+            .and_then(|v| string(v, "message_type"))
+            .and_then(|t| MessageType::parse(&t).map_err(|p| EnvelopeError::field("message_type", template(&t, p)))),
+    );
     let priority = match o.optional("priority") {
-        None => Priority::default(),
-        Some(v) => Priority::parse(&string(v, "priority")?).map_err(|p| EnvelopeError::field("priority", p))?,
+        None => Some(Priority::default()),
+        Some(v) => errs.take(
+            string(v, "priority")
+                .and_then(|p| Priority::parse(&p).map_err(|e| EnvelopeError::field("priority", template(&p, e)))),
+        ),
     };
-    let ttl = number(o.required("ttl")?, "ttl", 1, u32::MAX)?;
+    let ttl = match o.optional("ttl") {
+        None => Some(None),
+        Some(v) => errs.take(number(v, "ttl", 1, u32::MAX).map(Some)),
+    };
     let correlation_id = match o.optional("correlation_id") {
-        None => None,
-        Some(v) => Some(uuid(v, "correlation_id")?),
+        None => Some(None),
+        Some(v) => errs.take(id(v, "correlation_id").map(Some)),
     };
-    let payload = payload(o.required("payload")?)?;
+    let payload = errs.take(o.required("payload").and_then(payload));
     let security = match o.optional("security") {
-        None => None,
-        Some(v) => Some(security(v)?),
+        None => Some(None),
+        Some(v) => errs.take(security(v).map(Some)),
     };
     let routing = match o.optional("routing") {
-        None => Routing::default(),
-        Some(v) => routing(v)?,
+        None => Some(Routing::default()),
+        Some(v) => errs.take(routing(v)),
     };
 
+    let (
+        Some(message_id),
+        Some(timestamp),
+        Some(source),
+        Some(destination),
+        Some(message_type),
+        Some(priority),
+        Some(ttl),
+        Some(correlation_id),
+        Some(payload),
+        Some(security),
+        Some(routing),
+    ) = (
+        message_id,
+        timestamp,
+        source,
+        destination,
+        message_type,
+        priority,
+        ttl,
+        correlation_id,
+        payload,
+        security,
+        routing,
+    )
+    else {
+        return Err(errs.into_error().unwrap_or(EnvelopeError::NotAnObject { found: "an object" }));
+    };
     let envelope = Envelope {
         message_id,
         timestamp,
@@ -76,79 +125,159 @@ pub(crate) fn from_value(value: Value) -> Result<Envelope, EnvelopeError> {
         routing,
         extra: o.map,
     };
-    envelope.validate()?;
-    Ok(envelope)
+    // What the reading could not see (source names, routing limits) is checked by validate();
+    // its problems join the ones found so far.
+    if let Err(e) = envelope.validate() {
+        errs.0.extend(e.problems());
+    }
+    match errs.into_error() {
+        None => Ok(envelope),
+        Some(e) => Err(e),
+    }
+}
+
+/// The field problems found so far.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    /// The value, or `None` after recording why there is none.
+    fn take<T>(&mut self, r: Result<T, EnvelopeError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.extend(e.problems());
+                None
+            }
+        }
+    }
+
+    fn into_error(mut self) -> Option<EnvelopeError> {
+        // validate() may report again what reading found (an empty source, say): once is enough.
+        let mut seen = std::collections::HashSet::new();
+        self.0.retain(|e| seen.insert(e.field.clone()));
+        EnvelopeError::from_problems(self.0)
+    }
+}
+
+/// `request|response|event` is the design document's template, not an unknown value.
+fn template(value: &str, problem: Problem) -> Problem {
+    match problem {
+        Problem::UnknownValue { expected, .. }
+            if value.contains('|') && value.split('|').all(|alt| expected.split(", ").any(|e| e == alt)) =>
+        {
+            Problem::Template { value: value.to_string(), expected }
+        }
+        other => other,
+    }
 }
 
 fn payload(v: Value) -> Result<Payload, EnvelopeError> {
     let mut o = Obj::new(v, "payload")?;
+    let mut errs = Errors::default();
     // `data` may be any JSON value, null included, but must be present: a payload that forgot
     // its data is a bug worth reporting, not an empty message.
-    let data = o.map.remove("data").ok_or_else(|| EnvelopeError::field("payload.data", Problem::Missing))?;
+    let data = errs.take(o.map.remove("data").ok_or_else(|| EnvelopeError::field("payload.data", Problem::Missing)));
     let metadata = match o.optional("metadata") {
-        None => Metadata::default(),
-        Some(v) => metadata(v)?,
+        None => Some(Metadata::default()),
+        Some(v) => errs.take(metadata(v)),
     };
-    Ok(Payload { data, metadata, extra: o.map })
+    match (data, metadata) {
+        (Some(data), Some(metadata)) => Ok(Payload { data, metadata, extra: o.map }),
+        _ => Err(errs.into_error().unwrap_or(EnvelopeError::field("payload", Problem::Missing))),
+    }
 }
 
 fn metadata(v: Value) -> Result<Metadata, EnvelopeError> {
     let mut o = Obj::new(v, "payload.metadata")?;
     let mut m = Metadata::default();
-    if let Some(v) = o.optional("version") {
-        m.version = string(v, &o.path("version"))?;
-    }
-    if let Some(v) = o.optional("content_type") {
-        m.content_type = string(v, &o.path("content_type"))?;
-    }
-    if let Some(v) = o.optional("encoding") {
-        m.encoding = string(v, &o.path("encoding"))?;
+    let mut errs = Errors::default();
+    for (key, slot) in
+        [("version", &mut m.version), ("content_type", &mut m.content_type), ("encoding", &mut m.encoding)]
+    {
+        if let Some(v) = o.optional(key) {
+            let path = o.path(key);
+            let text = string(v, &path).and_then(|t| match t.is_empty() {
+                true => Err(EnvelopeError::field(path, Problem::Empty)),
+                false => Ok(t),
+            });
+            if let Some(text) = errs.take(text) {
+                *slot = text;
+            }
+        }
     }
     if let Some(v) = o.optional("status") {
         let path = o.path("status");
-        let s = string(v, &path)?;
-        m.status = Some(ReplyStatus::parse(&s).map_err(|p| EnvelopeError::field(path, p))?);
+        let status = string(v, &path).and_then(|s| ReplyStatus::parse(&s).map_err(|p| EnvelopeError::field(path, p)));
+        m.status = errs.take(status);
     }
     m.extra = o.map;
-    Ok(m)
+    match errs.into_error() {
+        None => Ok(m),
+        Some(e) => Err(e),
+    }
 }
 
 fn security(v: Value) -> Result<Security, EnvelopeError> {
     let mut o = Obj::new(v, "security")?;
-    let mut field = |key: &str| -> Result<Option<String>, EnvelopeError> {
-        match o.optional(key) {
-            None => Ok(None),
-            Some(v) => string(v, &o.path(key)).map(Some),
-        }
+    let mut errs = Errors::default();
+    let mut field = |key: &str| -> Option<String> {
+        let v = o.optional(key)?;
+        errs.take(string(v, &o.path(key)))
     };
-    let signature = field("signature")?;
-    let encryption = field("encryption")?;
-    let key_id = field("key_id")?;
-    Ok(Security { signature, encryption, key_id, extra: o.map })
+    let signature = field("signature");
+    let encryption = field("encryption");
+    let key_id = field("key_id");
+    match errs.into_error() {
+        None => Ok(Security { signature, encryption, key_id, extra: o.map }),
+        Some(e) => Err(e),
+    }
 }
 
 fn routing(v: Value) -> Result<Routing, EnvelopeError> {
     let mut o = Obj::new(v, "routing")?;
     let mut r = Routing::default();
+    let mut errs = Errors::default();
     if let Some(v) = o.optional("hops") {
-        r.hops = number(v, &o.path("hops"), 0, u32::MAX)?;
+        r.hops = errs.take(number(v, &o.path("hops"), 0, u32::MAX)).unwrap_or(0);
     }
     if let Some(v) = o.optional("max_hops") {
-        r.max_hops = number(v, &o.path("max_hops"), 1, u32::MAX)?;
+        r.max_hops = errs.take(number(v, &o.path("max_hops"), 1, u32::MAX)).unwrap_or(DEFAULT_MAX_HOPS);
     }
     if let Some(v) = o.optional("route") {
         let path = o.path("route");
-        let Value::Array(items) = v else {
-            return Err(EnvelopeError::field(path, Problem::WrongType { expected: "an array", found: type_name(&v) }));
-        };
-        r.route = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| string(item, &format!("{path}[{i}]")))
-            .collect::<Result<_, _>>()?;
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let at = format!("{path}[{i}]");
+                    let hop = string(item, &at).and_then(|h| match h.is_empty() {
+                        true => Err(EnvelopeError::field(at, Problem::Empty)),
+                        false => Ok(h),
+                    });
+                    if let Some(hop) = errs.take(hop) {
+                        r.route.push(hop);
+                    }
+                }
+            }
+            other => {
+                errs.0.push(FieldError {
+                    field: path,
+                    problem: Problem::WrongType { expected: "an array", found: type_name(&other) },
+                });
+            }
+        }
+    }
+    if r.hops > r.max_hops {
+        errs.0.push(FieldError {
+            field: o.path("hops"),
+            problem: Problem::HopsExceeded { hops: r.hops, max_hops: r.max_hops },
+        });
     }
     r.extra = o.map;
-    Ok(r)
+    match errs.into_error() {
+        None => Ok(r),
+        Some(e) => Err(e),
+    }
 }
 
 /// An object being taken apart: known keys are removed, what is left is preserved as extra.
@@ -195,7 +324,6 @@ impl Obj {
 /// What a required top-level field must be, for the message when it is `null`.
 fn expected(key: &str) -> &'static str {
     match key {
-        "ttl" => "a number",
         "payload" => "an object",
         _ => "a string",
     }
@@ -233,13 +361,7 @@ fn number(v: Value, path: &str, min: u32, max: u32) -> Result<u32, EnvelopeError
     }
 }
 
-fn uuid(v: Value, path: &str) -> Result<Uuid, EnvelopeError> {
+fn id(v: Value, path: &str) -> Result<MessageId, EnvelopeError> {
     let s = string(v, path)?;
-    // Only the hyphenated 8-4-4-4-12 form: Uuid::parse_str also takes the simple, braced and
-    // URN forms, which would be rewritten on the way out.
-    if s.len() != 36 {
-        let reason = "expected the hyphenated form xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".to_string();
-        return Err(EnvelopeError::field(path, Problem::BadUuid { value: s, reason }));
-    }
-    Uuid::parse_str(&s).map_err(|e| EnvelopeError::field(path, Problem::BadUuid { value: s, reason: e.to_string() }))
+    MessageId::parse(&s).map_err(|p| EnvelopeError::field(path, p))
 }

@@ -4,7 +4,9 @@
 ///
 /// The `Display` text is meant for people and for the dead-letter topic: it names the field by
 /// its JSON path (`payload.metadata.version`, `routing.route[2]`) and says what is wrong.
-/// Programs that act on the failure match on [`EnvelopeError::Field`] and its [`Problem`].
+/// Programs that act on the failure read [`EnvelopeError::problems`]: every field that is wrong,
+/// each with its [`Problem`]. The reader reports them all at once, so a device fixes its message
+/// in one round instead of one field per attempt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
@@ -32,6 +34,23 @@ pub enum EnvelopeError {
         /// What is wrong with it.
         problem: Problem,
     },
+    /// Several fields are missing or wrong, in the order they appear in the format.
+    #[error("{} problems: {}", .0.len(), list(.0))]
+    Fields(Vec<FieldError>),
+}
+
+/// One field of an envelope that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {problem}")]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `payload.metadata.version` or `routing.route[2]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl EnvelopeError {
@@ -39,19 +58,42 @@ impl EnvelopeError {
         EnvelopeError::Field { field: field.into(), problem }
     }
 
-    /// The JSON path of the offending field, when the error is about one field.
+    /// One error for all the field problems found: [`EnvelopeError::Field`] for one,
+    /// [`EnvelopeError::Fields`] for several.
+    pub(crate) fn from_problems(mut errors: Vec<FieldError>) -> Option<Self> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop().map(|e| EnvelopeError::Field { field: e.field, problem: e.problem }),
+            _ => Some(EnvelopeError::Fields(errors)),
+        }
+    }
+
+    /// The JSON path of the (first) offending field, when the error is about fields.
     pub fn field_name(&self) -> Option<&str> {
         match self {
             EnvelopeError::Field { field, .. } => Some(field),
+            EnvelopeError::Fields(errors) => errors.first().map(|e| e.field.as_str()),
             _ => None,
         }
     }
 
-    /// The problem, when the error is about one field.
+    /// The (first) problem, when the error is about fields.
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             EnvelopeError::Field { problem, .. } => Some(problem),
+            EnvelopeError::Fields(errors) => errors.first().map(|e| &e.problem),
             _ => None,
+        }
+    }
+
+    /// Every field problem, in format order (empty for syntax errors and non-objects).
+    pub fn problems(&self) -> Vec<FieldError> {
+        match self {
+            EnvelopeError::Field { field, problem } => {
+                vec![FieldError { field: field.clone(), problem: problem.clone() }]
+            }
+            EnvelopeError::Fields(errors) => errors.clone(),
+            _ => Vec::new(),
         }
     }
 }
@@ -75,21 +117,30 @@ pub enum Problem {
     /// A string that must not be empty is empty.
     #[error("must not be empty")]
     Empty,
-    /// Not a UUID in the 8-4-4-4-12 hexadecimal form.
-    #[error("is not a UUID (`{value}`): {reason}")]
-    BadUuid {
+    /// A string longer than allowed.
+    #[error("is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An id (`message_id`, `correlation_id`) that cannot be used.
+    #[error("`{value}` is not a usable id: {reason}")]
+    BadId {
+        /// The text found (escaped).
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A value that lists the alternatives of the design document's template
+    /// (`request|response|event`) instead of choosing one.
+    #[error("is `{value}`, a template listing the alternatives: choose one of them ({expected})")]
+    Template {
         /// The text found.
         value: String,
-        /// Why the UUID parser refused it.
-        reason: String,
-    },
-    /// A UUID, but not a random (version 4, RFC 4122 variant) one.
-    #[error("must be a random UUID (version 4), found `{value}` (version {version})")]
-    NotUuidV4 {
-        /// The UUID found.
-        value: String,
-        /// Its version number.
-        version: usize,
+        /// The accepted values.
+        expected: &'static str,
     },
     /// Not an RFC 3339 date-time such as `2025-01-15T10:30:00Z`.
     #[error("is not an RFC 3339 timestamp such as `2025-01-15T10:30:00Z` (`{value}`): {reason}")]
@@ -125,6 +176,14 @@ pub enum Problem {
         min: u64,
         /// Largest accepted value.
         max: u64,
+    },
+    /// A topic-shaped destination that is not a usable MQTT topic name.
+    #[error("`{value}` is not a usable topic: {reason}")]
+    BadTopic {
+        /// The text found.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// `routing.hops` is larger than `routing.max_hops`.
     #[error("is {hops}, more than max_hops ({max_hops}): the message has travelled too far")]

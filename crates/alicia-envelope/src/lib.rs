@@ -36,13 +36,19 @@
 //!   derived `Deserialize`, so every error names the field by its JSON path and says what is
 //!   wrong ([`EnvelopeError`], [`Problem`]); the router copies that text into the dead-letter
 //!   topic, where a person reads it. Syntax errors give line and column.
-//! - **Required versus defaulted.** `message_id`, `timestamp`, `source`, `destination`,
-//!   `message_type`, `ttl` and `payload.data` are required: nothing sensible can be assumed for
-//!   them (in particular a message with no lifetime would be retried and queued forever).
-//!   `priority` defaults to `normal`, `payload.metadata` to version `1.0`, `application/json`,
-//!   `utf-8`, and `routing` to 0 hops of at most [`DEFAULT_MAX_HOPS`]. Defaults are written out
-//!   when an envelope is serialised, so a parsed envelope is normalised once and stable after
-//!   that (`parse(to_json(parse(x))) == parse(x)`). `null` in an optional field counts as absent.
+//! - **Strict where it protects the bus, lenient where the design document is.** The full
+//!   rules, field by field, are in `docs/envelope.md`; in short: `message_id`, `timestamp`,
+//!   `source`, `destination`, `message_type` and `payload.data` are required. `message_id` is
+//!   any non-empty string of at most [`MAX_MESSAGE_ID_LEN`] bytes without control characters
+//!   (the document writes `device-reg-001`; Alicia generates random UUIDs). `ttl` is optional:
+//!   without one the envelope never expires by itself (MQTT message expiry, set by the sender,
+//!   still applies), and a `timestamp` far in the past or future is then no reason to drop it
+//!   (devices have bad clocks). `priority` defaults to `normal`, `payload.metadata` to version
+//!   `1.0`, `application/json`, `utf-8`, and `routing` to 0 hops of at most
+//!   [`DEFAULT_MAX_HOPS`]. Defaults are written out when an envelope is serialised, so a parsed
+//!   envelope is normalised once and stable after that (`parse(to_json(parse(x))) ==
+//!   parse(x)`). `null` in an optional field counts as absent. Every problem of a message is
+//!   reported at once ([`EnvelopeError::problems`]), not only the first.
 //! - **Correlation.** A response carries the request's `message_id` in a top-level
 //!   `correlation_id` (absent on everything else). It is top-level rather than in
 //!   `payload.metadata` because it is addressing, not payload description: the router and the
@@ -54,18 +60,21 @@
 //!   `{"code": "...", "message": "..."}` ([`Envelope::error_reply`], [`Envelope::reply_error`]);
 //!   a marker in metadata instead of a convention inside `data`, so a successful answer whose
 //!   data happens to have an `error` key is never mistaken for a failure.
-//! - **Destinations are names of topic levels.** Service names, capabilities and device ids are
-//!   put into MQTT topics, so they may not contain `/`, `+`, `#` or control characters
-//!   ([`Destination`]). `source` must be an address a reply can be sent to: a service name or
-//!   `device_id:ID`.
+//! - **Destinations are names of topic levels, or topics.** Service names, capabilities and
+//!   device ids are put into MQTT topics, so they may not contain `/`, `+`, `#` or control
+//!   characters; a destination with a `/` is a topic itself, as in the document's registration
+//!   ([`Destination`]). `source` must be an address a reply can be sent to: a service name (a
+//!   device may also use its bare id, as the document's devices do) or `device_id:ID`.
 //! - **Time.** Timestamps are RFC 3339; Alicia writes UTC to the millisecond and accepts any
-//!   offset, keeping it on the way out ([`Timestamp`]). Expiry is `timestamp + ttl`, judged by
-//!   the receiver's clock ([`Envelope::is_expired`]).
+//!   offset, keeping it on the way out ([`Timestamp`]). With a `ttl`, expiry is `timestamp +
+//!   ttl`, judged by the receiver's clock ([`Envelope::is_expired`]); a sender whose clock is
+//!   wrong should leave `ttl` out and rely on MQTT message expiry.
 //! - **`priority` is ordered** (`low < normal < high < critical`) so queues can sort by it.
 
 mod decode;
 mod destination;
 mod error;
+mod message_id;
 mod timestamp;
 
 use std::time::{Duration, SystemTime};
@@ -77,10 +86,12 @@ pub use uuid::Uuid;
 
 pub use decode::type_name as json_type_name;
 pub use destination::{check_service_name, Destination};
-pub use error::{EnvelopeError, Problem};
+pub use error::{EnvelopeError, FieldError, Problem};
+pub use message_id::{MessageId, MAX_MESSAGE_ID_LEN};
 pub use timestamp::Timestamp;
 
-/// `ttl` given by the builders unless changed with [`Envelope::with_ttl`], in seconds.
+/// `ttl` given by the builders unless changed with [`Envelope::with_ttl`] or
+/// [`Envelope::without_ttl`], in seconds.
 pub const DEFAULT_TTL_SECS: u32 = 60;
 /// `routing.max_hops` when an envelope does not say.
 pub const DEFAULT_MAX_HOPS: u32 = 10;
@@ -93,16 +104,13 @@ pub const DEFAULT_MAX_HOPS: u32 = 10;
     description = "The standard JSON message every Alicia service and device publishes on the MQTT bus. Unknown keys are allowed and are preserved by Alicia."
 )]
 pub struct Envelope {
-    /// Unique id of this message: a random (version 4) UUID in the hyphenated form.
-    #[schemars(
-        with = "String",
-        regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")
-    )]
-    pub message_id: Uuid,
+    /// The sender's id for this message (see [`MessageId`]).
+    pub message_id: MessageId,
     /// When the message was created (RFC 3339).
     pub timestamp: Timestamp,
-    /// Who sent it, and where a reply goes: a service name, or `device_id:ID` for a device.
-    /// Cannot contain `/`, `+`, `#` or control characters, and cannot be `broadcast`.
+    /// Who sent it, and where a reply goes: a service name, or `device_id:ID` for a device (a
+    /// device may also write its bare id). Cannot contain `/`, `+`, `#` or control characters,
+    /// and cannot be `broadcast`.
     #[schemars(
         length(min = 1),
         regex(pattern = r"^(device_id:[^/+#\u0000-\u001f\u007f-\u009f]+|[^/+#:\u0000-\u001f\u007f-\u009f]+)$")
@@ -116,13 +124,13 @@ pub struct Envelope {
     #[serde(default)]
     pub priority: Priority,
     /// Seconds the message is worth after `timestamp`; later it is dropped to the dead-letter
-    /// topic instead of being delivered.
+    /// topic instead of being delivered. Absent: the envelope does not expire by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub ttl: u32,
+    pub ttl: Option<u32>,
     /// On a response: the `message_id` of the request it answers. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>", extend("format" = "uuid"))]
-    pub correlation_id: Option<Uuid>,
+    pub correlation_id: Option<MessageId>,
     /// The content.
     pub payload: Payload,
     /// Signature and encryption details, when the message is signed or encrypted.
@@ -329,13 +337,13 @@ impl Envelope {
     /// [`DEFAULT_TTL_SECS`], default metadata and empty routing.
     pub fn new(source: impl Into<String>, destination: Destination, message_type: MessageType, data: Value) -> Self {
         Envelope {
-            message_id: Uuid::new_v4(),
+            message_id: MessageId::new(),
             timestamp: Timestamp::now(),
             source: source.into(),
             destination,
             message_type,
             priority: Priority::Normal,
-            ttl: DEFAULT_TTL_SECS,
+            ttl: Some(DEFAULT_TTL_SECS),
             correlation_id: None,
             payload: Payload { data, metadata: Metadata::default(), extra: Map::new() },
             security: None,
@@ -373,7 +381,7 @@ impl Envelope {
         let destination =
             Destination::parse(&request.source).unwrap_or_else(|_| Destination::Service(request.source.clone()));
         let mut reply = Envelope::new(source, destination, MessageType::Response, data);
-        reply.correlation_id = Some(request.message_id);
+        reply.correlation_id = Some(request.message_id.clone());
         reply.priority = request.priority;
         reply.ttl = request.ttl;
         reply
@@ -414,7 +422,13 @@ impl Envelope {
 
     /// Sets the time to live, in seconds (at least 1 for a valid envelope).
     pub fn with_ttl(mut self, ttl_secs: u32) -> Self {
-        self.ttl = ttl_secs;
+        self.ttl = Some(ttl_secs);
+        self
+    }
+
+    /// Removes the time to live: the envelope does not expire by itself.
+    pub fn without_ttl(mut self) -> Self {
+        self.ttl = None;
         self
     }
 
@@ -434,42 +448,47 @@ impl Envelope {
         decode::from_value(value)
     }
 
-    /// Checks everything the types do not: `message_id` is a version 4 UUID, `source` and
-    /// `destination` are usable names, `ttl` ≥ 1, metadata strings are not empty,
-    /// `routing.max_hops` ≥ 1, `routing.hops` ≤ `routing.max_hops`, `routing.route` entries
-    /// are not empty.
+    /// Checks everything the types do not: `message_id` and `correlation_id` are usable ids,
+    /// `source` and `destination` are usable names, `ttl` ≥ 1 when given, metadata strings are
+    /// not empty, `routing.max_hops` ≥ 1, `routing.hops` ≤ `routing.max_hops`, `routing.route`
+    /// entries are not empty. Reports every problem found, not only the first.
     pub fn validate(&self) -> Result<(), EnvelopeError> {
-        let field = |name: &str, problem| EnvelopeError::field(name, problem);
-        if self.message_id.get_version_num() != 4 || self.message_id.get_variant() != uuid::Variant::RFC4122 {
-            let problem =
-                Problem::NotUuidV4 { value: self.message_id.to_string(), version: self.message_id.get_version_num() };
-            return Err(field("message_id", problem));
+        let mut errors = Vec::new();
+        let mut field = |name: String, problem| errors.push(FieldError { field: name, problem });
+        if let Err(p) = MessageId::parse(self.message_id.as_str()) {
+            field("message_id".into(), p);
         }
-        check_source(&self.source).map_err(|p| field("source", p))?;
-        self.destination.validate().map_err(|p| field("destination", p))?;
-        if self.ttl == 0 {
-            return Err(field("ttl", Problem::OutOfRange { value: "0".into(), min: 1, max: u32::MAX.into() }));
+        if let Err(p) = check_source(&self.source) {
+            field("source".into(), p);
+        }
+        if let Err(p) = self.destination.validate() {
+            field("destination".into(), p);
+        }
+        if self.ttl == Some(0) {
+            field("ttl".into(), Problem::OutOfRange { value: "0".into(), min: 1, max: u32::MAX.into() });
+        }
+        if let Some(Err(p)) = self.correlation_id.as_ref().map(|c| MessageId::parse(c.as_str())) {
+            field("correlation_id".into(), p);
         }
         let m = &self.payload.metadata;
         for (name, value) in [("version", &m.version), ("content_type", &m.content_type), ("encoding", &m.encoding)] {
             if value.is_empty() {
-                return Err(field(&format!("payload.metadata.{name}"), Problem::Empty));
+                field(format!("payload.metadata.{name}"), Problem::Empty);
             }
         }
         let r = &self.routing;
         if r.max_hops == 0 {
-            return Err(field(
-                "routing.max_hops",
-                Problem::OutOfRange { value: "0".into(), min: 1, max: u32::MAX.into() },
-            ));
+            field("routing.max_hops".into(), Problem::OutOfRange { value: "0".into(), min: 1, max: u32::MAX.into() });
+        } else if r.hops > r.max_hops {
+            field("routing.hops".into(), Problem::HopsExceeded { hops: r.hops, max_hops: r.max_hops });
         }
-        if r.hops > r.max_hops {
-            return Err(field("routing.hops", Problem::HopsExceeded { hops: r.hops, max_hops: r.max_hops }));
+        for (i, _) in r.route.iter().enumerate().filter(|(_, hop)| hop.is_empty()) {
+            field(format!("routing.route[{i}]"), Problem::Empty);
         }
-        if let Some(i) = r.route.iter().position(String::is_empty) {
-            return Err(field(&format!("routing.route[{i}]"), Problem::Empty));
+        match EnvelopeError::from_problems(errors) {
+            None => Ok(()),
+            Some(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Compact JSON.
@@ -492,31 +511,41 @@ impl Envelope {
         serde_json::to_value(self).expect("an envelope always serialises")
     }
 
-    /// When the message stops being worth delivering: `timestamp + ttl`.
-    pub fn expires_at(&self) -> SystemTime {
+    /// When the message stops being worth delivering: `timestamp + ttl`; `None` without a
+    /// `ttl` (it never expires by itself).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let ttl = self.ttl?;
         let t = self.timestamp.to_system_time();
-        t.checked_add(Duration::from_secs(self.ttl.into())).unwrap_or(t)
+        Some(t.checked_add(Duration::from_secs(ttl.into())).unwrap_or(t))
     }
 
     /// Whether the message is past its lifetime at `now` (strictly after `timestamp + ttl`).
+    /// Never true without a `ttl`, however old or new its `timestamp`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
-        now > self.expires_at()
+        self.expires_at().is_some_and(|at| now > at)
     }
 
-    /// The remaining lifetime at `now`, zero if expired (for MQTT 5 message expiry).
-    pub fn remaining_ttl(&self, now: SystemTime) -> Duration {
-        self.expires_at().duration_since(now).unwrap_or(Duration::ZERO)
+    /// The remaining lifetime at `now`, zero if expired (for MQTT 5 message expiry); `None`
+    /// without a `ttl`.
+    pub fn remaining_ttl(&self, now: SystemTime) -> Option<Duration> {
+        self.expires_at().map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
     }
 }
 
-/// A source is a service name or `device_id:ID`.
-fn check_source(source: &str) -> Result<(), Problem> {
+/// A source is a service name (or a device's bare id) or `device_id:ID`.
+pub(crate) fn check_source(source: &str) -> Result<(), Problem> {
     if source.is_empty() {
         return Err(Problem::Empty);
     }
+    if source.contains('/') && !source.starts_with("device_id:") && !source.starts_with("capability:") {
+        return Err(Problem::BadName {
+            value: source.to_string(),
+            reason: "`/`, `+` and `#` cannot appear in an MQTT topic level, and a source must be a name a reply can be sent to",
+        });
+    }
     match Destination::parse(source)? {
         Destination::Service(_) | Destination::DeviceId(_) => Ok(()),
-        Destination::Broadcast | Destination::Capability(_) => Err(Problem::BadName {
+        Destination::Broadcast | Destination::Capability(_) | Destination::Topic(_) => Err(Problem::BadName {
             value: source.to_string(),
             reason: "a source must be a service name or `device_id:ID`, an address a reply can go to",
         }),

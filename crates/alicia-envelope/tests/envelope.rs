@@ -3,8 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use alicia_envelope::{
-    Destination, Envelope, EnvelopeError, MessageType, Priority, Problem, ReplyStatus, Timestamp, Uuid, Value,
-    DEFAULT_MAX_HOPS,
+    Destination, Envelope, EnvelopeError, FieldError, MessageId, MessageType, Priority, Problem, ReplyStatus,
+    Timestamp, Uuid, Value, DEFAULT_MAX_HOPS,
 };
 use serde_json::json;
 
@@ -111,7 +111,7 @@ fn syntax_errors_name_line_and_column() {
 
 #[test]
 fn every_required_field_is_named_when_missing() {
-    for key in ["message_id", "timestamp", "source", "destination", "message_type", "ttl", "payload"] {
+    for key in ["message_id", "timestamp", "source", "destination", "message_type", "payload"] {
         let (field, problem, text) = refused(without(key));
         assert_eq!((field.as_str(), &problem), (key, &Problem::Missing), "{text}");
         assert_eq!(text, format!("`{key}` is missing"));
@@ -125,14 +125,9 @@ fn every_required_field_is_named_when_missing() {
 #[test]
 fn bad_values_are_refused_with_their_reason() {
     let cases: Vec<(Value, &str, &str)> = vec![
-        (with(&["message_id"], json!("not-a-uuid")), "message_id", "is not a UUID (`not-a-uuid`)"),
-        (with(&["message_id"], json!("0841abf7-0904-4c2a-844c-f41174f6962z")), "message_id", "is not a UUID"),
-        (with(&["message_id"], json!("0841abf709044c2a844cf41174f69628")), "message_id", "hyphenated form"),
-        (
-            with(&["message_id"], json!("c232ab00-9414-11ec-b3c8-9e6bdeced846")),
-            "message_id",
-            "must be a random UUID (version 4), found `c232ab00-9414-11ec-b3c8-9e6bdeced846` (version 1)",
-        ),
+        (with(&["message_id"], json!("")), "message_id", "must not be empty"),
+        (with(&["message_id"], json!("x".repeat(129))), "message_id", "is 129 bytes long; at most 128 are allowed"),
+        (with(&["message_id"], json!("a\nb")), "message_id", "contains a control character"),
         (with(&["message_id"], json!(42)), "message_id", "must be a string, found a number"),
         (with(&["timestamp"], json!("2025-01-15 10:30")), "timestamp", "is not an RFC 3339 timestamp"),
         (with(&["timestamp"], json!("2025-01-15T10:30:00")), "timestamp", "is not an RFC 3339 timestamp"),
@@ -143,7 +138,20 @@ fn bad_values_are_refused_with_their_reason() {
         (with(&["destination"], json!("")), "destination", "must not be empty"),
         (with(&["destination"], json!("room:kitchen")), "destination", "has unknown value `room:kitchen`"),
         (with(&["destination"], json!("capability:")), "destination", "nothing follows the `:`"),
-        (with(&["destination"], json!("alicia/#")), "destination", "cannot appear in an MQTT topic level"),
+        (with(&["destination"], json!("alicia/#")), "destination", "is not a usable topic: `+` and `#` are wildcards"),
+        (with(&["destination"], json!("$SYS/broker/x")), "destination", "reserved for the broker"),
+        (with(&["destination"], json!("device_id:a/b")), "destination", "cannot appear in an MQTT topic level"),
+        (
+            with(&["destination"], json!("service_name|broadcast|capability:capability_name")),
+            "destination",
+            "a template listing the alternatives",
+        ),
+        (
+            with(&["message_type"], json!("request|response|event|command|heartbeat")),
+            "message_type",
+            "a template listing the alternatives: choose one of them (request, response, event, command, heartbeat)",
+        ),
+        (with(&["priority"], json!("low|normal|high|critical")), "priority", "a template listing the alternatives"),
         (
             with(&["message_type"], json!("query")),
             "message_type",
@@ -156,8 +164,8 @@ fn bad_values_are_refused_with_their_reason() {
         (with(&["ttl"], json!(1.5)), "ttl", "found 1.5"),
         (with(&["ttl"], json!(4294967296u64)), "ttl", "found 4294967296"),
         (with(&["ttl"], json!("30")), "ttl", "must be a number, found a string"),
-        (with(&["ttl"], json!(null)), "ttl", "must be a number, found null"),
-        (with(&["correlation_id"], json!("nope")), "correlation_id", "is not a UUID"),
+        (with(&["correlation_id"], json!("")), "correlation_id", "must not be empty"),
+        (with(&["correlation_id"], json!(7)), "correlation_id", "must be a string, found a number"),
         (with(&["payload"], json!("text")), "payload", "must be an object, found a string"),
         (with(&["payload", "metadata"], json!([])), "payload.metadata", "must be an object, found an array"),
         (with(&["payload", "metadata", "version"], json!(1)), "payload.metadata.version", "must be a string"),
@@ -195,8 +203,9 @@ fn null_optional_fields_count_as_absent() {
     v["routing"] = Value::Null;
     v["priority"] = Value::Null;
     v["correlation_id"] = Value::Null;
+    v["ttl"] = Value::Null;
     let env = Envelope::from_value(v).unwrap();
-    assert!(env.security.is_none() && env.correlation_id.is_none());
+    assert!(env.security.is_none() && env.correlation_id.is_none() && env.ttl.is_none());
     assert_eq!(env.priority, Priority::Normal);
 }
 
@@ -207,6 +216,7 @@ fn destinations_and_priorities() {
         ("capability:audio_playback", Destination::capability("audio_playback")),
         ("device_id:sonos_kitchen_001", Destination::device("sonos_kitchen_001")),
         ("stt_service", Destination::service("stt_service")),
+        ("alicia/system/discovery/register", Destination::topic("alicia/system/discovery/register")),
     ] {
         let env = Envelope::from_value(with(&["destination"], json!(wire))).unwrap();
         assert_eq!(env.destination, dest);
@@ -226,7 +236,7 @@ fn builders_fill_id_time_and_defaults() {
         .with_priority(Priority::High)
         .with_ttl(5);
     req.validate().unwrap();
-    assert_eq!(req.message_id.get_version_num(), 4);
+    assert_eq!(Uuid::parse_str(req.message_id.as_str()).unwrap().get_version_num(), 4);
     assert_eq!(req.message_type, MessageType::Request);
     let age = SystemTime::now().duration_since(req.timestamp.to_system_time()).unwrap();
     assert!(age < Duration::from_secs(2));
@@ -255,14 +265,14 @@ fn replies_correlate_by_message_id() {
     let resp = Envelope::reply_to(&req, "stt_service", json!({"text": "hello"}));
     resp.validate().unwrap();
     assert_eq!(resp.message_type, MessageType::Response);
-    assert_eq!(resp.correlation_id, Some(req.message_id));
+    assert_eq!(resp.correlation_id.as_ref(), Some(&req.message_id));
     assert_eq!(resp.destination, Destination::service("voice_service"));
-    assert_eq!((resp.priority, resp.ttl), (Priority::Critical, 7));
+    assert_eq!((resp.priority, resp.ttl), (Priority::Critical, Some(7)));
     assert_eq!(resp.source, "stt_service");
     assert!(resp.reply_error().is_none());
     let wire = resp.to_value();
     assert_eq!(wire["correlation_id"], req.message_id.to_string());
-    assert_eq!(Envelope::from_value(wire).unwrap().correlation_id, Some(req.message_id));
+    assert_eq!(Envelope::from_value(wire).unwrap().correlation_id, Some(req.message_id.clone()));
 
     // A device's request is answered to the device.
     let dev_req = Envelope::request("device_id:sonos_kitchen_001", Destination::service("device_registry"), json!({}));
@@ -283,12 +293,12 @@ fn expiry_is_timestamp_plus_ttl() {
     // base(): sent 2025-01-15T10:30:00Z with a ttl of 30 s.
     let env = Envelope::from_value(base()).unwrap();
     let sent = Timestamp::parse("2025-01-15T10:30:00Z").unwrap().to_system_time();
-    assert_eq!(env.expires_at(), sent + Duration::from_secs(30));
+    assert_eq!(env.expires_at(), Some(sent + Duration::from_secs(30)));
     assert!(!env.is_expired(sent));
     assert!(!env.is_expired(sent + Duration::from_secs(30)));
     assert!(env.is_expired(sent + Duration::from_secs(30) + Duration::from_millis(1)));
-    assert_eq!(env.remaining_ttl(sent + Duration::from_secs(10)), Duration::from_secs(20));
-    assert_eq!(env.remaining_ttl(sent + Duration::from_secs(99)), Duration::ZERO);
+    assert_eq!(env.remaining_ttl(sent + Duration::from_secs(10)), Some(Duration::from_secs(20)));
+    assert_eq!(env.remaining_ttl(sent + Duration::from_secs(99)), Some(Duration::ZERO));
     // Offsets are honoured: 11:30+01:00 is 10:30Z.
     let env2 = Envelope::from_value(with(&["timestamp"], json!("2025-01-15T11:30:00+01:00"))).unwrap();
     assert_eq!(env2.expires_at(), env.expires_at());
@@ -298,11 +308,79 @@ fn expiry_is_timestamp_plus_ttl() {
     assert!(!fresh.is_expired(SystemTime::now()));
 }
 
+/// Without a ttl an envelope never expires by itself, however far its timestamp is from now:
+/// devices have bad clocks (one that booted without network time says 1970).
 #[test]
-fn uuids_are_normalised_to_lower_case() {
-    let env = Envelope::from_value(with(&["message_id"], json!("0841ABF7-0904-4C2A-844C-F41174F69628"))).unwrap();
-    assert_eq!(env.message_id, "0841abf7-0904-4c2a-844c-f41174f69628".parse::<Uuid>().unwrap());
-    assert_eq!(env.to_value()["message_id"], "0841abf7-0904-4c2a-844c-f41174f69628");
+fn without_a_ttl_nothing_expires_whatever_the_clock_says() {
+    for stamp in ["1970-01-01T00:00:00Z", "2025-01-08T14:30:00.000Z", "2199-12-31T23:59:59Z"] {
+        let mut v = without("ttl");
+        v["timestamp"] = json!(stamp);
+        let env = Envelope::from_value(v).unwrap();
+        assert_eq!(env.ttl, None);
+        assert_eq!(env.expires_at(), None);
+        assert_eq!(env.remaining_ttl(SystemTime::now()), None);
+        assert!(!env.is_expired(SystemTime::now()), "{stamp}");
+        assert!(!env.is_expired(SystemTime::now() + Duration::from_secs(100 * 365 * 86_400)), "{stamp}");
+        // Written back without a ttl: no lifetime is invented.
+        assert!(env.to_value().get("ttl").is_none());
+    }
+    // With a ttl, the same old timestamp does expire.
+    let mut old = base();
+    old["timestamp"] = json!("1970-01-01T00:00:00Z");
+    assert!(Envelope::from_value(old).unwrap().is_expired(SystemTime::now()));
+    assert!(Envelope::event("a", Destination::Broadcast, json!(1)).without_ttl().expires_at().is_none());
+}
+
+/// Ids are the sender's: any non-empty string, kept byte for byte (case included).
+#[test]
+fn message_ids_are_kept_as_written() {
+    for id in ["0841ABF7-0904-4C2A-844C-F41174F69628", "device-reg-001", "voice-stt-001", "42"] {
+        let env = Envelope::from_value(with(&["message_id"], json!(id))).unwrap();
+        assert_eq!(env.message_id, MessageId::parse(id).unwrap());
+        assert_eq!(env.to_value()["message_id"], id);
+        let reply = Envelope::reply_to(&env, "stt_service", json!({}));
+        assert_eq!(reply.to_value()["correlation_id"], id);
+    }
+}
+
+/// A message with several mistakes is refused with all of them, in format order.
+#[test]
+fn every_problem_is_reported_at_once() {
+    let v = json!({
+        "message_id": "",
+        "timestamp": "yesterday",
+        "source": "broadcast",
+        "destination": "room:kitchen",
+        "message_type": "query",
+        "ttl": 0,
+        "payload": { "metadata": { "version": "" } },
+        "routing": { "hops": 3, "max_hops": 2, "route": ["", 5] }
+    });
+    let err = Envelope::from_value(v).unwrap_err();
+    let fields: Vec<String> = err.problems().into_iter().map(|FieldError { field, .. }| field).collect();
+    assert_eq!(
+        fields,
+        [
+            "message_id",
+            "timestamp",
+            "source",
+            "destination",
+            "message_type",
+            "ttl",
+            "payload.data",
+            "payload.metadata.version",
+            "routing.route[0]",
+            "routing.route[1]",
+            "routing.hops",
+        ],
+        "{err}"
+    );
+    assert!(matches!(err, EnvelopeError::Fields(_)));
+    let text = err.to_string();
+    assert!(text.starts_with("11 problems: `message_id` must not be empty; `timestamp` is not an RFC 3339"), "{text}");
+    assert_eq!(err.field_name(), Some("message_id"));
+    // One problem stays a single field error.
+    assert!(matches!(Envelope::from_value(without("source")), Err(EnvelopeError::Field { .. })));
 }
 
 #[test]

@@ -4,16 +4,55 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::auth::{credential, HttpAuth, Principal};
 use crate::model::Device;
 use crate::registry::{Outcome, RegisterError, Registry};
 
+/// What the API handlers share: the registry and who may write.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub reg: Arc<Registry>,
+    /// `None`: writes are refused (nothing can check a credential).
+    pub auth: Option<HttpAuth>,
+}
+
 type Reg = State<Arc<Registry>>;
+
+/// The caller of a write, checked; a 401 answer otherwise.
+fn caller(api: &Api, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
+    let unauthorized = |why: String| {
+        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        r.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"alicia\", Basic realm=\"alicia\""),
+        );
+        Box::new(r)
+    };
+    let Some(auth) = &api.auth else {
+        return Err(unauthorized("writes are disabled: this registry has no way to check credentials".into()));
+    };
+    let cred = credential(headers).map_err(unauthorized)?;
+    auth(&cred).map_err(|why| unauthorized(format!("credential refused: {why}")))
+}
+
+/// A device may act only for itself.
+fn may_act_for(who: &Principal, device_id: &str) -> Result<(), Box<Response>> {
+    match who {
+        Principal::Service(_) => Ok(()),
+        Principal::Device(id) if id == device_id => Ok(()),
+        Principal::Device(id) => Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("device {id:?} may register or remove only itself, not {device_id:?}"),
+        ))),
+    }
+}
 
 fn error(status: StatusCode, error: &str, reason: impl Into<String>) -> Response {
     (status, Json(json!({ "error": error, "reason": reason.into() }))).into_response()
@@ -24,7 +63,12 @@ fn list(devices: &[Device]) -> Value {
     json!({ "devices": devices, "count": devices.len() })
 }
 
-async fn register(State(reg): Reg, body: Bytes) -> Response {
+async fn register(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let who = match caller(&api, &headers) {
+        Ok(who) => who,
+        Err(r) => return *r,
+    };
+    let reg = &api.reg;
     if body.iter().all(u8::is_ascii_whitespace) {
         return error(StatusCode::BAD_REQUEST, "invalid_json", "the body is empty: send the registration as JSON");
     }
@@ -32,6 +76,11 @@ async fn register(State(reg): Reg, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}")),
     };
+    if let Some(id) = value.get("device_id").and_then(Value::as_str) {
+        if let Err(r) = may_act_for(&who, id) {
+            return *r;
+        }
+    }
     match reg.register(value, "HTTP POST /devices/register") {
         Ok((outcome, device)) => {
             let status = match outcome {
@@ -41,13 +90,26 @@ async fn register(State(reg): Reg, body: Bytes) -> Response {
             (status, Json(json!({ "status": outcome.as_str(), "device_id": device.reg.device_id }))).into_response()
         }
         Err(RegisterError::Invalid(e)) => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_registration", e.to_string())
+            let mut r = error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_registration", e.to_string());
+            if let Some(first) = e.0.first() {
+                // Every problem, and the first one's field for callers that read one.
+                let body = json!({
+                    "error": "invalid_registration", "reason": e.to_string(), "field": first.field,
+                    "errors": e.to_json(),
+                });
+                r = (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            r
         }
         Err(RegisterError::Registry(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
 
-async fn remove(State(reg): Reg, Path(id): Path<String>) -> Response {
+async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = caller(&api, &headers).and_then(|who| may_act_for(&who, &id)) {
+        return *r;
+    }
+    let reg = &api.reg;
     match reg.unregister(&id, "unregistered via HTTP DELETE") {
         Ok(Some(_)) => Json(json!({ "status": "removed", "device_id": id })).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", reg.not_found_reason(&id)),
@@ -81,16 +143,20 @@ async fn no_route(uri: Uri) -> Response {
     error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {}", uri.path()))
 }
 
-/// `POST /devices/register`, `DELETE /devices/{id}`, `GET /devices`,
-/// `GET /devices/capability/{capability}`, `GET /devices/{id}`.
-pub(crate) fn api(reg: Arc<Registry>) -> Router {
-    Router::new()
+/// `POST /devices/register`, `DELETE /devices/{id}` (both with a credential, see
+/// [`crate::auth`]), `GET /devices`, `GET /devices/capability/{capability}`,
+/// `GET /devices/{id}`.
+pub(crate) fn api(reg: Arc<Registry>, auth: Option<HttpAuth>) -> Router {
+    let writes = Router::new()
         .route("/devices/register", post(register))
+        .route("/devices/{id}", delete(remove))
+        .with_state(Api { reg: reg.clone(), auth });
+    let reads = Router::new()
         .route("/devices", get(all))
         .route("/devices/capability/{capability}", get(by_capability))
-        .route("/devices/{id}", get(one).merge(delete(remove)))
-        .fallback(no_route)
-        .with_state(reg)
+        .route("/devices/{id}", get(one))
+        .with_state(reg);
+    writes.merge(reads).fallback(no_route)
 }
 
 async fn discovery(State(reg): Reg) -> Json<Value> {

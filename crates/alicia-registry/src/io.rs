@@ -186,7 +186,7 @@ async fn publish_metrics(reg: &Registry, client: &AsyncClient, topics: &Registry
 pub(crate) fn metrics_snapshot(reg: &Registry, service: &str, instance: &str) -> Value {
     let m = &reg.metrics;
     let v = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let (online, offline) = reg.counts();
+    let (online, offline, unknown) = reg.counts();
     json!({
         "service": service,
         "instance": instance,
@@ -194,7 +194,8 @@ pub(crate) fn metrics_snapshot(reg: &Registry, service: &str, instance: &str) ->
         "metrics": [
             {"name": "alicia_registry_devices", "type": "gauge", "help": "Registered devices by status.",
              "samples": [{"labels": {"status": "online"}, "value": online},
-                         {"labels": {"status": "offline"}, "value": offline}]},
+                         {"labels": {"status": "offline"}, "value": offline},
+                         {"labels": {"status": "unknown"}, "value": unknown}]},
             {"name": "alicia_registry_registrations_total", "type": "counter",
              "help": "Registrations received, by result (registered: new device; updated: known device; rejected: invalid).",
              "samples": [{"labels": {"result": "registered"}, "value": v(&m.registered)},

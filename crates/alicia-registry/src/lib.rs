@@ -1,10 +1,13 @@
 //! Alicia's device registry and discovery service (`device_registry` on the bus).
 //!
-//! Devices announce themselves with the seed's registration (`device_id`, `device_type`, `name`,
-//! `location`, `capabilities`, `endpoints`, `heartbeat_interval`, anything else kept); the
-//! registry keeps them in SQLite with a capability index, watches whether they are alive, and
-//! tells everyone else: the router resolves `device_id:` and `capability:` destinations from the
-//! retained inventory it publishes.
+//! Devices announce themselves with the design document's registration (`device_id`,
+//! `device_type`, `capabilities` as `{name, version, parameters, endpoints}` objects or plain
+//! names, `endpoints` `{control, status, audio, ...}` where `control` is the command topic,
+//! `metadata` with `location`, manufacturer, model, addresses; Alicia's `name`, `location` and
+//! `heartbeat_interval` too; anything else kept); the registry keeps them in SQLite with a
+//! capability index, watches whether they are alive, and tells everyone else: the router
+//! resolves `device_id:` and `capability:` destinations from the retained inventory it
+//! publishes.
 //!
 //! # On the bus (`P` = topic prefix, `alicia` by default)
 //!
@@ -15,16 +18,21 @@
 //! | `P/system/discovery/heartbeat` | in | heartbeat envelopes; a device's has source `device_id:ID` or `data.device_id`; the SDK's service heartbeats (`data.service`) are only counted |
 //! | `P/devices/+/status` (and any other registered `endpoints.status`) | in | `online` / `offline`, plain text or `{"status": ..}`: a device's MQTT will marks it offline at once |
 //! | `P/services/device_registry/inbox` | in | requests: `{"action":"list"}`, `{"action":"get","device_id"}`, `{"action":"find","capability"}`, `{"action":"register", ..registration}` (or `{"action":"register","registration":{..}}`, or a registration without `action`), `{"action":"unregister","device_id"}`; unknown → error response `unknown_action` |
-//! | `P/system/registry/devices` | out, retained, QoS 1 | the inventory: `{"updated", "devices": [{device_id, device_type, name, location, capabilities, endpoints: {command, status}, status, last_seen, registered_at, registration}]}`, re-published after every change and on every (re)connect |
+//! | `P/system/registry/devices` | out, retained, QoS 1 | the inventory: `{"updated", "devices": [{device_id, device_type, name, location, capabilities: [{name, version, parameters, endpoints}], endpoints: {control, status, ...}, metadata, status, last_seen (Unix seconds), last_seen_at, registered_at, registration}]}`, re-published after every change and on every (re)connect |
+//! | `P/devices/<id>/errors` | out, QoS 1 | error responses to a device's refused registrations, unregistrations and heartbeats (when it named no response topic): `data` = `{code, message, errors: [{field, reason}]}` |
 //! | `P/system/registry/events` | out, QoS 1 | `{"event": "registered"/"updated"/"online"/"offline"/"removed", "device_id", "device", "reason", "timestamp"}` |
 //! | `P/system/discovery/rebirth` | out, once at start | an `event` envelope to `broadcast` from `device_registry`, data `{"request": "register", "reason": "registry started", "registry": "device_registry"}`: every device should register again (its content need not be parsed: any message on this topic means "register again") |
 //! | `P/system/metrics/device_registry` | out, retained, QoS 0 | the metrics snapshot every 10 s: `alicia_registry_devices{status}`, `alicia_registry_registrations_total{result}`, `alicia_registry_heartbeats_total{kind}`, `alicia_registry_removals_total`, `alicia_registry_status_changes_total{status}` |
 //!
-//! A device (envelope source `device_id:X`) may register or unregister only itself (refused
-//! otherwise: `invalid_registration` / `forbidden`); a service may act for any device, e.g. a
-//! bridge for a radio network. A device registered without `endpoints` gets `P/devices/<id>/command` and
-//! `P/devices/<id>/status`. Invalid registrations are refused with the field and the reason
-//! (error code `invalid_registration` to a requester; dead-lettered otherwise).
+//! A device may register, unregister and heartbeat only as itself: the registry asks the SDK
+//! who sent each message ([`alicia_sdk::Context::sender`]: the broker's word under `alicia up`,
+//! where a certificate's CN or a token's subject is the device's user name), else takes a
+//! `device_id:X` source as the sender. A device claiming another id is refused (`forbidden`); a
+//! service (a password login, which the ACL let publish there) may act for any device, e.g. a
+//! bridge for a radio network. A device registered without endpoints gets
+//! `P/devices/<id>/command` as `control` and `P/devices/<id>/status`. Invalid registrations are
+//! refused with every field and reason at once: error code `invalid_registration` to a
+//! requester; otherwise dead-lettered and answered on the device's errors topic.
 //!
 //! # Liveness
 //!
@@ -33,9 +41,11 @@
 //!   makes it `offline` at once.
 //! - Silence makes it `offline`: after the configured timeout (default 300 s), shortened to
 //!   three heartbeat intervals when the device announces a faster `heartbeat_interval`, but
-//!   never under one and a half intervals (see `Device::timeout`). After a registry restart,
-//!   stored devices count as seen at the restart: the registry could not hear them while it was
-//!   down, and the rebirth request asks them to speak up.
+//!   never under one and a half intervals (see `Device::timeout`).
+//! - After a registry restart, stored devices are `unknown` until they are heard from: the
+//!   registry could not hear them while it was down, and the rebirth request asks them to
+//!   speak up. Their timeout counts from the restart. The router still delivers to `unknown`
+//!   devices (and prefers online providers of a capability).
 //!
 //! - Devices that set a will should also publish a retained `online` on their status topic when
 //!   they connect (the usual birth message, as Home Assistant's availability topics expect):
@@ -55,11 +65,14 @@
 //! # HTTP
 //!
 //! The API ([`RegistryConfig::http`]; `alicia up` uses 127.0.0.1:8081): `POST
-//! /devices/register` (201 `{"status":"registered","device_id"}`, 200 `"updated"` on
-//! re-registration, 400 `invalid_json`, 422 `invalid_registration` with the field and reason),
-//! `DELETE /devices/{id}`, `GET /devices` (`{"devices", "count"}`), `GET
-//! /devices/capability/{capability}`, `GET /devices/{id}` (404 `{"error":"not_found",
-//! "reason"}`). The discovery view ([`RegistryConfig::discovery_http`]; 8082): `GET /` or
+//! /devices/register` with a registration or the design document's `Device` model (201
+//! `{"status":"registered","device_id"}`, 200 `"updated"` on re-registration, 400
+//! `invalid_json`, 422 `invalid_registration` with `reason`, `field` and every problem in
+//! `errors`), `DELETE /devices/{id}`, `GET /devices` (`{"devices", "count"}`), `GET
+//! /devices/capability/{capability}` (by any of a device's capabilities), `GET /devices/{id}`
+//! (404 `{"error":"not_found", "reason"}`). Reads are open; writes need a credential
+//! ([`HttpAuth`]: a device's gateway token, for itself only, or a service's login): 401
+//! without one or with a bad one, 403 for a device acting for another. The discovery view ([`RegistryConfig::discovery_http`]; 8082): `GET /` or
 //! `/discovery` with the online and offline devices, last heartbeats and timeouts. Both act on
 //! the same state as the bus side.
 //!
@@ -77,6 +90,7 @@
 //! - **Services only talk MQTT**: this crate does not depend on the broker; it runs against
 //!   the embedded broker and Mosquitto alike (both are tested).
 
+mod auth;
 mod events;
 mod http;
 mod io;
@@ -96,8 +110,9 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+pub use auth::{Credential, HttpAuth, Principal};
 pub use events::{watch_events, WatchEvent};
-pub use model::{Invalid, Status};
+pub use model::{Invalid, Refused, Status};
 
 /// The registry's service name (its inbox: `<prefix>/services/device_registry/inbox`).
 pub const SERVICE_NAME: &str = "device_registry";
@@ -136,7 +151,7 @@ pub enum RegistryError {
 }
 
 /// Settings of the registry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistryConfig {
     /// The bus connection (broker, credentials, prefix). Its `name` overrides
     /// [`SERVICE_NAME`].
@@ -149,6 +164,9 @@ pub struct RegistryConfig {
     pub http: Option<SocketAddr>,
     /// The discovery view's address (port 0: any free port; `None`: no view).
     pub discovery_http: Option<SocketAddr>,
+    /// Checks the credentials of HTTP writes (see [`HttpAuth`]); `None`, the default, refuses
+    /// every write with 401.
+    pub http_auth: Option<HttpAuth>,
 }
 
 impl RegistryConfig {
@@ -160,7 +178,21 @@ impl RegistryConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             http: None,
             discovery_http: None,
+            http_auth: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("service", &self.service)
+            .field("db", &self.db)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("http", &self.http)
+            .field("discovery_http", &self.discovery_http)
+            .field("http_auth", &self.http_auth.as_ref().map(|_| "(set)"))
+            .finish()
     }
 }
 
@@ -271,7 +303,7 @@ pub async fn start(cfg: RegistryConfig) -> Result<RegistryHandle, RegistryError>
     let mut http = None;
     if let Some(l) = api {
         http = l.local_addr().ok();
-        tasks.push(serve(l, http::api(reg.clone()), stop_rx.clone()));
+        tasks.push(serve(l, http::api(reg.clone(), cfg.http_auth.clone()), stop_rx.clone()));
     }
     let mut discovery_http = None;
     if let Some(l) = view {

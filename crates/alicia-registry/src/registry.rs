@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::model::{rfc3339, Device, Invalid, Registration, Status};
+use crate::model::{rfc3339, Device, Refused, Registration, Status};
 use crate::store::{Store, Tombstone};
 use crate::RegistryError;
 
@@ -47,7 +47,7 @@ impl Outcome {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegisterError {
     #[error(transparent)]
-    Invalid(#[from] Invalid),
+    Invalid(#[from] Refused),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -89,7 +89,16 @@ impl Registry {
         prefix: &str,
         timeout: Duration,
     ) -> Result<(Registry, mpsc::UnboundedReceiver<Out>), RegistryError> {
-        let devices = store.load(prefix)?.into_iter().map(|d| (d.reg.device_id.clone(), d)).collect();
+        // The registry could not hear anyone while it was down: what it knew then is no longer
+        // known, until each device speaks again (the rebirth request asks them to).
+        let devices = store
+            .load(prefix)?
+            .into_iter()
+            .map(|mut d| {
+                d.status = Status::Unknown;
+                (d.reg.device_id.clone(), d)
+            })
+            .collect();
         let (out, rx) = mpsc::unbounded_channel();
         let reg = Registry {
             inner: Mutex::new(Inner { store, devices }),
@@ -162,17 +171,18 @@ impl Registry {
                 bump(&self.metrics.updated);
                 if p.reg.raw != device.reg.raw {
                     self.emit("updated", &id, Some(&device), &format!("registration changed via {via}"));
-                } else if p.status == Status::Offline {
+                } else if p.status != Status::Online {
                     bump(&self.metrics.came_online);
                     self.emit("online", &id, Some(&device), &format!("registered again via {via}"));
                 }
                 Outcome::Updated
             }
         };
-        if !self.default_status_topic(&device.reg.status_topic)
-            && previous.as_ref().is_none_or(|p| p.reg.status_topic != device.reg.status_topic)
+        let status_topic = device.reg.status_topic();
+        if !self.default_status_topic(status_topic)
+            && previous.as_ref().is_none_or(|p| p.reg.status_topic() != status_topic)
         {
-            let _ = self.out.send(Out::WatchStatus(device.reg.status_topic.clone()));
+            let _ = self.out.send(Out::WatchStatus(status_topic.to_string()));
         }
         Ok((outcome, device))
     }
@@ -203,7 +213,7 @@ impl Registry {
         let was = device.status;
         device.status = Status::Online;
         store.save_status(device)?;
-        if was == Status::Offline {
+        if was != Status::Online {
             bump(&self.metrics.came_online);
             self.emit("online", id, Some(device), "heartbeat");
         }
@@ -215,7 +225,7 @@ impl Registry {
         let now = SystemTime::now();
         let mut inner = self.lock();
         let Inner { store, devices } = &mut *inner;
-        let Some(device) = devices.values_mut().find(|d| d.reg.status_topic == topic) else {
+        let Some(device) = devices.values_mut().find(|d| d.reg.status_topic() == topic) else {
             tracing::debug!(topic, "status of an unregistered device ignored");
             return Ok(());
         };
@@ -229,7 +239,7 @@ impl Registry {
             let id = device.reg.device_id.clone();
             let (event, counter) = match status {
                 Status::Online => ("online", &self.metrics.came_online),
-                Status::Offline => ("offline", &self.metrics.went_offline),
+                Status::Offline | Status::Unknown => ("offline", &self.metrics.went_offline),
             };
             bump(counter);
             self.emit(event, &id, Some(device), &format!("{topic} said {}", status.as_str()));
@@ -237,13 +247,13 @@ impl Registry {
         Ok(())
     }
 
-    /// Marks offline every online device silent for longer than its timeout. Devices loaded
-    /// from the database count as seen when the registry started (it could not hear them
-    /// while it was down; the rebirth request asks them to speak up).
+    /// Marks offline every device silent for longer than its timeout. Devices loaded from
+    /// the database (`unknown`) get their timeout from when the registry started: it could not
+    /// hear them while it was down, and the rebirth request asks them to speak up.
     pub fn sweep(&self, now: SystemTime) -> Result<(), RegistryError> {
         let mut inner = self.lock();
         let Inner { store, devices } = &mut *inner;
-        for device in devices.values_mut().filter(|d| d.status == Status::Online) {
+        for device in devices.values_mut().filter(|d| d.status != Status::Offline) {
             let seen = device.last_seen.max(self.started);
             let limit = device.timeout(self.timeout);
             let silent = now.duration_since(seen).unwrap_or_default();
@@ -298,7 +308,7 @@ impl Registry {
         let mut topics: Vec<String> = inner
             .devices
             .values()
-            .map(|d| d.reg.status_topic.clone())
+            .map(|d| d.reg.status_topic().to_string())
             .filter(|t| !self.default_status_topic(t))
             .collect();
         topics.sort();
@@ -306,11 +316,11 @@ impl Registry {
         topics
     }
 
-    /// (online, offline) device counts.
-    pub fn counts(&self) -> (usize, usize) {
+    /// (online, offline, unknown) device counts.
+    pub fn counts(&self) -> (usize, usize, usize) {
         let inner = self.lock();
-        let online = inner.devices.values().filter(|d| d.status == Status::Online).count();
-        (online, inner.devices.len() - online)
+        let count = |s: Status| inner.devices.values().filter(|d| d.status == s).count();
+        (count(Status::Online), count(Status::Offline), count(Status::Unknown))
     }
 
     /// The discovery view: who is online, who is not, last heartbeats, timeouts.
@@ -324,19 +334,21 @@ impl Registry {
                 "location": d.reg.location,
                 "last_seen": rfc3339(d.last_seen),
                 "last_heartbeat": d.last_heartbeat.map(rfc3339),
+                "command_topic": d.reg.command_topic(),
                 "heartbeat_interval_secs": d.reg.heartbeat_interval.map(|i| i.as_secs()),
                 "timeout_secs": d.timeout(self.timeout).as_secs_f64(),
             })
         };
-        let online: Vec<Value> = inner.devices.values().filter(|d| d.status == Status::Online).map(entry).collect();
-        let offline: Vec<Value> = inner.devices.values().filter(|d| d.status == Status::Offline).map(entry).collect();
+        let with = |s: Status| -> Vec<Value> { inner.devices.values().filter(|d| d.status == s).map(entry).collect() };
+        let (online, offline, unknown) = (with(Status::Online), with(Status::Offline), with(Status::Unknown));
         json!({
             "updated": rfc3339(SystemTime::now()),
             "heartbeat_timeout_secs": self.timeout.as_secs_f64(),
             "rebirth_topic": format!("{}/system/discovery/rebirth", self.prefix),
-            "counts": { "online": online.len(), "offline": offline.len() },
+            "counts": { "online": online.len(), "offline": offline.len(), "unknown": unknown.len() },
             "online": online,
             "offline": offline,
+            "unknown": unknown,
         })
     }
 }

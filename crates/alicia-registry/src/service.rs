@@ -57,26 +57,51 @@ fn device_id_of(data: &Value) -> Result<String, ServiceError> {
     }
 }
 
-/// A device (source `device_id:X`) may register or remove only itself; services (a bridge for
-/// a radio network, say) may act for any device.
-fn impersonates(env: &Envelope, data: &Value) -> Option<Invalid> {
-    let sender = env.source.strip_prefix("device_id:")?;
-    let claimed = data.get("device_id").and_then(Value::as_str)?;
+/// Whether the sender may act for the device `claimed`: a device (by its broker login, or
+/// without one by a `device_id:X` source) only for itself; a service (a password login, which
+/// the ACL let publish here: a bridge for a radio network, say) for any device. Without the
+/// broker's word a bare `source` that differs from the claimed id is taken for a service, as
+/// nothing tells it apart from one.
+fn impersonates(ctx: &Context, env: &Envelope, claimed: &str) -> Option<Invalid> {
+    let sender = ctx.sending_device(env)?;
     (claimed != sender).then(|| {
         Invalid::new(
             "device_id",
-            format!("{claimed:?} differs from the sender `device_id:{sender}`: a device acts only for itself"),
+            format!("{claimed:?} is not the sender, device {sender:?}: a device acts only for itself"),
         )
     })
 }
 
+/// Where a device learns why what it sent was refused: the device the broker says sent it,
+/// else the device it claims to be.
+fn answer_to<'a>(ctx: &'a Context, env: &'a Envelope, claimed: Option<&'a str>) -> Option<&'a str> {
+    match ctx.sender() {
+        Some(s) => s.device_id(),
+        None => ctx.sending_device(env).or(claimed).or(Some(env.source.as_str()).filter(|s| !s.contains(':'))),
+    }
+}
+
 impl RegistryService {
-    /// A registration from a discovery topic or the inbox. Invalid ones are refused to a
-    /// requester, or dead-lettered when nobody waits for an answer.
+    /// Refuses `env`: to a requester as an error response (the runtime sends it); otherwise to
+    /// the dead-letter topic with the reason and to the device's errors topic, so a device that
+    /// only published an event still learns every problem.
+    async fn refuse(&self, ctx: &Context, env: &Envelope, claimed: Option<&str>, error: ServiceError) -> HandlerResult {
+        if expects_reply(ctx, env) {
+            return Err(error.into());
+        }
+        let _ = ctx.bus().dead_letter(error.to_string(), ctx.topic(), &env.to_vec()).await;
+        if let Err(e) = ctx.answer_refusal(env, answer_to(ctx, env, claimed), &error).await {
+            tracing::warn!(error = %e, "cannot answer a refused message");
+        }
+        Ok(None)
+    }
+
+    /// A registration from a discovery topic or the inbox.
     async fn register(&self, ctx: &Context, env: &Envelope, data: Value) -> HandlerResult {
         let via = format!("{} from {}", ctx.topic(), env.source);
-        let result = match impersonates(env, &data) {
-            Some(e) => Err(RegisterError::Invalid(e)),
+        let claimed = data.get("device_id").and_then(Value::as_str).map(str::to_string);
+        let result = match claimed.as_deref().and_then(|id| impersonates(ctx, env, id)) {
+            Some(e) => Err(RegisterError::Invalid(e.into())),
             None => self.reg.register(data, &via),
         };
         match result {
@@ -89,13 +114,13 @@ impl RegistryService {
                 })))
             }
             Err(RegisterError::Invalid(e)) => {
-                let message = format!("invalid registration: {e}");
-                if expects_reply(ctx, env) {
-                    refuse("invalid_registration", message)
+                let code = if e.0.iter().any(|i| i.reason.contains("acts only for itself")) {
+                    "forbidden"
                 } else {
-                    let _ = ctx.bus().dead_letter(message, ctx.topic(), &env.to_vec()).await;
-                    Ok(None)
-                }
+                    "invalid_registration"
+                };
+                let error = ServiceError::new(code, format!("invalid registration: {e}")).with_errors(e.to_json());
+                self.refuse(ctx, env, claimed.as_deref(), error).await
             }
             Err(RegisterError::Registry(e)) => refuse("internal", e.to_string()),
         }
@@ -104,17 +129,13 @@ impl RegistryService {
     async fn unregister(&self, ctx: &Context, env: &Envelope) -> HandlerResult {
         let id = match device_id_of(&env.payload.data) {
             Ok(id) => id,
-            Err(e) if expects_reply(ctx, env) => return Err(e.into()),
             Err(e) => {
-                let _ = ctx
-                    .bus()
-                    .dead_letter(format!("invalid unregistration: {}", e.message), ctx.topic(), &env.to_vec())
-                    .await;
-                return Ok(None);
+                let e = ServiceError::new(e.code, format!("invalid unregistration: {}", e.message));
+                return self.refuse(ctx, env, None, e).await;
             }
         };
-        if let Some(e) = impersonates(env, &env.payload.data) {
-            return refuse("forbidden", e.to_string());
+        if let Some(e) = impersonates(ctx, env, &id) {
+            return self.refuse(ctx, env, Some(&id), ServiceError::new("forbidden", e.to_string())).await;
         }
         let reason = format!("unregistered via {} by {}", ctx.topic(), env.source);
         match self.reg.unregister(&id, &reason) {
@@ -128,7 +149,7 @@ impl RegistryService {
         let data = &env.payload.data;
         let id = match data.get("device_id").and_then(Value::as_str) {
             Some(id) => Some(id.to_string()),
-            None => env.source.strip_prefix("device_id:").map(str::to_string),
+            None => ctx.sending_device(env).map(str::to_string),
         };
         let Some(id) = id else {
             if data.get("service").is_some() {
@@ -140,6 +161,10 @@ impl RegistryService {
             }
             return Ok(None);
         };
+        if let Some(e) = impersonates(ctx, env, &id) {
+            let error = ServiceError::new("forbidden", format!("heartbeat refused: {e}"));
+            return self.refuse(ctx, env, Some(&id), error).await;
+        }
         match self.reg.heartbeat(&id) {
             Ok(true) => {}
             Ok(false) => tracing::debug!(device_id = %id, "heartbeat from an unregistered device"),

@@ -131,7 +131,7 @@ impl Store {
         )
         .map_err(db)?;
         tx.execute("DELETE FROM capabilities WHERE device_id = ?1", params![d.reg.device_id]).map_err(db)?;
-        for cap in &d.reg.capabilities {
+        for cap in d.reg.capability_names() {
             tx.execute(
                 "INSERT INTO capabilities (capability, device_id) VALUES (?1, ?2)",
                 params![cap, d.reg.device_id],

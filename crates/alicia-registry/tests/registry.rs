@@ -38,7 +38,7 @@ async fn discovery(addr: std::net::SocketAddr) {
         Envelope::event("device_id:temp_living_001", Destination::service("device_registry"), sensor_registration());
     sensor.send(REGISTER, &announce).await;
     let e = event(&mut obs, "registered", "temp_living_001").await;
-    assert_eq!(e["device"]["endpoints"]["command"], "alicia/devices/temp_living_001/command", "default endpoint");
+    assert_eq!(e["device"]["endpoints"]["control"], "alicia/devices/temp_living_001/command", "default endpoint");
 
     // list / get / find over the bus.
     let ask = |data: Value| tester.request(Destination::service("device_registry"), data, WAIT);
@@ -47,8 +47,10 @@ async fn discovery(addr: std::net::SocketAddr) {
     let ids: Vec<&str> = list["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["sonos_kitchen_001", "temp_living_001"]);
     let got = ask(json!({"action": "get", "device_id": "sonos_kitchen_001"})).await.unwrap().payload.data;
-    assert_eq!((got["name"].as_str(), got["location"].as_str()), (Some("Kitchen Speaker"), Some("kitchen")));
-    assert_eq!(got["capabilities"], json!(["audio_playback", "volume_control"]));
+    assert_eq!((got["name"].as_str(), got["location"].as_str()), (Some("sonos_kitchen_001"), Some("kitchen")));
+    let names: Vec<&str> =
+        got["capabilities"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["audio_playback", "volume_control"]);
     let found = ask(json!({"action": "find", "capability": "volume_control"})).await.unwrap().payload.data;
     assert_eq!(
         (found["count"].as_u64(), found["devices"][0]["device_id"].as_str()),
@@ -220,7 +222,8 @@ async fn restart(addr: std::net::SocketAddr) {
     // The restarted registry publishes the inventory again (a broker without persistence lost it).
     let inv = inventory(addr, |v| Timestamp::parse(v["updated"].as_str().unwrap()).unwrap() >= restarted).await;
     assert_eq!(inv["devices"].as_array().unwrap().len(), 1);
-    assert_eq!(device(&inv, "sonos_kitchen_001").unwrap()["status"], "online");
+    // Not heard from since the restart: unknown, not online, until it speaks.
+    assert_eq!(device(&inv, "sonos_kitchen_001").unwrap()["status"], "unknown");
     reg.shutdown().await;
 }
 
@@ -322,4 +325,107 @@ async fn http_api_answers_as_the_seed_specifies() {
     let (_, body) = http(api, "GET", "/devices", None).await;
     assert_eq!(body["count"], 2);
     reg.shutdown().await;
+}
+
+/// The design document's registration, byte for byte, on the document's topic; its `Device`
+/// model over HTTP; refusals a device can read, with every problem at once; a device cannot
+/// register another.
+async fn design_document(addr: std::net::SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut obs = Observer::start(addr, &[EVENTS, DEADLETTER, "alicia/devices/+/errors"]).await;
+    let reg = registry(addr, &dir.path().join("r.db"), Duration::from_secs(300)).await;
+    let api = reg.http_addr().unwrap();
+
+    let design = include_str!("../../../tests/fixtures/design/device_registration.json");
+    let speaker = SimDevice::connect(addr, "sonos_kitchen_001").await;
+    speaker.send_raw(REGISTER, design).await;
+    let e = event(&mut obs, "registered", "sonos_kitchen_001").await;
+    let d = &e["device"];
+    let original: Value = serde_json::from_str(design).unwrap();
+    let data = &original["payload"]["data"];
+    assert_eq!(d["capabilities"], data["capabilities"], "capability objects kept as written");
+    assert_eq!(d["metadata"], data["metadata"]);
+    for key in ["control", "status", "audio"] {
+        assert_eq!(d["endpoints"][key], data["endpoints"][key], "{key}");
+    }
+    assert_eq!((d["location"].as_str(), d["status"].as_str()), (Some("kitchen"), Some("online")));
+    assert!(d["last_seen"].as_f64().unwrap() > 1.7e9, "last_seen in Unix seconds: {d}");
+    let (_, found) = http(api, "GET", "/devices/capability/volume_control", None).await;
+    assert_eq!(found["devices"][0]["device_id"], "sonos_kitchen_001");
+
+    // A device claiming another's id: refused, dead-lettered, and told on its own errors topic.
+    let mut spoof = data.clone();
+    spoof["device_id"] = json!("front_door_lock");
+    let lie = Envelope::event("device_id:sonos_kitchen_001", Destination::topic(REGISTER), spoof);
+    speaker.send(REGISTER, &lie).await;
+    let letter = obs.next_on(DEADLETTER).await;
+    assert!(String::from_utf8_lossy(&letter.payload).contains("front_door_lock"));
+    let p = obs.next_on("alicia/devices/sonos_kitchen_001/errors").await;
+    let answer = Envelope::parse(&p.payload).unwrap();
+    let err = answer.reply_error().expect("an error response");
+    assert_eq!(err.code, "forbidden");
+    assert!(err.message.contains("front_door_lock") && err.message.contains("acts only for itself"), "{err:?}");
+    assert_eq!(answer.correlation_id.as_ref(), Some(&lie.message_id));
+    let (status, _) = http(api, "GET", "/devices/front_door_lock", None).await;
+    assert_eq!(status, 404, "nothing was registered");
+
+    // A broken registration: every problem in one answer, on the device's errors topic.
+    let sensor = SimDevice::connect(addr, "esp32_sensor_001").await;
+    let broken = Envelope::event(
+        "device_id:esp32_sensor_001",
+        Destination::topic(REGISTER),
+        json!({"device_id": "esp32_sensor_001", "capabilities": [{"name": "temp#"}], "endpoints": {"status": 7}}),
+    );
+    sensor.send(REGISTER, &broken).await;
+    let p = obs.next_on("alicia/devices/esp32_sensor_001/errors").await;
+    let answer = Envelope::parse(&p.payload).unwrap();
+    assert_eq!(answer.reply_error().unwrap().code, "invalid_registration");
+    let fields: Vec<&str> =
+        answer.payload.data["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["device_type", "capabilities[0].name", "endpoints.status"]);
+
+    // The document's Device model over HTTP, status and last_seen included (they are ignored).
+    let model = json!({
+        "device_id": "hue_living_room_001", "device_type": "light",
+        "capabilities": [{"name": "on_off", "version": "1.0.0", "parameters": {}, "endpoints": {}},
+                         {"name": "brightness", "version": "1.0.0", "parameters": {"min": 0, "max": 100},
+                          "endpoints": {"input": "alicia/devices/hue_living_room_001/brightness"}}],
+        "endpoints": {"control": "alicia/devices/hue_living_room_001/command"},
+        "metadata": {"location": "living_room", "manufacturer": "Philips"},
+        "status": "offline", "last_seen": 12.5
+    });
+    let (status, _) = http_as(api, None, "POST", "/devices/register", Some(&model.to_string())).await;
+    assert_eq!(status, 401, "no credential");
+    let (status, body) =
+        http_as(api, Some("Basic aW5zdGFsbGVyOm5vcGU="), "POST", "/devices/register", Some(&model.to_string())).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    let lamp = device_auth("hue_living_room_001");
+    let other = device_auth("sonos_kitchen_001");
+    let (status, body) = http_as(api, Some(&other), "POST", "/devices/register", Some(&model.to_string())).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, _) = http_as(api, Some(&lamp), "POST", "/devices/register", Some(&model.to_string())).await;
+    assert_eq!(status, 201);
+    let (_, got) = http(api, "GET", "/devices/hue_living_room_001", None).await;
+    assert_eq!(got["capabilities"], model["capabilities"]);
+    assert_eq!((got["status"].as_str(), got["location"].as_str()), (Some("online"), Some("living_room")));
+    assert!(got["last_seen"].as_f64().unwrap() > 1.7e9);
+    let (status, _) = http_as(api, None, "DELETE", "/devices/hue_living_room_001", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = http_as(api, Some(&other), "DELETE", "/devices/hue_living_room_001", None).await;
+    assert_eq!(status, 403);
+    let (status, _) = http_as(api, Some(&lamp), "DELETE", "/devices/hue_living_room_001", None).await;
+    assert_eq!(status, 200);
+    reg.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_design_documents_registration_works_over_alicia() {
+    let (_broker, addr) = alicia_broker().await;
+    design_document(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_design_documents_registration_works_over_mosquitto() {
+    let Some(mosquitto) = Mosquitto::start().await else { return };
+    design_document(mosquitto.addr).await;
 }

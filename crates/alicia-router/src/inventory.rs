@@ -6,6 +6,17 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
+/// Whether a device can be reached, as the registry last said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Heard from within its timeout.
+    Online,
+    /// Not heard from since the registry (re)started: it may well be there.
+    Unknown,
+    /// Its will fired, it said so, or it stayed silent past its timeout.
+    Offline,
+}
+
 /// One device as the router needs it (the registry's record has more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -13,37 +24,44 @@ pub struct Device {
     pub device_id: String,
     /// Where it is (`kitchen`), if the registration said.
     pub location: Option<String>,
-    /// What it can do.
+    /// What it can do (capability names).
     pub capabilities: Vec<String>,
-    /// Its command topic (`endpoints.command`).
+    /// Its command topic (`endpoints.control`, the design document's name, or `endpoints.command`).
     pub command: Option<String>,
-    /// `online` in the inventory.
-    pub online: bool,
+    /// `status` in the inventory.
+    pub liveness: Liveness,
 }
 
 impl Device {
     /// Reads a device record of the inventory or of an event; `None` without a `device_id`.
+    /// Capabilities may be objects with a `name` (the design document's form) or plain names.
     pub fn from_json(v: &Value) -> Option<Device> {
         let text = |key: &str| v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
         let device_id = text("device_id")?;
         let capabilities = v
             .get("capabilities")
             .and_then(Value::as_array)
-            .map(|caps| caps.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|caps| {
+                caps.iter()
+                    .filter_map(|c| c.as_str().or_else(|| c.get("name").and_then(Value::as_str)))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
-        let command = v
-            .get("endpoints")
-            .and_then(|e| e.get("command"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        Some(Device {
-            device_id,
-            location: text("location"),
-            capabilities,
-            command,
-            online: v.get("status").and_then(Value::as_str) == Some("online"),
-        })
+        let endpoint =
+            |key: &str| v.get("endpoints").and_then(|e| e.get(key)).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let command = endpoint("control").or_else(|| endpoint("command")).map(str::to_string);
+        let liveness = match v.get("status").and_then(Value::as_str) {
+            Some("online") => Liveness::Online,
+            Some("unknown") => Liveness::Unknown,
+            _ => Liveness::Offline,
+        };
+        Some(Device { device_id, location: text("location"), capabilities, command, liveness })
+    }
+
+    /// Whether the router should try to deliver to it: not known to be offline.
+    pub fn reachable(&self) -> bool {
+        self.liveness != Liveness::Offline
     }
 }
 
@@ -116,8 +134,8 @@ impl Inventory {
                     },
                 };
                 match kind {
-                    "online" => device.online = true,
-                    "offline" => device.online = false,
+                    "online" => device.liveness = Liveness::Online,
+                    "offline" => device.liveness = Liveness::Offline,
                     _ => {}
                 }
                 self.devices.insert(id, device);
@@ -157,19 +175,22 @@ impl Inventory {
         self.devices.get(id)
     }
 
-    /// The command topic of device `id`, if it is known, online and has a usable one.
+    /// The command topic of device `id`, if it is known, not offline and has a usable one. A
+    /// device whose state is `unknown` (not heard from since the registry restarted) is tried:
+    /// it was there before, and a command it misses costs less than one refused for nothing.
     pub fn device_topic(&self, id: &str) -> Result<String, Unroutable> {
         let d = self.devices.get(id).ok_or_else(|| {
             Unroutable::new("unknown_device", format!("no device `{id}` in the registry's inventory"))
         })?;
-        if !d.online {
+        if !d.reachable() {
             return Err(Unroutable::new("device_offline", format!("device `{id}` is offline")));
         }
         command_topic(d)
     }
 
-    /// One online provider of `capability`: in `near` (a location) if any provider there is
-    /// online, else any online one; round robin (per capability and location) via `turns`.
+    /// One provider of `capability`: the online ones first, else those in an `unknown` state;
+    /// among them, in `near` (a location) if any is there, else any; round robin (per
+    /// capability and location) via `turns`.
     pub fn pick_provider(
         &self,
         capability: &str,
@@ -177,7 +198,13 @@ impl Inventory {
         turns: &RoundRobin,
     ) -> Result<(String, String), Unroutable> {
         let ids = self.by_capability.get(capability).map(Vec::as_slice).unwrap_or_default();
-        let online: Vec<&Device> = ids.iter().filter_map(|id| self.devices.get(id)).filter(|d| d.online).collect();
+        let with = |l: Liveness| -> Vec<&Device> {
+            ids.iter().filter_map(|id| self.devices.get(id)).filter(|d| d.liveness == l).collect()
+        };
+        let mut online = with(Liveness::Online);
+        if online.is_empty() {
+            online = with(Liveness::Unknown);
+        }
         if online.is_empty() {
             let why = if ids.is_empty() {
                 format!("no device provides capability `{capability}`")
@@ -203,7 +230,10 @@ fn command_topic(d: &Device) -> Result<String, Unroutable> {
             "no_endpoint",
             format!("device `{}` has an unusable command topic {t:?} (empty level, wildcard, `$` or NUL)", d.device_id),
         )),
-        None => Err(Unroutable::new("no_endpoint", format!("device `{}` has no `endpoints.command`", d.device_id))),
+        None => Err(Unroutable::new(
+            "no_endpoint",
+            format!("device `{}` has no command endpoint (`endpoints.control`)", d.device_id),
+        )),
     }
 }
 
@@ -244,6 +274,10 @@ mod tests {
             {"device_id": "sonos_bed_001", "location": "bedroom", "status": "offline",
              "capabilities": ["audio_playback"], "endpoints": {"command": "alicia/devices/sonos_bed_001/command"}},
             {"device_id": "bad", "status": "online", "capabilities": ["x"], "endpoints": {"command": "a/+/b"}},
+            {"device_id": "doc_speaker", "location": "hall", "status": "unknown",
+             "capabilities": [{"name": "audio_playback", "version": "1.0.0", "parameters": {}, "endpoints": {}},
+                              {"name": "announce"}],
+             "endpoints": {"control": "alicia/devices/doc_speaker/command", "status": "alicia/devices/doc_speaker/status"}},
             {"name": "no id is skipped"}
         ]})
         .to_string()
@@ -253,7 +287,10 @@ mod tests {
     #[test]
     fn resolves_devices() {
         let inv = Inventory::from_document(&doc()).unwrap();
-        assert_eq!(inv.len(), 4);
+        assert_eq!(inv.len(), 5);
+        // The design document's form: capability objects, `endpoints.control`; `unknown` is tried.
+        assert_eq!(inv.device_topic("doc_speaker").unwrap(), "alicia/devices/doc_speaker/command");
+        assert_eq!(inv.device("doc_speaker").unwrap().capabilities, ["audio_playback", "announce"]);
         assert_eq!(inv.device_topic("sonos_kitchen_001").unwrap(), "alicia/devices/sonos_kitchen_001/command");
         assert_eq!(inv.device_topic("nope").unwrap_err().code, "unknown_device");
         assert_eq!(inv.device_topic("sonos_bed_001").unwrap_err().code, "device_offline");
@@ -268,6 +305,7 @@ mod tests {
         let inv = Inventory::from_document(&doc()).unwrap();
         let rr = RoundRobin::default();
         let picks: Vec<String> = (0..4).map(|_| inv.pick_provider("audio_playback", None, &rr).unwrap().0).collect();
+        // Online providers come first: the one in an unknown state is not picked while they are.
         assert_eq!(picks, ["sonos_kitchen_001", "sonos_living_001", "sonos_kitchen_001", "sonos_living_001"]);
         for _ in 0..3 {
             let near = inv.pick_provider("audio_playback", Some("living_room"), &rr).unwrap();
@@ -277,6 +315,8 @@ mod tests {
         let far = inv.pick_provider("audio_playback", Some("bedroom"), &rr).unwrap();
         assert_ne!(far.0, "sonos_bed_001");
         assert_eq!(inv.pick_provider("teleport", None, &rr).unwrap_err().code, "no_provider");
+        // Only a provider in an unknown state: it is tried.
+        assert_eq!(inv.pick_provider("announce", None, &rr).unwrap().0, "doc_speaker");
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub(crate) struct Item {
     props: PublishProperties,
     kind: Kind,
     received: Instant,
-    expires_at: SystemTime,
+    /// `None`: the envelope has no ttl.
+    expires_at: Option<SystemTime>,
     /// Where it came in (for a dead letter).
     source_topic: String,
 }
@@ -179,6 +180,15 @@ async fn route(shared: &Shared, client: &AsyncClient, ctx: &Context, mut envelop
             let near = location_hint(&envelope, &inventory);
             inventory.pick_provider(cap, near.as_deref(), &shared.turns).map(|(_, t)| (Kind::Capability, t))
         }
+        // Forwarding to any topic would let a sender publish, with the router's rights, where
+        // its own ACL does not let it: a topic destination is delivered by publishing there.
+        Destination::Topic(topic) => Err(Unroutable {
+            code: "topic_destination",
+            reason: format!(
+                "the destination `{topic}` is a topic: publish the envelope to that topic itself; \
+                 the router forwards only to `device_id:`, `capability:`, `broadcast` and services"
+            ),
+        }),
     };
     let (kind, topic) = match resolved {
         Ok(r) => r,
@@ -197,8 +207,7 @@ async fn route(shared: &Shared, client: &AsyncClient, ctx: &Context, mut envelop
     let payload = Bytes::from(envelope.to_vec());
     if shared.direct_when_idle && shared.queue.is_empty() {
         let mut fast = props.clone();
-        let left = envelope.remaining_ttl(SystemTime::now()).as_secs().max(1);
-        fast.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX));
+        fast.message_expiry_interval = envelope.remaining_ttl(SystemTime::now()).map(expiry_secs);
         if client.try_publish_with_properties(topic.clone(), QoS::AtLeastOnce, false, payload.clone(), fast).is_ok() {
             shared.metrics.routed(kind, received.elapsed());
             return;
@@ -254,7 +263,7 @@ async fn refuse(shared: &Shared, ctx: &Context, mut envelope: Envelope, code: &'
     let correlation = ctx
         .correlation_data()
         .map(Bytes::copy_from_slice)
-        .unwrap_or_else(|| Bytes::from(envelope.message_id.to_string()));
+        .unwrap_or_else(|| Bytes::copy_from_slice(envelope.message_id.as_str().as_bytes()));
     if let Err(e) = bus.send_to(&topic, &answer, Some(correlation)).await {
         tracing::warn!(%topic, error = %e, "cannot send the error response");
     }
@@ -266,9 +275,10 @@ async fn refuse(shared: &Shared, ctx: &Context, mut envelope: Envelope, code: &'
 pub(crate) async fn forward(shared: Arc<Shared>, client: AsyncClient, bus: Bus) {
     while let Some(item) = shared.queue.pop().await {
         let now = SystemTime::now();
-        let remaining = match item.expires_at.duration_since(now) {
-            Ok(left) => left,
-            Err(_) => {
+        let remaining = match item.expires_at.map(|at| at.duration_since(now)) {
+            None => None,
+            Some(Ok(left)) => Some(left),
+            Some(Err(_)) => {
                 shared.metrics.dead_letter("expired");
                 let why = "expired: its ttl ran out while it waited in the router's queue";
                 let _ = bus.dead_letter(why, &item.source_topic, &item.payload).await;
@@ -276,7 +286,7 @@ pub(crate) async fn forward(shared: Arc<Shared>, client: AsyncClient, bus: Bus) 
             }
         };
         let mut props = item.props;
-        props.message_expiry_interval = Some(u32::try_from(remaining.as_secs().max(1)).unwrap_or(u32::MAX));
+        props.message_expiry_interval = remaining.map(expiry_secs);
         match client.publish_with_properties(item.topic, QoS::AtLeastOnce, false, item.payload.clone(), props).await {
             Ok(()) => shared.metrics.routed(item.kind, item.received.elapsed()),
             Err(e) => {
@@ -287,4 +297,9 @@ pub(crate) async fn forward(shared: Arc<Shared>, client: AsyncClient, bus: Bus) 
             }
         }
     }
+}
+
+/// MQTT message expiry for what is left of an envelope's ttl: whole seconds, at least one.
+fn expiry_secs(left: Duration) -> u32 {
+    u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX)
 }

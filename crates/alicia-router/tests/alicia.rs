@@ -29,3 +29,9 @@ async fn through_the_queue_devices_receive_and_dead_letters_are_sent() {
     devices_receive(addr, false).await;
     dead_letters(addr, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_design_documents_messages_route_as_written() {
+    let (_broker, addr) = alicia_broker().await;
+    design_messages(addr).await;
+}

@@ -22,3 +22,9 @@ async fn dead_letters_over_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
     dead_letters(m.addr, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_design_documents_messages_route_as_written_over_mosquitto() {
+    let Some(mosquitto) = Mosquitto::start().await else { return };
+    design_messages(mosquitto.addr).await;
+}

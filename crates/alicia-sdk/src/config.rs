@@ -47,6 +47,11 @@ pub struct ServiceConfig {
     /// Signing, signature checks and payload encryption of envelopes (default: none; see
     /// [`crate::EnvelopeSecurity::from_home`]).
     pub security: crate::EnvelopeSecurity,
+    /// Whether the broker tells who published each message (Alicia's broker with
+    /// `identity_properties` on, as under `alicia up`): then [`crate::Context::sender`] is set
+    /// and a device may send only as itself. Off by default: on a broker that does not set
+    /// these properties, a client could set them itself.
+    pub trust_broker_identity: bool,
 }
 
 impl Default for ServiceConfig {
@@ -67,6 +72,7 @@ impl Default for ServiceConfig {
             max_packet_size: 16 * 1024 * 1024,
             max_concurrent_handlers: 64,
             security: crate::EnvelopeSecurity::default(),
+            trust_broker_identity: false,
         }
     }
 }

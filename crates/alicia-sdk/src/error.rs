@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use alicia_envelope::{Destination, EnvelopeError, Uuid};
+use alicia_envelope::{Destination, EnvelopeError, MessageId};
 
 /// Errors of the SDK's operations.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum SdkError {
         /// Where the request went.
         destination: Destination,
         /// The request's `message_id`.
-        message_id: Uuid,
+        message_id: MessageId,
         /// How long the caller waited.
         timeout: Duration,
     },
@@ -40,7 +40,7 @@ pub enum SdkError {
         /// The responder (`source` of the response).
         from: String,
         /// The request's `message_id`.
-        message_id: Uuid,
+        message_id: MessageId,
         /// The error code of the response.
         code: String,
         /// The error message of the response.

@@ -34,6 +34,7 @@
 //! | `P/system/services/NAME/status` | `online` / `offline` (plain text); `offline` is also the MQTT will | 1, retained |
 //! | `P/system/discovery/heartbeat` | heartbeat envelopes, every [`ServiceConfig::heartbeat_interval`] | 0 |
 //! | `P/system/deadletter` | [`DeadLetter`] records: what could not be handled, where from, why | 1 |
+//! | `P/devices/<id>/errors` | error responses to a device's refused messages, when it named no response topic | 1 |
 //! | `P/broadcast` | envelopes for `broadcast` | 1 |
 //! | `P/services/router/inbox` | envelopes for `capability:…` and `device_id:…`, resolved by the router | 1 |
 //!
@@ -81,6 +82,16 @@
 //!   destination, ttl, priority and routing), and on receipt bad or (if required) missing
 //!   signatures and undecryptable payloads dead-lettered with the reason. See
 //!   [`EnvelopeSecurity`] for the format and the rules.
+//! - **Knows who sent what, when the broker says.** With
+//!   [`ServiceConfig::trust_broker_identity`] (Alicia's broker, which stamps every message with
+//!   its publisher's login: see [`Sender`]), [`Context::sender`] tells the handler who published
+//!   the message, and the runtime refuses an envelope from a device (a certificate or token
+//!   login) whose `source` is not that device: a device speaks only as itself.
+//! - **Answers refusals where a device can read them.** A refused message (invalid, expired,
+//!   failing the security or identity checks) goes to the dead-letter topic with the reason and
+//!   is answered with an error response: to the MQTT 5 response topic if the sender gave one,
+//!   else, for a device (known from the broker's identity or a `device_id:ID` source), to
+//!   `P/devices/<id>/errors`, with every problem found (`data.errors`).
 //! - **MQTT properties.** Every envelope is published with Message Expiry Interval = its
 //!   remaining ttl (a broker drops it from offline queues when it would be dead on arrival) and
 //!   Content Type `application/json`.
@@ -110,6 +121,7 @@
 mod config;
 mod deadletter;
 mod error;
+mod identity;
 mod protection;
 mod runtime;
 mod service;
@@ -120,6 +132,7 @@ pub use alicia_seal as seal;
 pub use config::{Secret, ServiceConfig};
 pub use deadletter::DeadLetter;
 pub use error::SdkError;
+pub use identity::{AuthMethod, Sender, AUTH_PROPERTY, USER_PROPERTY};
 pub use protection::{EnvelopeSecurity, ENCRYPTION_SCHEME};
 pub use rumqttc_notls::v5::mqttbytes::QoS;
 pub use runtime::{connect, start, Bus, LinkState, ServiceHandle, OFFLINE, ONLINE};

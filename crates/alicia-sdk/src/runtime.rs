@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use alicia_envelope::{Destination, Envelope, EnvelopeError, MessageType, ReplyStatus, Uuid, Value};
+use alicia_envelope::{Destination, Envelope, EnvelopeError, MessageId, MessageType, ReplyStatus, Uuid, Value};
 use bytes::Bytes;
 use rumqttc_notls::v5::mqttbytes::v5::{ConnectProperties, Filter, LastWill, Packet, Publish, PublishProperties};
 use rumqttc_notls::v5::{AsyncClient, Event, EventLoop, MqttOptions};
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::ServiceConfig;
 use crate::deadletter::DeadLetter;
 use crate::error::SdkError;
+use crate::identity::Sender;
 use crate::service::{BusService, Context, HandlerResult, Refusal, ServiceError, Subscription};
 use crate::topics::Topics;
 use crate::QoS;
@@ -145,6 +146,7 @@ fn launch<S: BusService>(
         announce,
         heartbeat_interval: config.heartbeat_interval,
         security: config.security.clone(),
+        trust_identity: config.trust_broker_identity,
     });
     let limiter = Arc::new(Semaphore::new(config.max_concurrent_handlers));
     let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
@@ -164,7 +166,7 @@ struct Inner {
     status_topic: String,
     broker: String,
     client: AsyncClient,
-    pending: Mutex<HashMap<Uuid, Pending>>,
+    pending: Mutex<HashMap<MessageId, Pending>>,
     state: watch::Sender<LinkState>,
     /// Wakes the connection task out of a reconnect delay at shutdown.
     stop: Notify,
@@ -178,6 +180,8 @@ struct Inner {
     heartbeat_interval: Duration,
     /// Signing, checks and encryption of envelopes.
     security: crate::protection::EnvelopeSecurity,
+    /// Read the broker's identity properties ([`Sender`]).
+    trust_identity: bool,
 }
 
 /// A handle on the bus for one service instance: publish, send requests. Cheap to clone.
@@ -234,9 +238,9 @@ impl Bus {
     /// Publishes `data` as an `event` envelope to `destination` (filled in: `source`,
     /// `message_id`, `timestamp`). Returns the `message_id`. QoS 1; while the broker is
     /// unreachable, messages wait in a bounded queue and this call waits when it is full.
-    pub async fn publish(&self, destination: Destination, data: Value) -> Result<Uuid, SdkError> {
+    pub async fn publish(&self, destination: Destination, data: Value) -> Result<MessageId, SdkError> {
         let envelope = Envelope::event(self.name(), destination, data);
-        let id = envelope.message_id;
+        let id = envelope.message_id.clone();
         self.send(&envelope).await?;
         Ok(id)
     }
@@ -287,17 +291,17 @@ impl Bus {
     pub async fn request_envelope(&self, envelope: Envelope, timeout: Duration) -> Result<Envelope, SdkError> {
         envelope.validate()?;
         let deadline = tokio::time::Instant::now() + timeout;
-        let id = envelope.message_id;
+        let id = envelope.message_id.clone();
         let destination = envelope.destination.clone();
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().unwrap().insert(id, tx);
-        let _forget = PendingGuard { inner: &self.inner, id };
+        self.inner.pending.lock().unwrap().insert(id.clone(), tx);
+        let _forget = PendingGuard { inner: &self.inner, id: id.clone() };
 
         // The reply topic is subscribed on every connect: wait for that before sending, or a
         // fast answer could arrive before the subscription.
         self.wait_online(timeout).await?;
         let topic = self.inner.topics.for_destination(&envelope.destination);
-        let correlation = Bytes::from(id.to_string());
+        let correlation = Bytes::copy_from_slice(id.as_str().as_bytes());
         self.inner.publish_envelope(&topic, &envelope, Some(self.inner.reply_topic.clone()), Some(correlation)).await?;
 
         match tokio::time::timeout_at(deadline, rx).await {
@@ -327,7 +331,7 @@ impl Bus {
 /// Removes a pending request when its caller stops waiting (answered, timed out, cancelled).
 struct PendingGuard<'a> {
     inner: &'a Inner,
-    id: Uuid,
+    id: MessageId,
 }
 
 impl Drop for PendingGuard<'_> {
@@ -386,8 +390,8 @@ impl Inner {
             .map_err(|_| SdkError::Closed)
     }
 
-    fn take_pending(&self, id: Uuid) -> Option<Pending> {
-        self.pending.lock().unwrap().remove(&id)
+    fn take_pending(&self, id: &str) -> Option<Pending> {
+        self.pending.lock().unwrap().remove(id)
     }
 
     fn heartbeat(&self) -> Envelope {
@@ -410,10 +414,11 @@ fn envelope_properties(
     response_topic: Option<String>,
     correlation_data: Option<Bytes>,
 ) -> PublishProperties {
-    let remaining = envelope.remaining_ttl(SystemTime::now()).as_secs().max(1);
+    // The broker drops the message from queues once the envelope has expired anyway; one
+    // without a ttl does not expire, so neither does the MQTT message.
+    let remaining = envelope.remaining_ttl(SystemTime::now()).map(|left| left.as_secs().max(1));
     PublishProperties {
-        // The broker drops the message from queues once the envelope has expired anyway.
-        message_expiry_interval: Some(u32::try_from(remaining).unwrap_or(u32::MAX)),
+        message_expiry_interval: remaining.map(|secs| u32::try_from(secs).unwrap_or(u32::MAX)),
         content_type: Some("application/json".into()),
         response_topic,
         correlation_data,
@@ -570,7 +575,7 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
         .as_ref()
         .and_then(|props| props.correlation_data.as_ref())
         .and_then(|c| std::str::from_utf8(c).ok())
-        .and_then(|s| s.parse::<Uuid>().ok());
+        .and_then(|s| MessageId::parse(s).ok());
     let mut parsed = Envelope::parse(&p.payload);
     if let Ok(response) = &mut parsed {
         if let Err(reason) = inner.security.open(&p.payload, response) {
@@ -581,15 +586,15 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
             response.payload.data = json!({ "code": "security", "message": reason });
             response.payload.metadata.status = Some(ReplyStatus::Error);
             response.security = None;
-            let id = by_property.or(response.correlation_id);
-            if let Some(waiter) = id.and_then(|id| inner.take_pending(id)) {
+            let id = by_property.or(response.correlation_id.clone());
+            if let Some(waiter) = id.and_then(|id| inner.take_pending(id.as_str())) {
                 let _ = waiter.send(parsed);
             }
             return;
         }
     }
-    let id = by_property.or_else(|| parsed.as_ref().ok().and_then(|e| e.correlation_id));
-    match id.and_then(|id| inner.take_pending(id)) {
+    let id = by_property.or_else(|| parsed.as_ref().ok().and_then(|e| e.correlation_id.clone()));
+    match id.and_then(|id| inner.take_pending(id.as_str())) {
         Some(waiter) => {
             if let Err(e) = &parsed {
                 // The waiter gets the error, and the bytes go to the dead-letter topic too.
@@ -621,7 +626,10 @@ async fn handle_message<S: BusService>(
 ) {
     let Ok(_permit) = limiter.acquire_owned().await else { return };
     let props = p.properties.unwrap_or_default();
+    let sender = if inner.trust_identity { Sender::from_properties(&props.user_properties) } else { None };
     let (response_topic, correlation) = (props.response_topic, props.correlation_data);
+    let refusal =
+        Refused { inner: &inner, topic: &topic, payload: &p.payload, response_topic: &response_topic, sender: &sender };
 
     let mut envelope = match Envelope::parse(&p.payload) {
         Ok(envelope) => envelope,
@@ -629,31 +637,59 @@ async fn handle_message<S: BusService>(
             let reason = format!("invalid envelope: {e}");
             service.refused(&topic, Refusal::InvalidEnvelope, &reason);
             let _ = inner.dead_letter(reason, &topic, &p.payload).await;
-            // A requester that said where to answer learns at once instead of timing out.
-            if let Some(rt) = response_topic {
+            // A requester that said where to answer, or a device, learns at once (and learns
+            // every problem) instead of timing out or never knowing.
+            let device =
+                sender.as_ref().and_then(Sender::device_id).map(str::to_string).or_else(|| raw_device(&p.payload));
+            let target = response_topic.clone().or_else(|| device.map(|id| inner.topics.device_errors(&id)));
+            if let Some(rt) = target {
                 let answer = invalid_request_answer(&inner, &p.payload, &e, correlation.as_deref());
                 let _ = inner.publish_envelope(&rt, &answer, None, correlation).await;
             }
             return;
         }
     };
+    if let Some(s) = sender.as_ref().filter(|s| !s.may_speak_as(&envelope.source)) {
+        let reason = format!(
+            "identity: the envelope's source `{}` is not its sender: `{}` logged in as device `{}`, and a device speaks only as itself",
+            envelope.source,
+            s.user.as_deref().unwrap_or_default(),
+            s.device_id().unwrap_or_default()
+        );
+        service.refused(&topic, Refusal::Identity, &reason);
+        refusal.answer(&envelope, correlation, "forbidden", reason).await;
+        return;
+    }
     if envelope.is_expired(SystemTime::now()) {
-        let reason = format!("expired: sent at {} with a ttl of {} s", envelope.timestamp, envelope.ttl);
+        let ttl = envelope.ttl.unwrap_or_default();
+        let reason = format!("expired: sent at {} with a ttl of {ttl} s", envelope.timestamp);
         service.refused(&topic, Refusal::Expired, &reason);
-        let _ = inner.dead_letter(reason, &topic, &p.payload).await;
+        let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
+        // A device with a wrong clock would otherwise never learn why nothing happens.
+        if let Some(id) = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:")) {
+            let answer = error_answer(&envelope, &inner.name, &ServiceError::new("expired", reason));
+            let target = response_topic.clone().unwrap_or_else(|| inner.topics.device_errors(id));
+            let correlation = correlation.clone().or_else(|| Some(id_bytes(&envelope.message_id)));
+            let _ = inner.publish_envelope(&target, &answer, None, correlation).await;
+        }
         return;
     }
     if let Err(reason) = inner.security.open(&p.payload, &mut envelope) {
         service.refused(&topic, Refusal::Security, &reason);
         let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
-        if envelope.message_type == MessageType::Request || response_topic.is_some() {
+        let device = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:"));
+        if envelope.message_type == MessageType::Request || response_topic.is_some() || device.is_some() {
             envelope.payload.data = Value::Null;
             let mut answer = Envelope::error_reply(&envelope, inner.name.clone(), "security", &reason);
             // In clear (still signed): a requester that failed the checks may lack the keys,
             // and the reason is no secret.
             answer.security = Some(alicia_envelope::Security { encryption: Some("none".into()), ..Default::default() });
-            let topic = response_topic.unwrap_or_else(|| inner.topics.for_destination(&answer.destination));
-            let correlation = correlation.or_else(|| Some(Bytes::from(envelope.message_id.to_string())));
+            let topic = match (&response_topic, device) {
+                (Some(t), _) => t.clone(),
+                (None, Some(id)) if envelope.message_type != MessageType::Request => inner.topics.device_errors(id),
+                _ => inner.topics.for_destination(&answer.destination),
+            };
+            let correlation = correlation.or_else(|| Some(id_bytes(&envelope.message_id)));
             let _ = inner.publish_envelope(&topic, &answer, None, correlation).await;
         }
         return;
@@ -661,15 +697,17 @@ async fn handle_message<S: BusService>(
     // The answer to one of this instance's requests, delivered to the inbox (sent without a
     // response topic, e.g. by the router on behalf of an MQTT 3.1.1 device).
     if envelope.message_type == MessageType::Response {
-        if let Some(waiter) = envelope.correlation_id.and_then(|id| inner.take_pending(id)) {
+        if let Some(waiter) = envelope.correlation_id.as_ref().and_then(|id| inner.take_pending(id.as_str())) {
             let _ = waiter.send(Ok(envelope));
             return;
         }
     }
 
     let wants_reply = envelope.message_type == MessageType::Request || response_topic.is_some();
+    let device = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:"));
+    let errors_topic = (!wants_reply).then(|| device.map(|id| inner.topics.device_errors(id))).flatten();
     // What a reply needs from the request, without a copy of its data.
-    let request_head = wants_reply.then(|| {
+    let request_head = (wants_reply || errors_topic.is_some()).then(|| {
         let data = std::mem::take(&mut envelope.payload.data);
         let head = envelope.clone();
         envelope.payload.data = data;
@@ -680,8 +718,9 @@ async fn handle_message<S: BusService>(
         topic: topic.clone(),
         response_topic: response_topic.clone(),
         correlation_data: correlation.clone(),
+        sender: sender.clone(),
     };
-    let message_id = envelope.message_id;
+    let message_id = envelope.message_id.clone();
     // In a task of its own, so a panicking handler is reported like an error.
     let outcome = tokio::spawn(async move { service.handle(&ctx, envelope).await }).await;
     let result = match outcome {
@@ -697,22 +736,78 @@ async fn handle_message<S: BusService>(
     };
     let Some(request) = request_head else { return };
     let answer = match result {
-        Ok(Some(data)) => Envelope::reply_to(&request, inner.name.clone(), data),
-        Ok(None) => return,
+        Ok(Some(data)) if wants_reply => Envelope::reply_to(&request, inner.name.clone(), data),
+        Ok(_) => return,
         Err(e) => match e.downcast_ref::<ServiceError>() {
-            Some(se) => Envelope::error_reply(&request, inner.name.clone(), &se.code, &se.message),
+            Some(se) => error_answer(&request, &inner.name, se),
             None => Envelope::error_reply(&request, inner.name.clone(), "internal", e),
         },
     };
-    let topic = response_topic.unwrap_or_else(|| inner.topics.for_destination(&answer.destination));
-    let correlation = correlation.or_else(|| Some(Bytes::from(request.message_id.to_string())));
+    // A device's event that its handler refused is answered on the device's errors topic.
+    let topic = match (response_topic, errors_topic) {
+        (Some(t), _) => t,
+        (None, Some(t)) if !wants_reply => t,
+        _ => inner.topics.for_destination(&answer.destination),
+    };
+    let correlation = correlation.or_else(|| Some(id_bytes(&request.message_id)));
     if let Err(e) = inner.publish_envelope(&topic, &answer, None, correlation).await {
         tracing::warn!(service = %inner.name, %topic, error = %e, "cannot send the response");
     }
 }
 
+/// What the runtime needs to refuse a message that reached it.
+struct Refused<'a> {
+    inner: &'a Inner,
+    topic: &'a str,
+    payload: &'a [u8],
+    response_topic: &'a Option<String>,
+    sender: &'a Option<Sender>,
+}
+
+impl Refused<'_> {
+    /// Dead-letters the message with `reason` and answers the sender where it can read it:
+    /// its response topic, else (for a device) its errors topic, else a request's `source`.
+    async fn answer(&self, envelope: &Envelope, correlation: Option<Bytes>, code: &str, reason: String) {
+        let inner = self.inner;
+        let _ = inner.dead_letter(reason.clone(), self.topic, self.payload).await;
+        let device = self.sender.as_ref().and_then(Sender::device_id);
+        let target = match (self.response_topic, device) {
+            (Some(t), _) => t.clone(),
+            (None, Some(id)) => inner.topics.device_errors(id),
+            (None, None) if envelope.message_type == MessageType::Request => {
+                inner.topics.for_destination(&Destination::parse(&envelope.source).unwrap_or(Destination::Broadcast))
+            }
+            (None, None) => return,
+        };
+        let mut head = envelope.clone();
+        head.payload.data = Value::Null;
+        let answer = error_answer(&head, &inner.name, &ServiceError::new(code, reason));
+        let correlation = correlation.or_else(|| Some(id_bytes(&envelope.message_id)));
+        let _ = inner.publish_envelope(&target, &answer, None, correlation).await;
+    }
+}
+
+/// The error response to `request` for `error`: `data` = `{"code", "message"}`, plus
+/// `"errors"` when the error carries details.
+pub(crate) fn error_answer(request: &Envelope, source: &str, error: &ServiceError) -> Envelope {
+    let mut answer = Envelope::error_reply(request, source.to_string(), &error.code, &error.message);
+    if let (Some(errors), Value::Object(data)) = (&error.errors, &mut answer.payload.data) {
+        data.insert("errors".into(), errors.clone());
+    }
+    answer
+}
+
+/// The device named by the `source` of a payload that is not a valid envelope, if that much
+/// can be read (`device_id:ID`).
+fn raw_device(payload: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    let id = v.get("source")?.as_str()?.strip_prefix("device_id:")?;
+    Destination::device(id).validate().ok().map(|()| id.to_string())
+}
+
 /// The error response to a request that is not a valid envelope: addressed to its `source`
-/// if that much can be read, correlated by the MQTT correlation data if it is a message id.
+/// if that much can be read, correlated by the MQTT correlation data if it is a message id,
+/// with every problem found in `data.errors`.
 fn invalid_request_answer(
     inner: &Inner,
     payload: &[u8],
@@ -724,11 +819,18 @@ fn invalid_request_answer(
         .and_then(|v| v.get("source").and_then(Value::as_str).and_then(|s| Destination::parse(s).ok()))
         .filter(|d| matches!(d, Destination::Service(_) | Destination::DeviceId(_)))
         .unwrap_or(Destination::Broadcast);
-    let data = json!({ "code": "invalid_envelope", "message": error.to_string() });
+    let errors: Vec<Value> =
+        error.problems().iter().map(|p| json!({ "field": p.field, "reason": p.problem.to_string() })).collect();
+    let data = json!({ "code": "invalid_envelope", "message": error.to_string(), "errors": errors });
     let mut answer = Envelope::new(inner.name.clone(), destination, MessageType::Response, data);
     answer.payload.metadata.status = Some(ReplyStatus::Error);
     answer.correlation_id = correlation.and_then(|c| std::str::from_utf8(c).ok()).and_then(|s| s.parse().ok());
     answer
+}
+
+/// A message id as MQTT correlation data (its text).
+pub(crate) fn id_bytes(id: &MessageId) -> Bytes {
+    Bytes::copy_from_slice(id.as_str().as_bytes())
 }
 
 /// The heartbeat task: one heartbeat per interval while online (the first one is sent by the

@@ -5,6 +5,7 @@ use std::future::Future;
 use alicia_envelope::{Envelope, Value};
 use bytes::Bytes;
 
+use crate::identity::Sender;
 use crate::runtime::Bus;
 use crate::QoS;
 
@@ -79,6 +80,8 @@ pub enum Refusal {
     Expired,
     /// A bad or (if required) missing signature, or a payload that cannot be decrypted.
     Security,
+    /// A device (by its broker login) sent an envelope under another `source`.
+    Identity,
 }
 
 impl Refusal {
@@ -88,6 +91,7 @@ impl Refusal {
             Refusal::InvalidEnvelope => "invalid_envelope",
             Refusal::Expired => "expired",
             Refusal::Security => "security",
+            Refusal::Identity => "identity",
         }
     }
 }
@@ -123,20 +127,29 @@ impl Subscription {
 }
 
 /// An error with a code, for handlers: the requester receives `code` and `message` in the
-/// error response (and sees them in [`crate::SdkError::Remote`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// error response (and sees them in [`crate::SdkError::Remote`]), and `errors`, when set, as
+/// `data.errors` (e.g. every invalid field of a request).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ServiceError {
     /// Short machine-readable code (`not_found`, `invalid_request`, `unavailable`, ...).
     pub code: String,
     /// What went wrong, for people.
     pub message: String,
+    /// Details for programs, sent as `data.errors` (e.g. `[{"field", "reason"}]`).
+    pub errors: Option<Value>,
 }
 
 impl ServiceError {
     /// A new error.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        ServiceError { code: code.into(), message: message.into() }
+        ServiceError { code: code.into(), message: message.into(), errors: None }
+    }
+
+    /// Adds details, sent as `data.errors` of the error response.
+    pub fn with_errors(mut self, errors: Value) -> Self {
+        self.errors = Some(errors);
+        self
     }
 }
 
@@ -148,9 +161,47 @@ pub struct Context {
     pub(crate) topic: String,
     pub(crate) response_topic: Option<String>,
     pub(crate) correlation_data: Option<Bytes>,
+    pub(crate) sender: Option<Sender>,
 }
 
 impl Context {
+    /// Who published the message, when the broker says and the service trusts it to
+    /// ([`crate::ServiceConfig::trust_broker_identity`]); see [`Sender`].
+    pub fn sender(&self) -> Option<&Sender> {
+        self.sender.as_ref()
+    }
+
+    /// The device that sent `envelope`: the broker's word if the publisher logged in as a
+    /// device, else the envelope's `source` when it is `device_id:ID`. `None` for services and
+    /// for senders nobody vouches for.
+    pub fn sending_device<'a>(&'a self, envelope: &'a Envelope) -> Option<&'a str> {
+        match &self.sender {
+            Some(s) => s.device_id(),
+            None => envelope.source.strip_prefix("device_id:"),
+        }
+    }
+
+    /// Answers a refusal of `envelope` where its sender can read it: the MQTT 5 response
+    /// topic if it gave one, else `device`'s errors topic (`P/devices/<id>/errors`). The answer
+    /// is an error response with `code`, `message` and, when given, `errors`. Returns whether
+    /// an answer was sent (not when there is nowhere to send it).
+    pub async fn answer_refusal(
+        &self,
+        envelope: &Envelope,
+        device: Option<&str>,
+        error: &ServiceError,
+    ) -> Result<bool, crate::SdkError> {
+        let topic = match (self.response_topic(), device) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(id)) => self.bus.topics().device_errors(id),
+            (None, None) => return Ok(false),
+        };
+        let answer = crate::runtime::error_answer(envelope, self.bus.name(), error);
+        let correlation =
+            self.correlation_data.clone().unwrap_or_else(|| crate::runtime::id_bytes(&envelope.message_id));
+        self.bus.send_to(&topic, &answer, Some(correlation)).await?;
+        Ok(true)
+    }
     /// The bus, to publish and send requests.
     pub fn bus(&self) -> &Bus {
         &self.bus

@@ -79,14 +79,21 @@ impl Topics {
     }
 
     /// Where the SDK publishes an envelope for `destination`: a service's inbox directly,
-    /// `broadcast` to the broadcast topic, and capabilities and devices to the router, which
-    /// knows the registry.
+    /// `broadcast` to the broadcast topic, a topic destination to that topic, and capabilities
+    /// and devices to the router, which knows the registry.
     pub fn for_destination(&self, destination: &Destination) -> String {
         match destination {
             Destination::Service(name) => self.inbox(name),
             Destination::Broadcast => self.broadcast(),
+            Destination::Topic(topic) => topic.clone(),
             Destination::Capability(_) | Destination::DeviceId(_) => self.router(),
         }
+    }
+
+    /// `<prefix>/devices/<id>/errors`: where a device hears why something it sent was refused
+    /// when it named no MQTT 5 response topic.
+    pub fn device_errors(&self, device_id: &str) -> String {
+        format!("{}/devices/{device_id}/errors", self.prefix)
     }
 }
 
@@ -125,6 +132,8 @@ mod tests {
         assert_eq!(t.for_destination(&Destination::Broadcast), "alicia/broadcast");
         assert_eq!(t.for_destination(&Destination::capability("tts")), "alicia/services/router/inbox");
         assert_eq!(t.for_destination(&Destination::device("d1")), "alicia/services/router/inbox");
+        assert_eq!(t.for_destination(&Destination::topic("a/b")), "a/b");
+        assert_eq!(t.device_errors("d1"), "alicia/devices/d1/errors");
         assert_eq!(Topics::new("home/alicia").unwrap().inbox("x"), "home/alicia/services/x/inbox");
         for bad in ["", "a/+", "#", "$SYS", "/a", "a/", "a//b"] {
             assert!(Topics::new(bad).is_err(), "{bad}");

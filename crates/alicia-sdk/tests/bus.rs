@@ -156,7 +156,7 @@ async fn heartbeats_and_published_events() {
         assert_eq!((beat.message_type, beat.source.as_str()), (MessageType::Heartbeat, "beating"));
         assert_eq!(beat.payload.data["instance"], "i1");
         assert_eq!(beat.payload.data["status"], "online");
-        assert_eq!(beat.ttl, 3);
+        assert_eq!(beat.ttl, Some(3));
     }
     let id = running.publish(Destination::Broadcast, json!({ "hello": "everyone" })).await.unwrap();
     let event = Envelope::parse(&watcher.next_on("alicia/broadcast").await.payload).unwrap();

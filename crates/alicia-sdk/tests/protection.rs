@@ -37,7 +37,7 @@ async fn signed_and_encrypted(addr: SocketAddr) {
     let seen = Envelope::parse(&request.payload).unwrap();
     assert_eq!(seen.destination, Destination::service("stt"));
     assert_eq!(seen.message_type, MessageType::Request);
-    assert_eq!(u64::from(seen.ttl), WAIT.as_secs());
+    assert_eq!(seen.ttl.map(u64::from), Some(WAIT.as_secs()));
     assert_eq!(seen.payload.data["key_id"], "enc-1");
     let security = seen.security.clone().unwrap();
     assert_eq!(security.encryption.as_deref(), Some(ENCRYPTION_SCHEME));
@@ -108,7 +108,7 @@ async fn signed_events(addr: SocketAddr) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(log.lock().unwrap().iter().map(|(_, m)| *m).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(log.lock().unwrap().iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), vec![id]);
 
     // `alarm`'s key signing as `lamp`: the key id must be the source.
     let key = SigningKey::load(&home.path().join("keys/signing/alarm.key")).unwrap();

@@ -206,6 +206,11 @@ impl Observer {
         };
         self.client.publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props).await.unwrap();
     }
+
+    /// Publishes raw bytes (QoS 1) with these MQTT 5 properties.
+    pub async fn publish_with(&self, topic: &str, payload: impl Into<bytes::Bytes>, props: PublishProperties) {
+        self.client.publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props).await.unwrap();
+    }
 }
 
 impl Drop for Observer {

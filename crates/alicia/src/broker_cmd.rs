@@ -341,9 +341,13 @@ impl GatewaySetup {
         &self,
         config: Option<&Path>,
         tls_addr: SocketAddr,
+        rate_limit: Option<u32>,
         tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
     ) -> anyhow::Result<()> {
-        let conf = self.conf(config)?;
+        let mut conf = self.conf(config)?;
+        if let Some(n) = rate_limit {
+            conf.max_requests_per_minute = n;
+        }
         let gw = std::sync::Arc::new(self.build(&conf)?);
         let tls_config = alicia_gateway::tls::server_config(&conf.certfile, &conf.keyfile, &gw.devices)
             .context("the gateway's HTTPS listener")?;
@@ -372,9 +376,12 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let plan = plan(&args)?;
-    if let Some(s) = &services {
-        s.check()?;
-    }
+    // The environment's security section may set the gateway's rate limit (the design
+    // document's `rate_limiting`, `max_requests_per_minute`).
+    let rate_limit = match &services {
+        Some(s) => s.check()?,
+        None => None,
+    };
     let broker = Broker::open(plan.config).context("cannot open the persistence store")?;
     if let Some(sec) = &plan.security {
         broker.set_security(load_security(sec, args.jwt_key.as_deref())?);
@@ -402,7 +409,9 @@ pub async fn run(
     }
     if let Some(g) = &gateway {
         let tls_addr = args.gateway_tls.unwrap_or(DEFAULT_GATEWAY_TLS);
-        g.start(args.config.as_deref(), tls_addr, &mut tasks).await.context("cannot start the security gateway")?;
+        g.start(args.config.as_deref(), tls_addr, rate_limit, &mut tasks)
+            .await
+            .context("cannot start the security gateway")?;
     }
     let running = match &services {
         Some(s) => {

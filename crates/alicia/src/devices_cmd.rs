@@ -155,6 +155,8 @@ fn text(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        // A capability object: its name.
+        Value::Object(o) if o.get("name").is_some_and(Value::is_string) => text(&o["name"]),
         other => other.to_string(),
     }
 }
@@ -162,7 +164,7 @@ fn text(v: &Value) -> String {
 /// Devices as a table, columns as wide as their widest cell.
 pub fn table(devices: &[Value]) -> String {
     let head = ["DEVICE", "TYPE", "NAME", "LOCATION", "STATUS", "LAST SEEN", "CAPABILITIES"];
-    let keys = ["device_id", "device_type", "name", "location", "status", "last_seen", "capabilities"];
+    let keys = ["device_id", "device_type", "name", "location", "status", "last_seen_at", "capabilities"];
     let rows: Vec<Vec<String>> = devices.iter().map(|d| keys.iter().map(|k| text(&d[*k])).collect()).collect();
     let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -211,14 +213,17 @@ async fn run_async(cmd: DevicesCommand) -> anyhow::Result<()> {
                     ("name", "name"),
                     ("location", "location"),
                     ("status", "status"),
-                    ("last seen", "last_seen"),
+                    ("last seen", "last_seen_at"),
                     ("registered", "registered_at"),
                     ("capabilities", "capabilities"),
                 ] {
                     println!("{label:<13} {}", text(&d[key]));
                 }
-                println!("{:<13} {}", "command", text(&d["endpoints"]["command"]));
-                println!("{:<13} {}", "status topic", text(&d["endpoints"]["status"]));
+                if let Some(endpoints) = d["endpoints"].as_object() {
+                    for (name, topic) in endpoints {
+                        println!("{:<13} {}", format!("{name} topic"), text(topic));
+                    }
+                }
                 println!("registration:\n{}", serde_json::to_string_pretty(&d["registration"])?);
             }
         }
@@ -265,10 +270,10 @@ mod tests {
     fn table_lines_up() {
         let t = table(&[
             json!({"device_id": "sonos_kitchen_001", "device_type": "speaker", "name": "Kitchen Speaker",
-                   "location": "kitchen", "status": "online", "last_seen": "2026-01-01T00:00:00.000Z",
-                   "capabilities": ["audio_playback", "volume_control"]}),
+                   "location": "kitchen", "status": "online", "last_seen_at": "2026-01-01T00:00:00.000Z",
+                   "capabilities": [{"name": "audio_playback", "version": "1.0.0"}, {"name": "volume_control"}]}),
             json!({"device_id": "t1", "device_type": "sensor", "name": "T", "location": null, "status": "offline",
-                   "last_seen": "2026-01-01T00:00:00.000Z", "capabilities": []}),
+                   "last_seen_at": "2026-01-01T00:00:00.000Z", "capabilities": []}),
         ]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);

@@ -94,9 +94,15 @@ impl Services {
     }
 
     /// Reads the configuration without starting anything, so a broken file is reported
-    /// (file, line, key) before any listener opens.
-    pub fn check(&self) -> anyhow::Result<()> {
-        self.load().map(drop)
+    /// (file, line, key) before any listener opens. Returns the gateway's rate limit when the
+    /// environment's `security` section sets one (`rate_limiting: false`: none).
+    pub fn check(&self) -> anyhow::Result<Option<u32>> {
+        let store = self.load()?;
+        let s = &store.current().security;
+        Ok(match (s.rate_limiting, s.max_requests_per_minute) {
+            (false, _) => Some(u32::MAX),
+            (true, limit) => limit,
+        })
     }
 
     /// The settings of the service `name` for the broker at `broker`: user `name` with the
@@ -114,6 +120,17 @@ impl Services {
             let password = Secret::from_file(&secret).with_context(|| format!("cannot read {}", secret.display()))?;
             config.username = Some(name.to_string());
             config.password = Some(password);
+        } else if let Some(user) = &cfg.mqtt.username {
+            // No login of its own in the home: the environment's (the design document's files
+            // give one user to every service).
+            config.username = Some(user.clone());
+            config.password = match (&cfg.mqtt.password_file, &cfg.mqtt.password) {
+                (Some(file), _) => {
+                    Some(Secret::from_file(file).with_context(|| format!("cannot read {}", file.display()))?)
+                }
+                (None, Some(p)) => Some(Secret::new(p.expose())),
+                (None, None) => None,
+            };
         }
         config.security = EnvelopeSecurity::from_home(&self.home, name)
             .with_context(|| format!("envelope keys of {name} in {}", self.home.display()))?
@@ -146,6 +163,7 @@ impl Services {
             r.heartbeat_timeout =
                 Duration::from_secs(self.args.heartbeat_timeout.unwrap_or(cfg.registry.heartbeat_timeout_secs));
             r.http = Some(self.args.registry_http.unwrap_or(local(cfg.registry.http_port)));
+            r.http_auth = Some(registry_http_auth(&self.home));
             r.discovery_http = Some(self.args.discovery_http.unwrap_or(local(cfg.registry.discovery_http_port)));
             let r = alicia_registry::start(r).await.context("cannot start the device registry")?;
             print_listening("registry", r.http_addr());
@@ -178,6 +196,37 @@ impl Services {
 
 /// The monitor's name on the bus (and its MQTT user).
 const MONITOR: &str = "monitor";
+
+/// Who may write to the registry's HTTP API: a device with a gateway token (its subject is the
+/// device), or a service whose broker login (the home's password file) the ACL lets register
+/// devices (`alicia/system/discovery/register`). The files are read for each request, so a
+/// password changed with `alicia passwd` or an ACL edit applies at once.
+fn registry_http_auth(home: &Path) -> alicia_registry::HttpAuth {
+    use alicia_registry::{Credential, Principal};
+    let home = home.to_path_buf();
+    std::sync::Arc::new(move |cred: &Credential| match cred {
+        Credential::Bearer(token) => {
+            let tokens = alicia_gateway::tokens::TokenIssuer::from_key_file(&home.join("keys").join("jwt.key"))
+                .map_err(|_| "no token can be checked here".to_string())?;
+            let claims = tokens.verify(token).map_err(|e| format!("token refused: {e}"))?;
+            Ok(Principal::Device(claims.sub))
+        }
+        Credential::Basic { user, password } => {
+            let passwd = alicia_broker::auth::PasswordFile::load(home.join("passwd"))
+                .map_err(|_| "no password can be checked here".to_string())?;
+            if !passwd.verify(user, password) {
+                return Err("wrong user name or password".into());
+            }
+            let acl =
+                alicia_broker::auth::Acl::load(home.join("acl")).map_err(|_| "the ACL cannot be read".to_string())?;
+            let topic = "alicia/system/discovery/register";
+            if !acl.check("", Some(user), topic, alicia_broker::Access::Write) {
+                return Err(format!("user {user:?} may not register devices (the ACL does not let it write {topic})"));
+            }
+            Ok(Principal::Service(user.clone()))
+        }
+    })
+}
 
 /// Writes the built-in environment files into `dir` where they are missing.
 pub fn write_environment_files(dir: &Path) -> anyhow::Result<()> {

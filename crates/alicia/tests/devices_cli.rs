@@ -75,8 +75,8 @@ async fn list_show_and_watch() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("command       alicia/devices/sonos_kitchen_001/command"), "{stdout}");
-    assert!(stdout.contains("\"firmware_version\": \"15.9\""), "the full registration: {stdout}");
+    assert!(stdout.contains("control topic alicia/devices/sonos_kitchen_001/command"), "{stdout}");
+    assert!(stdout.contains("\"mac_address\": \"00:11:22:33:44:55\""), "the full registration: {stdout}");
 
     let out = tokio::task::spawn_blocking({
         let b = b.clone();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use alicia_envelope::{Destination, Envelope, Timestamp, Uuid};
-pub use alicia_registry::{start, RegistryConfig, RegistryHandle};
+pub use alicia_registry::{start, Credential, Principal, RegistryConfig, RegistryHandle};
 pub use alicia_testkit::{alicia_broker, client, config, Mosquitto, Observer, WAIT};
 use rumqttc_notls::v5::mqttbytes::v5::{LastWill, Packet};
 use rumqttc_notls::v5::mqttbytes::QoS;
@@ -25,13 +25,15 @@ pub const INBOX: &str = "alicia/services/device_registry/inbox";
 pub const DEADLETTER: &str = "alicia/system/deadletter";
 pub const METRICS: &str = "alicia/system/metrics/device_registry";
 
-/// The seed's registration message (sonos_kitchen_001), as written, stamped now with a new id
-/// (the seed's own timestamp is long expired for its 60 s ttl).
+/// The design document's registration message (sonos_kitchen_001) with a new id, stamped now,
+/// announcing a heartbeat every 60 s (Alicia's `heartbeat_interval`, which shortens its
+/// timeout; the document's message has none).
 pub fn seed_envelope() -> Envelope {
     let text = include_str!("../../../../docs/examples/envelopes/device_registration.json");
     let mut env = Envelope::parse(text.as_bytes()).expect("the seed parses");
-    env.message_id = Uuid::new_v4();
+    env.message_id = alicia_envelope::MessageId::new();
     env.timestamp = Timestamp::now();
+    env.payload.data["heartbeat_interval"] = json!(60);
     env
 }
 
@@ -52,11 +54,29 @@ pub fn sensor_registration() -> Value {
     })
 }
 
+/// The credential of the tests' installer service (HTTP `Basic`), as a header value.
+pub const SERVICE_AUTH: &str = "Basic aW5zdGFsbGVyOnMzY3JldA=="; // installer:s3cret
+
+/// A device's bearer token in these tests: `device:<id>` (the real ones are the gateway's JWTs).
+pub fn device_auth(id: &str) -> String {
+    format!("Bearer device:{id}")
+}
+
 pub fn registry_config(addr: SocketAddr, db: &Path, timeout: Duration) -> RegistryConfig {
     RegistryConfig {
         heartbeat_timeout: timeout,
         http: Some("127.0.0.1:0".parse().unwrap()),
         discovery_http: Some("127.0.0.1:0".parse().unwrap()),
+        http_auth: Some(std::sync::Arc::new(|c: &Credential| match c {
+            Credential::Basic { user, password } if user == "installer" && password == "s3cret" => {
+                Ok(Principal::Service(user.clone()))
+            }
+            Credential::Basic { .. } => Err("wrong user name or password".into()),
+            Credential::Bearer(t) => match t.strip_prefix("device:") {
+                Some(id) => Ok(Principal::Device(id.to_string())),
+                None => Err("not a valid token".into()),
+            },
+        })),
         ..RegistryConfig::new(config(addr), db)
     }
 }
@@ -137,18 +157,37 @@ impl SimDevice {
         self.client.publish(topic, QoS::AtLeastOnce, false, env.to_vec()).await.unwrap();
     }
 
+    /// Publishes raw bytes (a message exactly as a device wrote it) on a topic.
+    pub async fn send_raw(&self, topic: &str, payload: &str) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
+    }
+
     /// Dies without DISCONNECT: the broker publishes the will.
     pub fn crash(self) {
         self.task.abort();
     }
 }
 
-/// An HTTP/1.1 exchange over a plain socket: (status, JSON body).
+/// An HTTP/1.1 exchange over a plain socket: (status, JSON body). Writes (`POST`, `DELETE`)
+/// carry the installer service's credential; see [`http_as`] for others.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let auth = matches!(method, "POST" | "DELETE").then_some(SERVICE_AUTH);
+    http_as(addr, auth, method, path, body).await
+}
+
+/// [`http`] with this `Authorization` header value, or none.
+pub async fn http_as(
+    addr: SocketAddr,
+    authorization: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();

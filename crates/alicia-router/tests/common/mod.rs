@@ -315,7 +315,7 @@ pub async fn dead_letters(addr: SocketAddr, direct: bool) {
     let ask = Envelope::request("device_id:sonos_kitchen_001", Destination::capability("teleport"), json!({}));
     speaker_obs.publish(inbox, ask.to_vec(), None).await;
     let answer = Envelope::parse(&speaker_obs.next().await.payload).unwrap();
-    assert_eq!((answer.message_type, answer.correlation_id), (MessageType::Response, Some(ask.message_id)));
+    assert_eq!((answer.message_type, answer.correlation_id.clone()), (MessageType::Response, Some(ask.message_id)));
     assert_eq!(answer.reply_error().unwrap().code, "no_provider");
     letter(&mut dead).await;
 
@@ -330,5 +330,66 @@ pub async fn dead_letters(addr: SocketAddr, direct: bool) {
     ] {
         assert_eq!(r.dead_letter_count(reason), n, "{reason}");
     }
+    r.shutdown().await;
+}
+
+/// A design-document fixture (`tests/fixtures/design/`), as written.
+pub fn design(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/design").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The design document's messages, byte for byte: its device control command (no ttl) reaches
+/// the speaker's `endpoints.control` topic, its STT request (no ttl) one provider of
+/// `speech_to_text`, both as written but for one hop; a topic destination sent to the router
+/// is refused with the reason.
+pub async fn design_messages(addr: SocketAddr) {
+    let registry = FakeRegistry::start(addr).await;
+    // What the registry publishes for the document's registration: capability objects and
+    // `endpoints.control`.
+    let registered: Value = serde_json::from_str(&design("device_registration.json")).unwrap();
+    let mut speaker = registered["payload"]["data"].clone();
+    speaker["status"] = json!("online");
+    speaker["location"] = json!("kitchen");
+    let stt = json!({
+        "device_id": "stt_worker_1", "device_type": "service", "status": "online",
+        "capabilities": [{"name": "speech_to_text", "version": "1.0.0", "parameters": {}, "endpoints": {}}],
+        "endpoints": {"control": "alicia/devices/stt_worker_1/command", "status": "alicia/devices/stt_worker_1/status"}
+    });
+    registry.inventory(vec![speaker, stt]).await;
+    let r = router(addr).await;
+    applied(&r, 0).await;
+    let mut speaker_in = Observer::start(addr, &["alicia/devices/sonos_kitchen_001/command"]).await;
+    let mut stt_in = Observer::start(addr, &["alicia/devices/stt_worker_1/command"]).await;
+    let mut dead = Observer::start(addr, &[DEAD]).await;
+    let inbox = "alicia/services/router/inbox";
+
+    let control = design("device_control.json");
+    dead.publish(inbox, control.clone(), None).await;
+    let got = speaker_in.next_on("alicia/devices/sonos_kitchen_001/command").await;
+    let env = Envelope::parse(&got.payload).unwrap();
+    let mut want = Envelope::parse(control.as_bytes()).unwrap();
+    want.routing.hops = 1;
+    want.routing.route.push("router".into());
+    assert_eq!(env, want);
+    assert_eq!(env.ttl, None);
+    let props = got.properties.clone().unwrap_or_default();
+    assert_eq!(props.message_expiry_interval, None, "no ttl: no MQTT expiry invented");
+
+    let stt_request = design("voice_stt_request.json");
+    dead.publish(inbox, stt_request.clone(), None).await;
+    let got = stt_in.next_on("alicia/devices/stt_worker_1/command").await;
+    let env = Envelope::parse(&got.payload).unwrap();
+    assert_eq!(env.message_id, "voice-stt-001");
+    assert_eq!(env.payload.data["audio_data"], "base64_encoded_audio");
+
+    let registration = design("device_registration.json");
+    dead.publish(inbox, registration, None).await;
+    let l = letter(&mut dead).await;
+    assert!(
+        l.reason.starts_with("topic_destination: the destination `alicia/system/discovery/register` is a topic"),
+        "{}",
+        l.reason
+    );
     r.shutdown().await;
 }

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alicia_envelope::{Destination, Envelope, Uuid};
+use alicia_envelope::{Destination, Envelope, MessageId};
 use alicia_sdk::{BusService, Context, HandlerResult, ServiceError};
 use serde_json::{json, Value};
 
 /// Handled messages: (instance, message id).
-pub type Log = Arc<Mutex<Vec<(String, Uuid)>>>;
+pub type Log = Arc<Mutex<Vec<(String, MessageId)>>>;
 
 /// Answers `{"echo": data, "instance": id}`; `{"fail": true}` fails with code `refused`,
 /// `{"panic": true}` panics, `{"sleep_ms": n}` waits first.
@@ -134,7 +134,7 @@ pub async fn shared_inbox(addr: SocketAddr) {
     }
     let handled = log.lock().unwrap().clone();
     assert_eq!(handled.len(), n, "each request handled exactly once");
-    let mut ids: Vec<Uuid> = handled.iter().map(|(_, id)| *id).collect();
+    let mut ids: Vec<MessageId> = handled.iter().map(|(_, id)| id.clone()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "no request handled twice");
