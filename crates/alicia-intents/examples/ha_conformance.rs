@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use alicia_intents::{Area, Context, Device, Engine, Floor, Home, HomeIndex, IntentsData, Recognition};
+use alicia_intents::{
+    Area, Context, Device, Engine, Floor, Home, HomeIndex, IntentsData, Recognition, ResponseContext, Targets,
+};
 use serde_yaml_ng::Value;
 
 fn s(v: &Value, k: &str) -> Option<String> {
@@ -31,6 +33,7 @@ fn main() {
     let data = IntentsData::from_path(Path::new(&args[1])).expect("intents JSON");
     let engine = Engine::new(data).expect("compile");
     let mut totals: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut responses: BTreeMap<&str, u32> = BTreeMap::new();
     let mut dirs: Vec<_> = std::fs::read_dir(&args[2]).expect("tests dir").filter_map(|e| e.ok()).collect();
     dirs.sort_by_key(|e| e.path());
     for intent_dir in dirs {
@@ -80,10 +83,31 @@ fn main() {
                     }
                 })
                 .collect();
+            // Entity states for the responses: Home Assistant's `state` object.
+            let mut states: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+            for e in seq("entities") {
+                let name = s(&e, "name").unwrap();
+                let domain = s(&e, "domain").unwrap();
+                let id = format!("{domain}.{}", slug(&name));
+                let state = s(&e, "state").or_else(|| s(&e, "state_with_unit")).unwrap_or_default();
+                let attributes: serde_json::Value = e
+                    .get("attributes")
+                    .map(|a| serde_json::to_value(a).unwrap_or_default())
+                    .unwrap_or(serde_json::json!({}));
+                let unit = attributes.get("unit_of_measurement").and_then(|u| u.as_str()).map(|u| format!(" {u}"));
+                let with_unit =
+                    s(&e, "state_with_unit").unwrap_or_else(|| format!("{state}{}", unit.unwrap_or_default()));
+                states.insert(
+                    id.clone(),
+                    serde_json::json!({"entity_id": id, "domain": domain, "name": name, "state": state,
+                                       "state_with_unit": with_unit, "attributes": attributes}),
+                );
+            }
             let home = HomeIndex::new(Home { areas, floors, devices, ..Default::default() });
             let ctx = Context::in_area(&context_area);
             for group in seq("tests") {
                 let expected = group.get("slots").cloned().unwrap_or(Value::Null);
+                let want_response = s(&group, "response");
                 for sentence in group.get("sentences").and_then(|v| v.as_sequence()).cloned().unwrap_or_default() {
                     let sentence = sentence.as_str().unwrap().to_string();
                     let r = engine.recognize(&sentence, &home, &ctx);
@@ -118,6 +142,51 @@ fn main() {
                                     }
                                 }
                             }
+                            if p.is_none() {
+                                let source = engine.response_template(&m.intent, &m.response).unwrap_or("");
+                                // Responses built from Home Assistant's own query results, timers
+                                // and clock are not reproduced here.
+                                let needs_ha = [
+                                    "query.",
+                                    "slots.timers",
+                                    "slots.time",
+                                    "slots.date",
+                                    "slots.canceled",
+                                    "slots.media",
+                                ]
+                                .iter()
+                                .any(|k| source.contains(k));
+                                // Home Assistant's test renders the named entity's state even when
+                                // it is not in the area said (the files give entities no area).
+                                let by_name = m.slots.get("name").and_then(|n| {
+                                    states.values().find(|st| {
+                                        st["name"].as_str().map(str::to_lowercase)
+                                            == n.value.as_str().map(str::to_lowercase)
+                                    })
+                                });
+                                let state = match &m.targets {
+                                    Targets::Devices { devices } if devices.len() == 1 => {
+                                        states.get(&devices[0].device_id).cloned()
+                                    }
+                                    // ... and the file's only entity when none is in the context area.
+                                    _ => by_name.cloned().or_else(|| {
+                                        (states.len() == 1).then(|| states.values().next().cloned()).flatten()
+                                    }),
+                                };
+                                let extra = ResponseContext { state, ..Default::default() };
+                                let got = engine.respond(m, &extra).unwrap_or_else(|e| format!("ERROR {e}"));
+                                *responses.entry(if needs_ha { "skipped" } else { "checked" }).or_default() += 1;
+                                if let (false, Some(want)) = (needs_ha, &want_response) {
+                                    if got.trim() != want.trim() {
+                                        *responses.entry("wrong").or_default() += 1;
+                                        if verbose {
+                                            println!(
+                                                "RESPONSE {intent}/{combo}: {sentence:?}: got {got:?}, want {want:?}"
+                                            );
+                                        }
+                                    }
+                                }
+                            }
                             p
                         }
                     };
@@ -139,4 +208,5 @@ fn main() {
         ok += p;
     }
     println!("total {ok}/{all} ({:.1} %)", 100.0 * f64::from(ok) / f64::from(all));
+    println!("responses: {responses:?}");
 }

@@ -109,6 +109,7 @@ pub struct Engine {
     /// Skip words, longest first.
     skip_words: Vec<String>,
     responder: Responder,
+    responses: BTreeMap<String, BTreeMap<String, String>>,
     pub settings: Settings,
 }
 
@@ -132,7 +133,14 @@ impl Engine {
             data.skip_words.iter().map(|w| normalize::normalize_words(w)).filter(|w| !w.is_empty()).collect();
         skip_words.sort_by_key(|w| std::cmp::Reverse(w.len()));
         skip_words.dedup();
-        Ok(Engine { prog, language: data.language.clone(), skip_words, responder, settings: Settings::default() })
+        Ok(Engine {
+            prog,
+            language: data.language.clone(),
+            skip_words,
+            responder,
+            responses: data.responses.intents.clone(),
+            settings: Settings::default(),
+        })
     }
 
     /// Home Assistant's data for a language (the bytes of `home_assistant_intents/data/<lang>.json`)
@@ -272,6 +280,11 @@ impl Engine {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found.into_iter().take(self.settings.near_misses).map(|(_, m)| m).collect()
+    }
+
+    /// The source of a response template (`responses.intents.<intent>.<key>`).
+    pub fn response_template(&self, intent: &str, key: &str) -> Option<&str> {
+        self.responses.get(intent).and_then(|k| k.get(key)).map(String::as_str)
     }
 
     /// The spoken response of a match, from its intent's response template.

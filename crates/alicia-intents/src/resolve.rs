@@ -125,6 +125,7 @@ pub(crate) fn interpret(
         let (start, end) = (cap.start as usize, cap.end as usize);
         let heard = norm.text[start..end].to_string();
         let list = &prog.lists[cap.list as usize];
+        let mut display = None;
         let (value, text) = match (&list.kind, cap.value) {
             (ListKind::Values(values), CapValue::Static(i)) => {
                 let v = &values[i as usize];
@@ -154,16 +155,19 @@ pub(crate) fn interpret(
                     "name" => {
                         name_len += entry.text.len() as i64;
                         name_devices = Some((heard.clone(), entry.refs.iter().map(|r| (r.index, r.kind)).collect()));
+                        display = Some(entry.display.clone());
                         (Value::from(entry.display.clone()), heard)
                     }
                     "area" => {
                         spoken_areas = entry.refs.iter().map(|r| r.index).collect();
                         let area = &home.home.areas[entry.refs[0].index as usize];
+                        display = Some(area.name.clone());
                         (Value::from(area.id.clone()), heard)
                     }
                     "floor" => {
                         spoken_floors =
                             entry.refs.iter().map(|r| home.home.floors[r.index as usize].id.clone()).collect();
+                        display = Some(home.home.floors[entry.refs[0].index as usize].name.clone());
                         (Value::from(spoken_floors[0].clone()), heard)
                     }
                     _ => (Value::from(entry.display.clone()), heard),
@@ -174,13 +178,14 @@ pub(crate) fn interpret(
         if cap.capture {
             captures.insert(slot_name.clone(), text);
         } else {
-            slots.insert(slot_name.clone(), Slot { value, text, source: SlotSource::Spoken });
+            slots.insert(slot_name.clone(), Slot { value, text, display, source: SlotSource::Spoken });
         }
     }
     for (k, v) in &data.slots {
         slots.entry(k.clone()).or_insert_with(|| Slot {
             value: v.clone(),
             text: value_text(v),
+            display: None,
             source: SlotSource::Fixed,
         });
     }
@@ -221,6 +226,7 @@ pub(crate) fn interpret(
                 slots.entry(slot).or_insert(Slot {
                     value: Value::from(area.id.clone()),
                     text: area.name.clone(),
+                    display: Some(area.name.clone()),
                     source: SlotSource::Context,
                 });
             }
@@ -234,6 +240,7 @@ pub(crate) fn interpret(
             slots.entry(slot).or_insert(Slot {
                 value: Value::from(actual.clone()),
                 text: actual,
+                display: None,
                 source: SlotSource::Context,
             });
         }

@@ -76,6 +76,20 @@ impl Responder {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Jinja's `float` and `int` give 0 for what is not a number (minijinja's fail);
+        // templates rely on it (`slots.temperature | float` with "twenty point five").
+        env.add_filter("float", |v: JValue| -> f64 {
+            match v.as_str() {
+                Some(s) => s.trim().parse().unwrap_or(0.0),
+                None => f64::try_from(v).unwrap_or(0.0),
+            }
+        });
+        env.add_filter("int", |v: JValue| -> i64 {
+            match v.as_str() {
+                Some(s) => s.trim().parse::<f64>().map(|f| f as i64).unwrap_or(0),
+                None => i64::try_from(v.clone()).or_else(|_| f64::try_from(v).map(|f| f as i64)).unwrap_or(0),
+            }
+        });
         env.add_function("state_attr", |st: &minijinja::State, _entity: JValue, attr: String| -> JValue {
             st.lookup("state")
                 .and_then(|s| s.get_attr("attributes").ok())
@@ -115,8 +129,13 @@ impl Responder {
     pub fn respond(&self, m: &IntentMatch, extra: &ResponseContext) -> Result<String, ResponseError> {
         let mut slots = Map::new();
         for (k, s) in &m.slots {
-            // Home Assistant renders what was said ("one", "half") when there is text.
-            let v = if s.text.is_empty() { s.value.clone() } else { Value::from(s.text.clone()) };
+            // As Home Assistant: a number as it was said ("one", "half", "25"), the name of an
+            // area or device, otherwise the value (`curtain` for "curtains").
+            let v = match (&s.display, &s.value) {
+                (Some(d), _) => Value::from(d.clone()),
+                (None, Value::Number(_)) if !s.text.is_empty() => Value::from(s.text.clone()),
+                (None, v) => v.clone(),
+            };
             slots.insert(k.clone(), v);
         }
         for (k, c) in &m.captures {
@@ -128,6 +147,9 @@ impl Responder {
             _ => None,
         };
         let mut state = Map::new();
+        state.insert("state".into(), Value::from(""));
+        state.insert("state_with_unit".into(), Value::from(""));
+        state.insert("attributes".into(), Value::Object(Map::new()));
         if let Some(t) = first {
             state.insert("entity_id".into(), Value::from(t.device_id.clone()));
             state.insert("domain".into(), Value::from(t.domain.clone()));

@@ -25,6 +25,9 @@ pub struct Slot {
     /// What was heard (normalised; a wildcard keeps the original case); for a context or fixed
     /// slot, the area's name or the value as text.
     pub text: String,
+    /// The name of what the value refers to: the area's or floor's name for an area id, the
+    /// device's name. Responses say this.
+    pub display: Option<String>,
     pub source: SlotSource,
 }
 
