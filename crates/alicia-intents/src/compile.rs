@@ -67,10 +67,8 @@ impl RangeSpec {
         if whole_i < self.from || whole_i > self.to || (whole_i - self.from) % self.step != 0 {
             return None;
         }
-        if frac.abs() > 1e-9 {
-            if whole_i == self.to || !self.fractions.iter().any(|f| (f - frac).abs() < 1e-6) {
-                return None;
-            }
+        if frac.abs() > 1e-9 && (whole_i == self.to || !self.fractions.iter().any(|f| (f - frac).abs() < 1e-6)) {
+            return None;
         }
         let v = match self.multiplier {
             Some(m) => n * m,
@@ -340,7 +338,7 @@ impl Compiler<'_> {
     fn list(&mut self, l: &ListRef, block: &DataBlock) -> Result<u32, String> {
         if let Some((from, to, step)) = l.inline_range {
             let key = format!("{from}..{to},{step}");
-            return Ok(self.intern_list(key.clone(), || {
+            return self.intern_list(key, || {
                 Ok(ListKind::Range(RangeSpec {
                     from,
                     to,
@@ -350,7 +348,7 @@ impl Compiler<'_> {
                     digits: true,
                     words: true,
                 }))
-            })?);
+            });
         }
         // A block's own list shadows the global one of the same name.
         if let Some(def) = block.lists.get(&l.list) {

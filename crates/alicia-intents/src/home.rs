@@ -205,11 +205,10 @@ impl NameList {
             let Some(firsts) = self.first_by_len.get(&len) else { continue };
             for first in firsts {
                 let budget = edit_budget(len);
-                let d0 = if len.abs_diff(len0) as u32 > budget {
+                if len.abs_diff(len0) as u32 > budget {
                     continue;
-                } else {
-                    strsim::levenshtein(heard0, first) as u32
-                };
+                }
+                let d0 = strsim::levenshtein(heard0, first) as u32;
                 if d0 > budget {
                     continue;
                 }

@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use alicia_intents::{Engine, IntentsData, Home, HomeIndex, Area, Device, Context};
-//! let data = IntentsData::from_slice(br#"{"language": "en",
+//! let data = IntentsData::from_slice(br#"{"language": "en", "skip_words": ["please"],
 //!     "intents": {"HassTurnOn": {"data": [{"sentences": ["turn on [the] {name}"]}]}}}"#, "mine").unwrap();
 //! let engine = Engine::new(data).unwrap();
 //! let home = HomeIndex::new(Home {
@@ -211,9 +211,9 @@ impl Engine {
                 }
             }
         }
-        // A wildcard may have swallowed a name heard wrong ("play jazz on the kitchen sonnos"):
-        // the fuzzy pass may find better.
-        let need_fuzzy = best.as_ref().is_none_or(|b| b.rank.2 > 0);
+        // A wildcard may have swallowed a name heard wrong ("play jazz on the kitchen sonnos"),
+        // or the exact parse found nothing to act on: the fuzzy pass may find better.
+        let need_fuzzy = best.as_ref().is_none_or(|b| b.rank.3 > 0 || b.rank.1 > 0);
         if self.settings.fuzzy && need_fuzzy {
             for (vi, v) in variants.iter().enumerate() {
                 let mut pass = Pass::new(&self.prog, home, &v.text, Mode::Fuzzy);
@@ -247,6 +247,13 @@ impl Engine {
                 if unknown.is_empty() || unknown.len() > 2 {
                     continue;
                 }
+                // A near miss says something of the sentence: some of its words were heard, and
+                // not all of the utterance is unknown ("make me a sandwich" is no device name).
+                let unknown_words: usize =
+                    unknown.iter().map(|c| v.text[c.start as usize..c.end as usize].split(' ').count()).sum();
+                if raw.literal < 3 || unknown_words > 3 {
+                    continue;
+                }
                 let sentence = &self.prog.sentences[raw.sentence as usize];
                 let block = &self.prog.blocks[sentence.block as usize];
                 let mut miss = NearMiss {
@@ -278,7 +285,7 @@ impl Engine {
                 }
             }
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|f| f.0);
         found.into_iter().take(self.settings.near_misses).map(|(_, m)| m).collect()
     }
 

@@ -117,11 +117,8 @@ pub fn normalize_fragment(s: &str) -> String {
         let prev = i.checked_sub(1).map(|j| chars[j]);
         let next = chars.get(i + 1).copied();
         match map_char(c, prev, next) {
-            Some(' ') => {
-                if !out.ends_with(' ') {
-                    out.push(' ');
-                }
-            }
+            Some(' ') if out.ends_with(' ') => {}
+            Some(' ') => out.push(' '),
             Some(m) => out.extend(m.to_lowercase()),
             None => {}
         }

@@ -56,10 +56,11 @@ fn fits(intent: &str, d: &Device) -> bool {
     }
 }
 
-/// Ranking key, lower is better: fewer edits, a longer name (Home Assistant prefers parses
-/// with an entity name), fewer wildcards, more literal text, less wildcard text, the literal
-/// utterance before one with skip words removed, then data order.
-pub(crate) type Rank = (u32, i64, u32, i64, u32, u32, u32);
+/// Ranking key, lower is better: fewer edits, something to act on (a name heard but not in the
+/// area said loses to the area's devices: "the lamp in the lounge"), a longer name (Home
+/// Assistant prefers parses with an entity name), fewer wildcards, more literal text, less
+/// wildcard text, the literal utterance before one with skip words removed, then data order.
+pub(crate) type Rank = (u32, u32, i64, u32, i64, u32, u32, u32);
 
 pub(crate) struct Interpreted {
     pub m: IntentMatch,
@@ -74,7 +75,7 @@ fn value_fits(required: &Value, actual: &str) -> bool {
         Value::String(s) => s == actual,
         Value::Array(items) => items.iter().any(|i| i.as_str() == Some(actual)),
         Value::Bool(b) => *b,
-        other => other.to_string() == actual,
+        other => value_text(other) == actual,
     }
 }
 
@@ -269,7 +270,8 @@ pub(crate) fn interpret(
 
     let targets = resolve_targets(home, ctx, intent, &slots, devices, &spoken_areas, &spoken_floors, &name_devices)?;
 
-    let rank: Rank = (edits, -name_len, wildcards, -(raw.literal as i64), wildcard_len, variant, raw.sentence);
+    let nothing = u32::from(matches!(&targets, Targets::Devices { devices } if devices.is_empty()));
+    let rank: Rank = (edits, nothing, -name_len, wildcards, -(raw.literal as i64), wildcard_len, variant, raw.sentence);
     let m = IntentMatch {
         intent: intent.clone(),
         slots,
@@ -331,7 +333,7 @@ fn resolve_targets(
             .is_some_and(|f| spoken_floors.contains(f))
     };
     let fit = |d: &Device| {
-        (domains.is_empty() || domains.iter().any(|x| *x == d.domain))
+        (domains.is_empty() || domains.contains(&d.domain))
             && device_class.as_ref().is_none_or(|c| d.device_class.as_ref() == Some(c))
             && fits(intent, d)
     };

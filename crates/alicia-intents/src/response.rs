@@ -91,9 +91,11 @@ impl Responder {
             }
         });
         env.add_function("state_attr", |st: &minijinja::State, _entity: JValue, attr: String| -> JValue {
+            // Missing is `none`, as in Home Assistant (`... is none` tests it).
             st.lookup("state")
                 .and_then(|s| s.get_attr("attributes").ok())
                 .and_then(|a| a.get_attr(&attr).ok())
+                .filter(|v| !v.is_undefined())
                 .unwrap_or(JValue::from(()))
         });
         let mut keys = BTreeMap::new();

@@ -167,7 +167,7 @@ impl IntentMatch {
         if !devices.is_empty() {
             return None;
         }
-        let spoken_area = self.slots.get("area").is_some();
+        let spoken_area = self.slots.contains_key("area");
         let floor = self.slots.contains_key("floor");
         let class = self.slots.contains_key("device_class");
         if self.slots.contains_key("name") {
