@@ -286,7 +286,14 @@ impl Engine {
             }
         }
         found.sort_by_key(|f| f.0);
-        found.into_iter().take(self.settings.near_misses).map(|(_, m)| m).collect()
+        // The best reading per intent ("kettle", not also "the kettle" and "on the kettle").
+        let mut out: Vec<NearMiss> = Vec::new();
+        for (_, m) in found {
+            if out.len() < self.settings.near_misses && out.iter().all(|o| o.intent != m.intent) {
+                out.push(m);
+            }
+        }
+        out
     }
 
     /// The source of a response template (`responses.intents.<intent>.<key>`).

@@ -158,6 +158,15 @@ impl IntentMatch {
         } else {
             candidates.iter().map(|c| c.name.clone()).collect()
         };
+        if options.len() > 4 {
+            // Twenty rooms are no question to listen to: name three, count the rest.
+            return Some(format!(
+                "Which {heard}? There are {}: {} and {} more.",
+                options.len(),
+                options[..3].join(", "),
+                options.len() - 3
+            ));
+        }
         Some(format!("Which {heard}: {}?", or_list(&options)))
     }
 
