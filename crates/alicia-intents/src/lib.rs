@@ -18,6 +18,27 @@
 //!   and ranks the parses as Home Assistant does;
 //! - [`Engine::respond`] renders the matched intent's response template (minijinja).
 //!
+//! ## Whose sentences
+//!
+//! | what | intent | sentences |
+//! | --- | --- | --- |
+//! | turn on/off | `HassTurnOn`, `HassTurnOff` | Home Assistant's |
+//! | brightness, colour | `HassLightSet` | Home Assistant's |
+//! | volume, absolute | `HassSetVolume` | Home Assistant's |
+//! | volume, relative | `HassSetVolumeRelative` | Home Assistant's ("turn the volume down in the kitchen", "volume up by 10%"), plus Alicia's: "turn the kitchen speaker down", "make the bedroom speaker louder", "turn the music up" |
+//! | pause, resume, next, previous, mute | `HassMediaPause`, `HassMediaUnpause`, `HassMediaNext`, `HassMediaPrevious`, `HassMediaPlayerMute`/`Unmute` | Home Assistant's |
+//! | play audio | `HassMediaSearchAndPlay` | Home Assistant's |
+//! | state of a device or sensor | `HassGetState`, `HassClimateGetTemperature` | Home Assistant's (temperature sensors answer the latter too: Alicia's resolution) |
+//! | announce everywhere | `HassBroadcast` | Home Assistant's |
+//! | announce in an area / on a speaker | `AliciaAnnounce` | Alicia's ("announce dinner is ready in the kitchen") |
+//! | timers | `HassStartTimer`, `HassCancelTimer`, `HassTimerStatus`, ... | Home Assistant's |
+//! | never mind | `HassNevermind` | Home Assistant's ("never mind"), plus Alicia's: "cancel", "forget it", "nothing" |
+//! | filler words | skip words | Home Assistant's ("please", "could you"), plus Alicia's ("um", "uh", "hey alicia", ...) |
+//!
+//! Which devices an intent acts on when no name is said (media players for volume, climate
+//! devices and temperature sensors for the temperature) is not in Home Assistant's data but in
+//! its intent handlers; [`intent_devices`] is Alicia's table of it.
+//!
 //! Loading (bytes or a path) is separate from matching, so the service can fetch the data like
 //! its speech models. Nothing here does I/O beyond [`IntentsData::from_path`].
 //!

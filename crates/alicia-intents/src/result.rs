@@ -205,3 +205,58 @@ fn or_list(items: &[String]) -> String {
         [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ambiguous(areas: &[&str]) -> IntentMatch {
+        IntentMatch {
+            intent: "HassMediaPause".into(),
+            slots: BTreeMap::new(),
+            captures: BTreeMap::new(),
+            targets: Targets::Ambiguous {
+                heard: "speaker".into(),
+                candidates: areas
+                    .iter()
+                    .map(|a| Target {
+                        device_id: format!("{a}_speaker"),
+                        name: format!("{a} Speaker"),
+                        domain: "media_player".into(),
+                        area_id: Some(a.to_lowercase()),
+                        area_name: Some(a.to_string()),
+                    })
+                    .collect(),
+            },
+            sentence: SentenceRef {
+                source: "x".into(),
+                intent: "HassMediaPause".into(),
+                block: 0,
+                sentence: 0,
+                template: String::new(),
+            },
+            response: "default".into(),
+            metadata: BTreeMap::new(),
+            fuzzy: vec![],
+        }
+    }
+
+    #[test]
+    fn clarifications() {
+        assert_eq!(ambiguous(&["Kitchen", "Bedroom"]).clarification().unwrap(), "Which speaker: kitchen or bedroom?");
+        assert_eq!(
+            ambiguous(&["Kitchen", "Bedroom", "Office"]).clarification().unwrap(),
+            "Which speaker: kitchen, bedroom or office?"
+        );
+        assert_eq!(
+            ambiguous(&["A", "B", "C", "D", "E"]).clarification().unwrap(),
+            "Which speaker? There are 5: a, b, c and 2 more."
+        );
+        // Two in one room: by name.
+        let mut m = ambiguous(&["Kitchen", "Kitchen"]);
+        if let Targets::Ambiguous { candidates, .. } = &mut m.targets {
+            candidates[1].name = "Kitchen Radio".into();
+        }
+        assert_eq!(m.clarification().unwrap(), "Which speaker: Kitchen Speaker or Kitchen Radio?");
+    }
+}

@@ -430,3 +430,59 @@ fn spoken_responses() {
         ResponseContext { slots: serde_json::Map::from_iter([("timers".to_string(), timers)]), ..Default::default() };
     assert_eq!(say("how much time is left on my timer", None, extra), "4 minutes and 30 seconds left.");
 }
+
+#[test]
+fn extra_sentences_merge_with_home_assistant_s() {
+    let mut data = alicia_intents::IntentsData::from_slice(&common::ha_json("en"), "ha").unwrap();
+    let dir = std::env::temp_dir().join(format!("alicia-intents-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("custom.json");
+    std::fs::write(
+        &path,
+        r#"{"language": "en", "intents": {"HassTurnOn": {"data": [
+            {"sentences": ["wake up [the] {name}"], "requires_context": {"domain": ["media_player"]}}]}},
+            "responses": {"intents": {"HassTurnOn": {"woken": "Awake"}}}}"#,
+    )
+    .unwrap();
+    data.merge_path(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let engine = Engine::new(data).unwrap();
+    let m = match engine.recognize("wake up the living room tv", home(), &Context::default()) {
+        Recognition::Match(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(m.intent, "HassTurnOn");
+    assert_eq!(m.sentence.source, path.display().to_string());
+    assert_eq!(m.device_ids(), ["tv_living"]);
+    // Home Assistant's sentences still match, and the domain requirement holds.
+    assert!(engine.recognize("turn on the reading lamp", home(), &Context::default()).matched().is_some());
+    assert!(engine.recognize("wake up the reading lamp", home(), &Context::default()).matched().is_none());
+}
+
+#[test]
+fn any_input_is_answered_quickly_and_without_panic() {
+    let long_message = format!("announce {} in the kitchen", "word ".repeat(400));
+    let inputs = [
+        "",
+        "   ",
+        "?!…",
+        "((([[[{{{<<<",
+        "turn on the \u{0}\u{1}lamp",
+        "ТУРН ОН ЗЕ ЛАЙТ",
+        "🙂 turn on the reading lamp 🙂",
+        &"on ".repeat(500),
+        &"turn on the ".repeat(100),
+        &long_message,
+        &"9".repeat(400),
+    ];
+    for input in inputs {
+        // Answered (the matcher's step limit bounds the work; speed is the benchmark's).
+        let r = recognize(input, Some("kitchen"));
+        if std::env::var_os("ALICIA_SHOW_TIMES").is_some() {
+            let t = std::time::Instant::now();
+            let _ = recognize(input, Some("kitchen"));
+            eprintln!("{:?}: {:?} {}", &input[..input.len().min(30)], t.elapsed(), r.matched().is_some());
+        }
+    }
+    assert_eq!(matched("🙂 turn on the reading lamp 🙂", None).device_ids(), ["lamp_living"]);
+}
