@@ -337,3 +337,15 @@ impl Engine {
         self.responder.error(key, args)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The service shares one engine and one home index between its tasks.
+    #[test]
+    fn engine_and_index_are_shareable() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<super::Engine>();
+        shareable::<super::HomeIndex>();
+        shareable::<super::Recognition>();
+    }
+}
