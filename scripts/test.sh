@@ -62,6 +62,26 @@ then
         || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest prometheus_client
 fi
 
+# --- Home Assistant's intent sentences (alicia-intents tests) ------------------------------
+# The alicia-intents tests read HA's compiled intents from the home-assistant-intents wheel
+# (PyPI, Apache-2.0; never committed). Fetch the pinned version into target/ once; the tests
+# find it through ALICIA_HA_INTENTS (run alone, they download it themselves).
+if [ -f crates/alicia-intents/tests/ha-intents-version.txt ]; then
+    ha_version=$(tr -d '[:space:]' < crates/alicia-intents/tests/ha-intents-version.txt)
+    ha_dir="$ROOT/target/ha-intents/$ha_version"
+    if [ ! -f "$ha_dir/home_assistant_intents/data/en.json" ]; then
+        step "fetching home-assistant-intents $ha_version (PyPI) for the alicia-intents tests"
+        ha_tmp=$(mktemp -d)
+        python3 -m pip download --quiet --no-deps --dest "$ha_tmp" "home-assistant-intents==$ha_version"
+        python3 -m zipfile -e "$ha_tmp"/home_assistant_intents-*.whl "$ha_tmp/unpacked"
+        mkdir -p "$ROOT/target/ha-intents"
+        rm -rf "$ha_dir"
+        mv "$ha_tmp/unpacked" "$ha_dir"
+        rm -rf "$ha_tmp"
+    fi
+    export ALICIA_HA_INTENTS="$ha_dir/home_assistant_intents/data"
+fi
+
 # --- Rust ---------------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
