@@ -24,7 +24,10 @@ What HA 2024.3 does, as measured here (and relied on below):
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -43,11 +46,26 @@ topic readwrite homeassistant/#
 topic read hakit/+/state
 topic read hakit/+/availability
 topic write hakit/+/set
+# the recorded ESPHome, Tasmota and Zigbee2MQTT devices (fixtures/ha/)
+topic read kitchen-node/#
+topic write kitchen-node/+/+/command
+topic read tele/#
+topic read stat/#
+topic write cmnd/#
+topic read zigbee2mqtt/#
+topic write zigbee2mqtt/+/set
 
 user device
 topic readwrite homeassistant/#
 topic readwrite hakit/#
+topic readwrite kitchen-node/#
+topic readwrite tele/#
+topic readwrite stat/#
+topic readwrite cmnd/#
+topic readwrite zigbee2mqtt/#
 """
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ha"
 
 BROKERS = ["mosquitto", "alicia"]
 
@@ -333,6 +351,100 @@ def test_tls_with_custom_ca(broker, make_ha, dev):
     announce(d, "sensor", o, {"name": "TLS", "object_id": o, "unique_id": o,
                               "state_topic": f"hakit/{o}/state"})
     hatls.wait_for_state(f"sensor.{o}", "3")
+
+
+def wire(payload) -> bytes:
+    """A fixture payload as the device sends it: text as is, objects as compact JSON."""
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Repeater:
+    """Republishes a device's non-retained periodic states every 0.5 s (as Tasmota's TelePeriod
+    and Zigbee2MQTT's cached states do, compressed), until stopped."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.messages: dict[str, bytes] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def set(self, topic: str, payload: bytes) -> None:
+        self.messages[topic] = payload
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(0.5):
+            for topic, payload in list(self.messages.items()):
+                self.client.publish(topic, payload)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("vendor", ["esphome", "tasmota", "zigbee2mqtt"])
+def test_recorded_vendor_discovery(ha, dev, vendor):
+    """The discovery configs recorded in fixtures/ha/<vendor>.json, published the way the firmware
+    does (its birth, configs, states; its will), become the entities the fixture expects in real
+    HA, whose commands arrive as the fixture says; the device's will makes them unavailable.
+    This keeps the fixtures honest for the HA -> Alicia adoption tests that will use them."""
+    fx = json.loads((FIXTURES / f"{vendor}.json").read_text())
+    will = fx["will"]
+    d = dev(vendor, will=(will["topic"], wire(will["payload"]), 1, will["retain"]))
+    commands = sorted({e["command"]["topic"] for e in fx["entities"] if "command" in e})
+    if commands:
+        d.subscribe([(c, 1) for c in commands])
+    repeater = Repeater(d)
+
+    def send(m):
+        if m.get("repeat"):
+            repeater.set(m["topic"], wire(m["payload"]))
+        d.publish(m["topic"], wire(m["payload"]), qos=m.get("qos", 1), retain=m.get("retain", False))
+
+    try:
+        for m in fx["messages"]:
+            send(m)
+        for e in fx["entities"]:
+            want = e["expect"]
+            assert ha.entity_id_for(e["unique_id"]) == want["entity_id"]
+            ha.wait_for_state(want["entity_id"], want["state"], attributes=want.get("attributes"))
+            if "command" not in e:
+                continue
+            cmd = e["command"]
+            domain, service = cmd["service"].split(".")
+            ha.call_service(domain, service, cmd["data"], entity_id=want["entity_id"])
+            m = d.get()
+            assert m.topic == cmd["topic"]
+            if isinstance(cmd["payload"], str):
+                assert m.payload.decode() == cmd["payload"]
+            else:
+                assert json.loads(m.payload) == cmd["payload"]
+            for reply in cmd["reply"]:
+                send(reply)
+            ha.wait_for_state(want["entity_id"], cmd["state"], attributes=cmd.get("attributes"))
+    finally:
+        repeater.stop()
+    d.drop()  # the broker publishes the device's will
+    for e in fx["entities"]:
+        ha.wait_for_state(e["expect"]["entity_id"], "unavailable")
+
+
+def test_abbreviation_table_matches_installed_ha(ha_install):
+    """fixtures/ha/abbreviations-2024.3.3.json is exactly the installed HA's table."""
+    dump = subprocess.run(
+        [str(ha_install / "bin" / "python"), "-c",
+         "import json, importlib.util, pathlib, homeassistant.components as c\n"
+         "p = pathlib.Path(c.__path__[0]) / 'mqtt' / 'abbreviations.py'\n"
+         "s = importlib.util.spec_from_file_location('a', p); m = importlib.util.module_from_spec(s)\n"
+         "s.loader.exec_module(m)\n"
+         "print(json.dumps([m.ABBREVIATIONS, m.DEVICE_ABBREVIATIONS, m.ORIGIN_ABBREVIATIONS]))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    installed = json.loads(dump.stdout)
+    recorded = json.loads((FIXTURES / f"abbreviations-{hakit.HA_VERSION}.json").read_text())
+    assert [recorded["ABBREVIATIONS"], recorded["DEVICE_ABBREVIATIONS"],
+            recorded["ORIGIN_ABBREVIATIONS"]] == installed
 
 
 def test_no_outside_connections_and_footprint(ha, record_property):
