@@ -246,6 +246,14 @@ class HomeAssistant:
                 self.proc.wait(10)
         return self.proc.returncode
 
+    def kill(self) -> int:
+        """SIGKILL: a crash, or a power cut. The broker sees the connection drop and publishes
+        HA's will (homeassistant/status = offline)."""
+        if self in HomeAssistant._live:
+            HomeAssistant._live.remove(self)
+        self.proc.kill()
+        return self.proc.wait(10)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -377,7 +385,8 @@ class HomeAssistant:
     def add_mqtt(self, host: str, port: int, username: str | None = None,
                  password: str | None = None, *, protocol: str | None = None,
                  ca_file: Path | None = None, tls_insecure: bool = False,
-                 client_id: str | None = None, wait_connected: bool = True) -> MqttEntry:
+                 client_id: str | None = None, transport: str | None = None,
+                 ws_path: str = "/", wait_connected: bool = True) -> MqttEntry:
         """Adds the MQTT integration through the config flow, as the UI does:
         `POST /api/config/config_entries/flow {"handler": "mqtt"}`, then the `broker` form
         (broker, port, username, password). HA tries the connection before it creates the entry;
@@ -395,7 +404,8 @@ class HomeAssistant:
             basic["username"] = username
         if password is not None:
             basic["password"] = password
-        advanced = protocol is not None or ca_file is not None or tls_insecure or client_id
+        advanced = (protocol is not None or ca_file is not None or tls_insecure or client_id
+                    or transport is not None)
         flow = self.post("/api/config/config_entries/flow",
                          {"handler": "mqtt", "show_advanced_options": bool(advanced)})
         if flow.get("type") == "abort":
@@ -416,15 +426,23 @@ class HomeAssistant:
                 values["tls_insecure"] = True
             if ca_file is not None:
                 values["set_ca_cert"] = "custom"
-                form = self.post(step, values)
-                self._expect_form(form, "the certificate upload field")
-                names = [f["name"] for f in form["data_schema"]]
-                if "certificate" not in names:
-                    raise HAError(f"HA's form has no certificate field: {names}")
-                upload = self.post("/api/file_upload",
-                                   raw=_multipart("file", "ca.crt", Path(ca_file).read_bytes()))
-                values["certificate"] = upload["file_id"]
-            result = self.post(step, values)
+            if transport is not None:
+                values["transport"] = transport
+            # HA answers with the form again as long as a field it now shows (certificate after
+            # set_ca_cert = custom, ws_path after transport = websockets) is still missing.
+            for _ in range(3):
+                result = self.post(step, values)
+                if result.get("type") != "form" or result.get("errors"):
+                    break
+                names = {f["name"] for f in result["data_schema"]}
+                if ca_file is not None and "certificate" in names and "certificate" not in values:
+                    upload = self.post("/api/file_upload",
+                                       raw=_multipart("file", "ca.crt", Path(ca_file).read_bytes()))
+                    values["certificate"] = upload["file_id"]
+                elif transport == "websockets" and "ws_path" in names and "ws_path" not in values:
+                    values["ws_path"] = ws_path
+                else:
+                    break
         if result.get("type") != "create_entry":
             raise HAError(f"MQTT flow did not create an entry: {json.dumps(result)[:2000]}\n"
                           f"log:\n{self.log()[-LOG_TAIL:]}")
@@ -655,6 +673,7 @@ class SecuredBroker:
     users: dict[str, str]
     tls_port: int | None = None
     ca_file: Path | None = None
+    ws_port: int | None = None
 
     @property
     def host(self) -> str:
@@ -699,9 +718,10 @@ def make_test_ca(directory: Path) -> tuple[Path, Path, Path]:
 
 
 def start_secured_broker(kind: str, workdir: Path, users: dict[str, str], acl: str,
-                         tls: bool = False) -> SecuredBroker:
+                         tls: bool = False, websockets: bool = False) -> SecuredBroker:
     """Starts `kind` ("mosquitto" or "alicia") on loopback with only these users (no anonymous
-    clients) and this ACL (mosquitto acl_file syntax). Both read the same mosquitto.conf."""
+    clients) and this ACL (mosquitto acl_file syntax), plus a TLS listener and a plain MQTT over
+    WebSockets one when asked. Both read the same mosquitto.conf."""
     workdir.mkdir(parents=True, exist_ok=True)
     passwd = workdir / "passwd"
     passwd.unlink(missing_ok=True)
@@ -715,11 +735,13 @@ def start_secured_broker(kind: str, workdir: Path, users: dict[str, str], acl: s
     if tls:
         ca_file, server_crt, server_key = make_test_ca(workdir / "certs")
 
-    def conf(port: int, tls_port: int | None) -> Path:
+    def conf(port: int, tls_port: int | None, ws_port: int | None) -> Path:
         lines = [f"listener {port} 127.0.0.1"]
         if tls_port is not None:
             lines += [f"listener {tls_port} 127.0.0.1", f"cafile {ca_file}",
                       f"certfile {server_crt}", f"keyfile {server_key}"]
+        if ws_port is not None:
+            lines += [f"listener {ws_port} 127.0.0.1", "protocol websockets"]
         lines += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {workdir / 'acl'}",
                   "persistence false", "log_dest stderr", "log_type all"]
         if kind == "mosquitto":
@@ -731,24 +753,29 @@ def start_secured_broker(kind: str, workdir: Path, users: dict[str, str], acl: s
     if kind == "alicia":
         # --port 0 / --tls-port 0 replace the file's first plain and TLS listener ports with
         # free ones, which alicia prints.
-        path = conf(1883, 8883 if tls else None)
+        # The WebSockets port is picked here (alicia has no flag for it; a clash fails the start).
+        ws_port = _free_port() if websockets else None
+        path = conf(1883, 8883 if tls else None, ws_port)
         args = ["-c", str(path)] + (["--tls-port", "0"] if tls else [])
         b = brokers.start_alicia(workdir, args)
         tls_port = None
-        if tls:
+        for kind_seen in (["mqtts"] if tls else []) + (["ws"] if websockets else []):
             line = brokers._read_line(b.proc, brokers.STARTUP_TIMEOUT)  # noqa: SLF001
-            if not line.startswith("mqtts listening on 127.0.0.1:"):
+            if not line.startswith(f"{kind_seen} listening on 127.0.0.1:"):
                 b.stop()
-                raise RuntimeError(f"alicia printed {line!r}, not the mqtts listener; log:\n{b.log()}")
-            tls_port = int(line.rsplit(":", 1)[1])
-        return SecuredBroker(kind, b, dict(users), tls_port, ca_file)
+                raise RuntimeError(f"alicia printed {line!r}, not the {kind_seen} listener; "
+                                   f"log:\n{b.log()}")
+            if kind_seen == "mqtts":
+                tls_port = int(line.rsplit(":", 1)[1])
+        return SecuredBroker(kind, b, dict(users), tls_port, ca_file, ws_port)
     if kind != "mosquitto":
         raise ValueError(f"unknown broker kind {kind!r}")
     last = None
     for _ in range(5):  # a free port may be taken between probing and binding
         port = _free_port()
         tls_port = _free_port() if tls else None
-        path = conf(port, tls_port)
+        ws_port = _free_port() if websockets else None
+        path = conf(port, tls_port, ws_port)
         log_path = workdir / "mosquitto.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([brokers.MOSQUITTO, "-c", str(path)], stdout=log, stderr=log,
@@ -756,9 +783,10 @@ def start_secured_broker(kind: str, workdir: Path, users: dict[str, str], acl: s
         b = brokers.RunningBroker("mosquitto", "127.0.0.1", port, proc, log_path)
         try:
             brokers.wait_listening("127.0.0.1", port, proc, brokers.STARTUP_TIMEOUT)
-            if tls_port:
-                brokers.wait_listening("127.0.0.1", tls_port, proc, brokers.STARTUP_TIMEOUT)
-            return SecuredBroker(kind, b, dict(users), tls_port, ca_file)
+            for extra in (tls_port, ws_port):
+                if extra:
+                    brokers.wait_listening("127.0.0.1", extra, proc, brokers.STARTUP_TIMEOUT)
+            return SecuredBroker(kind, b, dict(users), tls_port, ca_file, ws_port)
         except Exception as e:  # noqa: BLE001
             b.stop(signal.SIGKILL)
             last = f"{e}; log:\n{b.log()}"

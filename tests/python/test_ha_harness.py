@@ -7,7 +7,7 @@ test client (the user `device`) publishes by hand, and the tests check what a br
 a sensor's value, unit and device class; switch / light / number service calls arriving on their
 command topics; availability from a client's will; removal by an empty retained config; HA's
 `homeassistant/status` birth message; the abbreviated keys and `~` HA expands; MQTT 5; TLS with
-a custom CA; the WebSocket API.
+a custom CA; MQTT over WebSockets; the WebSocket API; HA's will when it dies.
 
 What HA 2024.3 does, as measured here (and relied on below):
 - It speaks MQTT 3.1.1 unless the flow's advanced options ask for "5" (or "3.1"); keep-alive 60,
@@ -73,7 +73,7 @@ BROKERS = ["mosquitto", "alicia"]
 @pytest.fixture(scope="module", params=BROKERS)
 def broker(request, tmp_path_factory):
     b = hakit.start_secured_broker(request.param, tmp_path_factory.mktemp(request.param),
-                                   PASSWORDS, ACL, tls=True)
+                                   PASSWORDS, ACL, tls=True, websockets=True)
     yield b
     alive = b.alive()
     b.stop()
@@ -321,13 +321,15 @@ def test_websocket_api(ha, dev):
         assert any(s["entity_id"] == f"switch.{o}" for s in ws.get_states())
 
 
-def test_mqtt5_login_refused_then_accepted(broker, make_ha, dev):
+def test_mqtt5_over_websockets_login_refused_then_accepted(broker, make_ha, dev):
     """The config flow tries the connection first: a wrong password comes back as the form with
-    cannot_connect; the right one, with protocol 5 from the advanced options, works end to end."""
+    cannot_connect. The right one, with protocol 5 and transport websockets from the advanced
+    options, works end to end."""
     ha5 = make_ha(None, name=f"ha5-{broker.kind}")
+    ws = {"protocol": "5", "transport": "websockets", "ws_path": "/"}
     with pytest.raises(hakit.HAError, match="cannot_connect"):
-        ha5.add_mqtt(broker.host, broker.port, "homeassistant", "wrong-password", protocol="5")
-    ha5.add_mqtt(broker.host, broker.port, "homeassistant", PASSWORDS["homeassistant"], protocol="5")
+        ha5.add_mqtt(broker.host, broker.ws_port, "homeassistant", "wrong-password", **ws)
+    ha5.add_mqtt(broker.host, broker.ws_port, "homeassistant", PASSWORDS["homeassistant"], **ws)
     d = dev(protocol=V5)
     o = oid("v5")
     d.subscribe(f"hakit/{o}/set", qos=1)
@@ -454,3 +456,13 @@ def test_no_outside_connections_and_footprint(ha, record_property):
     record_property("ha_start_seconds", round(ha.start_seconds, 2))
     record_property("ha_rss_mib", round(ha.rss_bytes() / 2**20))
     print(f"HA started in {ha.start_seconds:.2f}s, RSS {ha.rss_bytes() / 2**20:.0f} MiB")
+
+
+def test_ha_will_when_killed(ha, dev):
+    """Runs last for each broker: HA killed without a goodbye, the broker publishes HA's will
+    `offline` on homeassistant/status (a bridge can stop expecting HA until the next birth)."""
+    d = dev()
+    d.subscribe("homeassistant/status")
+    ha.kill()
+    m = d.get(timeout=10)
+    assert (m.topic, m.payload) == ("homeassistant/status", b"offline")
