@@ -239,6 +239,46 @@ def test_number_volume_set_value(ha, dev):
     d.assert_no_message(0.3)
 
 
+def test_qos2_and_retained_commands(ha, dev):
+    """`qos: 2` makes HA subscribe and publish at QoS 2; `retain: true` makes its commands
+    retained (ESPHome's command_retain), so a device that was offline gets the last command
+    when it subscribes. A live delivery to an MQTT 3.1.1 subscriber has the retain flag clear."""
+    d = dev()
+    o = oid("qos2")
+    d.subscribe(f"hakit/{o}/set", qos=2)
+    d.publish(f"hakit/{o}/state", "OFF", qos=2, retain=True)
+    announce(d, "switch", o, {"name": "QoS2", "object_id": o, "unique_id": o, "qos": 2,
+                              "retain": True, "state_topic": f"hakit/{o}/state",
+                              "command_topic": f"hakit/{o}/set"})
+    ha.wait_for_state(f"switch.{o}", "off")
+    ha.call_service("switch", "turn_on", entity_id=f"switch.{o}")
+    m = d.get()
+    assert (m.topic, m.payload, m.qos, m.retain) == (f"hakit/{o}/set", b"ON", 2, False)
+    late = dev("late")
+    late.subscribe(f"hakit/{o}/set", qos=2)
+    m = late.get()
+    assert (m.payload, m.retain) == (b"ON", True)
+    d.publish(f"hakit/{o}/set", b"", qos=1, retain=True)  # clear it
+
+
+def test_publish_outside_the_acl_is_dropped_not_fatal(ha, dev):
+    """HA's mqtt.publish service to a topic its ACL does not allow: the broker drops the message
+    (MQTT 3.1.1 has no way to say no) and HA's connection, with every entity on it, stays up."""
+    d = dev()
+    o = oid("acl")
+    d.subscribe([("forbidden/#", 1), (f"hakit/{o}/set", 1)])
+    d.publish(f"hakit/{o}/state", "OFF", qos=1, retain=True)
+    announce(d, "switch", o, {"name": "ACL", "object_id": o, "unique_id": o,
+                              "state_topic": f"hakit/{o}/state", "command_topic": f"hakit/{o}/set"})
+    ha.wait_for_state(f"switch.{o}", "off")
+    since = ha.log_size()
+    ha.call_service("mqtt", "publish", topic="forbidden/x", payload="leak", qos=1)
+    ha.call_service("switch", "turn_on", entity_id=f"switch.{o}")
+    m = d.get()
+    assert (m.topic, m.payload) == (f"hakit/{o}/set", b"ON"), "the forbidden publish got through"
+    assert "Disconnected from MQTT server" not in ha.log_since(since), "HA lost its connection"
+
+
 def test_availability_follows_the_devices_will(ha, dev):
     o = oid("avail")
     avail = f"hakit/{o}/availability"
