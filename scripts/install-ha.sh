@@ -14,8 +14,9 @@
 # - It is installed with the constraints file that ships inside its own wheel
 #   (homeassistant/package_constraints.txt): without it pip picks newer aiohttp/yarl/... that
 #   2024.3 does not run with.
-# - josepy<2: hass-nabucasa -> acme imports josepy's ComparableX509, which josepy 2 removed; the
-#   import fails inside the http stack and every HTTP request then answers 500.
+# - josepy<2: HA's http forwarded-headers middleware imports hass_nabucasa on every request;
+#   hass_nabucasa imports acme 2.8, which uses josepy's ComparableX509, gone in josepy 2. The
+#   import error then turns every HTTP request into a 500.
 # - HA installs an integration's requirements when it first loads it, from the network. The tests
 #   run hass with --skip-pip so it never does: the requirements of every integration the test
 #   configuration loads (the always-loaded defaults, onboarding's dependencies, mqtt) are

@@ -71,7 +71,7 @@ BROKERS = ["mosquitto", "alicia"]
 
 
 @pytest.fixture(scope="module", params=BROKERS)
-def broker(request, tmp_path_factory):
+def broker(request, tmp_path_factory, ha_install):  # ha_install: skipped together with HA
     b = hakit.start_secured_broker(request.param, tmp_path_factory.mktemp(request.param),
                                    PASSWORDS, ACL, tls=True, websockets=True)
     yield b
