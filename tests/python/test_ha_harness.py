@@ -13,10 +13,12 @@ What HA 2024.3 does, as measured here (and relied on below):
 - It speaks MQTT 3.1.1 unless the flow's advanced options ask for "5" (or "3.1"); keep-alive 60,
   clean session, a random client id, will `homeassistant/status` = `offline` (QoS 0, not
   retained) and, about 1-2 s after connecting, the birth `homeassistant/status` = `online`
-  (QoS 0, not retained), again after every reconnect.
+  (QoS 0, not retained), again after every reconnect. It stops (SIGTERM) without sending
+  DISCONNECT, so the broker publishes that will then too, as when it is killed.
 - Discovery is per component only: `homeassistant/<component>/[<node_id>/]<object_id>/config`.
   It also subscribes to other integrations' discovery topics (`tasmota/discovery/#`, `dsmr/#`,
-  ...); the ACL denies those, which it tolerates.
+  ...); the ACL denies those, which it tolerates (Mosquitto 2.0.11 grants such a 3.1.1
+  subscription and filters what it delivers; Alicia answers SUBACK 0x80).
 - It subscribes to a new entity's state topic shortly after creating the entity, so states are
   published retained here (a real device repeating its state periodically works too).
 """
