@@ -46,20 +46,21 @@ fi
 # --- Python packages --------------------------------------------------------------------
 if ! python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest, prometheus_client  # noqa: F401
+import paho.mqtt, pytest, prometheus_client, websocket  # noqa: F401
 major = int(paho.mqtt.__version__.split(".")[0])
 sys.exit(0 if major == 2 else 1)
 PY
 then
-    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client"
+    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client, websocket-client"
     if ! python3 -m pip --version >/dev/null 2>&1; then
         as_root apt-get install -y --no-install-recommends python3-pip \
             || { as_root apt-get update && as_root apt-get install -y python3-pip; }
     fi
     # Debian's system Python refuses plain pip installs (PEP 668); the flag exists only in
     # newer pips, so try without it first.
-    python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest prometheus_client \
-        || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest prometheus_client
+    python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest prometheus_client websocket-client \
+        || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest \
+            prometheus_client websocket-client
 fi
 
 # --- Home Assistant's intent sentences (alicia-intents tests) ------------------------------
@@ -95,6 +96,15 @@ cargo test --workspace
 step "cargo build -p alicia"
 cargo build -p alicia
 export ALICIA_BIN="$ROOT/target/debug/alicia"
+
+# --- Home Assistant Core (for tests/python/test_ha_*.py) -----------------------------------------
+# Installed into a venv outside the repository (about a minute the first time, instant after).
+if [ "${ALICIA_SKIP_HA_TESTS:-}" = 1 ]; then
+    step "Home Assistant tests skipped (ALICIA_SKIP_HA_TESTS=1)"
+else
+    step "Home Assistant Core for the HA tests"
+    bash scripts/install-ha.sh >/dev/null
+fi
 
 # --- Python black-box suite -----------------------------------------------------------------
 step "pytest tests/python (broker: ${TEST_BROKER:-alicia})"
