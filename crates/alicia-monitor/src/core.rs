@@ -82,6 +82,25 @@ pub(crate) struct Shared {
     pub log_matches: Mutex<BTreeMap<String, u64>>,
     pub counters: Counters,
     pub extra: RwLock<Option<ExtraMetrics>>,
+    /// The devices of the registry's retained inventory, as the dashboard shows them.
+    pub devices: RwLock<Vec<Value>>,
+}
+
+/// The most devices the dashboard lists (the inventory may be larger).
+const MAX_DEVICES: usize = 1000;
+
+/// A device of the registry's inventory, reduced to what the dashboard shows.
+fn device_row(d: &Value) -> Value {
+    let capabilities: Vec<&str> = d["capabilities"]
+        .as_array()
+        .map(|caps| caps.iter().filter_map(|c| c.as_str().or_else(|| c["name"].as_str())).collect())
+        .unwrap_or_default();
+    json!({
+        "device_id": d["device_id"], "device_type": d["device_type"], "name": d["name"],
+        "location": d["location"], "status": d["status"],
+        "last_seen": d.get("last_seen_at").unwrap_or(&d["last_seen"]),
+        "capabilities": capabilities,
+    })
 }
 
 /// Inputs of the loop besides the document connection.
@@ -193,6 +212,13 @@ impl Loop {
                     }
                 } else if let Some(name) = topic.strip_prefix(&metrics_prefix) {
                     self.snapshot(name, &topic, &payload).await;
+                } else if topic == self.topic("system/registry/devices") {
+                    // Cleared (empty) or unreadable: no devices to show.
+                    let inventory: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+                    let rows = inventory["devices"]
+                        .as_array()
+                        .map(|list| list.iter().take(MAX_DEVICES).map(device_row).collect());
+                    *self.shared.devices.write() = rows.unwrap_or_default();
                 } else if topic.starts_with("$SYS/") {
                     let mut sys = self.shared.sys.write();
                     match crate::metrics::sys_number(&payload) {
@@ -402,7 +428,9 @@ impl Loop {
             alert: rule.name.clone(),
             severity: rule.severity,
             service: line.source.clone(),
-            message: rule.message.clone(),
+            // The line itself, so whoever reads the alert sees what happened, not only that
+            // something matched.
+            message: format!("{}: {}", rule.message, short(&text, 300)),
             context: json!({ "line": text, "source": line.source, "rule": rule.name, "pattern": rule.pattern }),
         };
         let out = self.alerts.event(spec, window, Instant::now());
@@ -669,6 +697,7 @@ impl Shared {
         let (engine_up, state) = match &engine {
             EngineState::Available { .. } => (1.0, "available"),
             EngineState::Unavailable { .. } => (0.0, "unavailable"),
+            EngineState::NotInstalled { .. } => (0.0, "not_installed"),
             EngineState::Disabled => (0.0, "disabled"),
             EngineState::Starting => (0.0, "starting"),
         };
@@ -725,6 +754,18 @@ impl Shared {
         }
         text
     }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), with `…` when cut.
+fn short(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 #[cfg(test)]

@@ -24,7 +24,11 @@ pub enum EngineState {
     Starting,
     /// Answering; `version` is the engine's API version.
     Available { version: String },
-    /// Not reachable; retried every `retry_secs`.
+    /// No engine here: nothing at the socket's path (the usual case on a machine without
+    /// Docker or Podman). Not a fault, so no alert; looked for again every `retry_secs`.
+    #[serde(rename = "not_installed")]
+    NotInstalled { socket: String },
+    /// There is a socket, but the engine does not answer; retried every `retry_secs`.
     Unavailable { reason: String, socket: String },
 }
 
@@ -68,6 +72,7 @@ pub(crate) async fn run(
                 let _ = reports.send(DockerReport::Containers(containers));
                 (EngineState::Available { version }, cfg.poll_secs)
             }
+            Err(_) if !cfg.socket.exists() => (EngineState::NotInstalled { socket: socket.clone() }, cfg.retry_secs),
             Err(reason) => (EngineState::Unavailable { reason, socket: socket.clone() }, cfg.retry_secs),
         };
         if last_state.as_ref() != Some(&state) {
@@ -75,6 +80,10 @@ pub(crate) async fn run(
                 EngineState::Unavailable { reason, .. } => {
                     tracing::info!(%socket, %reason, "container engine unavailable; retrying every {}s", cfg.retry_secs)
                 }
+                EngineState::NotInstalled { .. } => tracing::info!(
+                    %socket,
+                    "no container engine on this machine (nothing at the socket); containers are not monitored"
+                ),
                 EngineState::Available { version } => tracing::info!(%socket, %version, "container engine available"),
                 _ => {}
             }

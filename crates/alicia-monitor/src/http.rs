@@ -24,6 +24,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/alerts", get(alerts))
         .route("/history", get(history))
+        .route("/devices", get(devices))
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
         .with_state(shared)
@@ -88,6 +89,11 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.render_metrics()).into_response()
+}
+
+async fn devices(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let devices = s.devices.read().clone();
+    Json(json!({ "count": devices.len(), "devices": devices }))
 }
 
 async fn alerts(State(s): State<Arc<Shared>>) -> Json<Value> {

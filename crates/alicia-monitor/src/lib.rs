@@ -22,13 +22,15 @@
 //!   log events (INFO and above) to the analyzer; containers' recent lines are fed too. Each
 //!   line is checked against `monitoring.log_rules` (regex, severity, message; the seed's error
 //!   and warning patterns by default) and the most severe match becomes an alert named after
-//!   the rule, with the line and its source in `context`.
+//!   the rule; its message quotes the line (cut at 300 bytes), and `context` has the whole
+//!   line and its source.
 //! - **Containers.** Through the Docker Engine API on `monitoring.docker.socket` (bollard):
-//!   state, health, restart count, memory, CPU and recent logs of each container. Without an
-//!   engine the state is `unavailable` with the reason (in `/health`, `/ready` as a non-required
-//!   check, the metric `alicia_monitor_container_engine_up{state="unavailable"} 0`, and one
-//!   `info` alert `container_engine_unavailable`), and the engine is asked again every
-//!   `retry_secs`.
+//!   state, health, restart count, memory, CPU and recent logs of each container. With nothing
+//!   at the socket's path (no engine installed, the usual case) the state is `not_installed`:
+//!   one info log line, no alert. An engine that is there but does not answer is
+//!   `unavailable` with the reason (in `/health`, `/ready` as a non-required check, the metric
+//!   `alicia_monitor_container_engine_up{state="unavailable"} 0`, and one `info` alert
+//!   `container_engine_unavailable`). Either way the engine is asked again every `retry_secs`.
 //!
 //! # Alerts
 //!
@@ -49,6 +51,8 @@
 //! [`MonitorHandle::http_router`]: `GET /health` (liveness, always 200, with the bus and
 //! container engine state), `GET /ready` (200 or 503, a JSON check per part: bus, expected
 //! services, containers (not required)), `GET /metrics`, `GET /alerts`, `GET /history[?minutes=N]`,
+//! `GET /devices` (the registry's devices: id, type, name, location, status, last seen,
+//! capabilities, from its retained inventory),
 //! and `GET /` (also `/dashboard`): one self-contained HTML page (`src/dashboard.html`, inline
 //! JS and SVG, nothing loaded from elsewhere) that polls `health`, `ready`, `alerts` and
 //! `history` every 5 s and shows service tiles, active alerts, the container engine and charts
@@ -215,8 +219,12 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
     }
     let service = alicia_sdk::start(sdk.clone(), svc)?;
     let bus = service.bus().clone();
-    let filters =
-        vec![format!("{prefix}/system/services/+/status"), format!("{prefix}/system/metrics/+"), "$SYS/#".to_string()];
+    let filters = vec![
+        format!("{prefix}/system/services/+/status"),
+        format!("{prefix}/system/metrics/+"),
+        format!("{prefix}/system/registry/devices"),
+        "$SYS/#".to_string(),
+    ];
     let id = format!("{}-{}-docs", sdk.name.as_deref().unwrap_or(SERVICE_NAME), bus.instance());
     let (docs, doc_events) = DocClient::connect(&sdk, id, filters);
     let docs = Arc::new(docs);
@@ -237,6 +245,7 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
         log_matches: Mutex::default(),
         counters: core::Counters::default(),
         extra: RwLock::default(),
+        devices: RwLock::default(),
         cfg: RwLock::new(cfg.monitoring.clone()),
     });
     *slot.write() = Some(shared.clone());

@@ -51,6 +51,17 @@ const REGISTRY_SNAPSHOT: &str = r#"{"service":"registry","instance":"g1","timest
 const READS: &[(&str, &[&str])] = &[
     ("health", &["/status", "/bus", "/uptime_secs", "/alerts_active", "/containers/state"]),
     (
+        "devices",
+        &[
+            "/devices/0/device_id",
+            "/devices/0/device_type",
+            "/devices/0/location",
+            "/devices/0/status",
+            "/devices/0/last_seen",
+            "/devices/0/capabilities",
+        ],
+    ),
+    (
         "ready",
         &[
             "/status",
@@ -155,7 +166,28 @@ async fn dashboard(addr: SocketAddr, broker: Option<alicia_broker::Broker>) {
     let paths = fetched_paths(&html);
     let mut names: Vec<&str> = paths.iter().map(|p| p.split('?').next().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["alerts", "health", "history", "ready"], "{paths:?}");
+    assert_eq!(names, ["alerts", "devices", "health", "history", "ready"], "{paths:?}");
+    // The registry's retained inventory, in its shape (the design document's device model).
+    let inventory = serde_json::json!({"updated": "2025-01-08T14:30:00.000Z", "devices": [
+        {"device_id": "sonos_kitchen_001", "device_type": "speaker", "name": "sonos_kitchen_001", "location": "kitchen",
+         "status": "online", "last_seen": 1736346600.0, "last_seen_at": "2025-01-08T14:30:00.000Z",
+         "capabilities": [{"name": "audio_playback", "version": "1.0.0", "parameters": {}, "endpoints": {}},
+                          {"name": "volume_control", "parameters": {}, "endpoints": {}}]},
+        {"device_id": "esp32_sensor_001", "device_type": "sensor", "name": "Hall sensor", "location": null,
+         "status": "unknown", "last_seen_at": "2025-01-08T14:29:00.000Z",
+         "capabilities": [{"name": "temperature", "parameters": {"unit": "°C"}, "endpoints": {}}]}
+    ]});
+    pubr.client
+        .publish("alicia/system/registry/devices", alicia_sdk::QoS::AtLeastOnce, true, inventory.to_string())
+        .await
+        .unwrap();
+    eventually("the devices from the inventory", Duration::from_secs(10), || async {
+        get_json(http, "/devices").await.1["count"] == 2
+    })
+    .await;
+    let (_, devices) = get_json(http, "/devices").await;
+    assert_eq!(devices["devices"][0]["capabilities"], serde_json::json!(["audio_playback", "volume_control"]));
+    assert_eq!(devices["devices"][1]["last_seen"], "2025-01-08T14:29:00.000Z");
 
     // Data for every chart: a router and a registry snapshot, then more routed envelopes,
     // and an alert (a log line) so the alert list has an entry.
@@ -234,6 +266,15 @@ async fn dashboard(addr: SocketAddr, broker: Option<alicia_broker::Broker>) {
         assert!(alerts.contains("[!!] critical") && alerts.contains("log_exception"), "{alerts}");
         assert!(alerts.contains("container:web") && alerts.contains("since <time datetime="), "{alerts}");
         assert!(shown(&page, "engine").contains("Disabled"), "{page}");
+        let devices = shown(&page, "devices");
+        assert!(
+            devices
+                .contains("<th scope=\"row\">sonos_kitchen_001</th><td>speaker</td><td>kitchen</td><td>● online</td>"),
+            "{devices}"
+        );
+        assert!(devices.contains("audio_playback, volume_control") && devices.contains("? unknown"), "{devices}");
+        assert!(devices.contains("Hall sensor"), "{devices}");
+        assert_eq!(shown(&page, "device-count").trim(), "(2)");
         let charts = shown(&page, "charts");
         let titles = chart_titles(&charts);
         assert_eq!(titles.len(), 8, "{charts}");
@@ -300,6 +341,8 @@ async fn history_stays_backward_compatible_without_data() {
         assert!(shown(&page, "alerts").contains("No active alerts"), "{page}");
         assert!(shown(&page, "overall").contains("✓ Ready"), "{page}");
         assert!(shown(&page, "engine").contains("Disabled"), "{page}");
+        assert!(shown(&page, "devices").contains("No devices registered yet"), "{page}");
+        assert_eq!(shown(&page, "device-count").trim(), "(0)");
     }
     mon.shutdown().await;
 

@@ -32,6 +32,34 @@ async fn next_alert(obs: &mut Observer, pred: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
+/// A machine without Docker (the usual case): a state and a log line, no alert.
+#[tokio::test]
+async fn no_engine_installed_is_no_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, addr) = alicia_testkit::alicia_broker().await;
+    let mut obs = Observer::start(addr, &["alicia/system/alerts"]).await;
+    let mut m = monitoring(&[]);
+    m.docker.enabled = true;
+    m.docker.socket = dir.path().join("docker.sock");
+    m.docker.retry_secs = 1;
+    let mut cfg = MonitorConfig::new(config(addr), m);
+    cfg.tick = Duration::from_millis(100);
+    let mon = alicia_monitor::start(cfg).await.unwrap();
+    let (http, _t) = mon.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !matches!(mon.engine_state(), EngineState::NotInstalled { .. }) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", mon.engine_state());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, health) = get_json(http, "/health").await;
+    assert_eq!(health["containers"]["state"], "not_installed");
+    let (_, ready) = get_json(http, "/ready").await;
+    assert_eq!(ready["checks"]["containers"]["ok"], true, "nothing to monitor is not a fault");
+    obs.quiet(Duration::from_millis(2500)).await;
+    mon.shutdown().await;
+}
+
+/// A socket that does not answer as an engine: reported, one alert, never fatal.
 #[tokio::test]
 async fn unreachable_engine_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,6 +68,13 @@ async fn unreachable_engine_is_reported_not_fatal() {
     let mut m = monitoring(&[]);
     m.docker.enabled = true;
     m.docker.socket = dir.path().join("docker.sock");
+    // Something listens there, and closes every connection at once.
+    let listener = tokio::net::UnixListener::bind(&m.docker.socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
     m.docker.retry_secs = 1;
     let mut cfg = MonitorConfig::new(config(addr), m);
     cfg.tick = Duration::from_millis(100);
@@ -157,9 +192,8 @@ async fn fake_engine_containers_are_monitored() {
     assert!(calls.iter().any(|c| c.contains("/containers/aaa111/logs?") && c.contains("tail=100")), "{calls:?}");
     assert!(!calls.iter().any(|c| c.contains("bbb222/stats") || c.contains("bbb222/logs")), "{calls:?}");
 
-    // The engine goes away: reported, not fatal.
+    // The engine goes away, leaving its socket: reported, not fatal.
     server.abort();
-    let _ = std::fs::remove_file(&sock);
     let gone = next_alert(&mut obs, |a| a["alert"] == "container_engine_unavailable").await;
     assert_eq!(gone["state"], "firing");
     mon.shutdown().await;

@@ -112,7 +112,7 @@ use tokio::task::JoinHandle;
 
 pub use auth::{Credential, HttpAuth, Principal};
 pub use events::{watch_events, WatchEvent};
-pub use model::{Invalid, Refused, Status};
+pub use model::{check_device_id, Invalid, Refused, Status};
 
 /// The registry's service name (its inbox: `<prefix>/services/device_registry/inbox`).
 pub const SERVICE_NAME: &str = "device_registry";

@@ -34,6 +34,22 @@ pub enum SdkError {
         /// How long the caller waited for a connection.
         waited: Duration,
     },
+    /// The broker refused this client's login (wrong user name or password, not authorised).
+    #[error("the broker at {broker} refused the login: {reason}")]
+    LoginRefused {
+        /// `host:port` of the broker.
+        broker: String,
+        /// What the broker answered.
+        reason: String,
+    },
+    /// Nothing answered at the broker's address (nothing listens there, no route, no name).
+    #[error("cannot reach the broker at {broker}: {reason}")]
+    Unreachable {
+        /// `host:port` of the broker.
+        broker: String,
+        /// What the network said.
+        reason: String,
+    },
     /// The destination answered with an error response.
     #[error("`{from}` refused request {message_id}: {code}: {message}")]
     Remote {

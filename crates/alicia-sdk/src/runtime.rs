@@ -147,6 +147,7 @@ fn launch<S: BusService>(
         heartbeat_interval: config.heartbeat_interval,
         security: config.security.clone(),
         trust_identity: config.trust_broker_identity,
+        failure: watch::Sender::new(None),
     });
     let limiter = Arc::new(Semaphore::new(config.max_concurrent_handlers));
     let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
@@ -182,6 +183,35 @@ struct Inner {
     security: crate::protection::EnvelopeSecurity,
     /// Read the broker's identity properties ([`Sender`]).
     trust_identity: bool,
+    /// Why the last connection attempt failed.
+    failure: watch::Sender<Option<Failure>>,
+}
+
+/// Why a connection attempt failed, in words a person can act on.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// The broker answered and refused the login (as opposed to not answering at all).
+    refused: bool,
+    reason: String,
+}
+
+impl Failure {
+    fn of(e: &rumqttc_notls::v5::ConnectionError) -> Failure {
+        use rumqttc_notls::v5::mqttbytes::v5::ConnectReturnCode as Code;
+        use rumqttc_notls::v5::ConnectionError as E;
+        match e {
+            E::ConnectionRefused(code) => {
+                let reason = match code {
+                    Code::BadUserNamePassword => "wrong user name or password".to_string(),
+                    Code::NotAuthorized => "not authorised".to_string(),
+                    other => format!("{other:?}"),
+                };
+                Failure { refused: true, reason }
+            }
+            E::Io(io) => Failure { refused: false, reason: io.to_string() },
+            other => Failure { refused: false, reason: other.to_string() },
+        }
+    }
 }
 
 /// A handle on the bus for one service instance: publish, send requests. Cheap to clone.
@@ -219,6 +249,34 @@ impl Bus {
     /// How many times the connection has been established (1 after the first connect).
     pub fn connects(&self) -> u64 {
         self.inner.connects.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the outcome of connecting, at most `timeout`: `Ok` once connected and
+    /// subscribed, or at once after the first failed attempt, saying why
+    /// ([`SdkError::LoginRefused`] or [`SdkError::Unreachable`]). For command-line tools, which
+    /// should tell a wrong password from a broker that is not there without waiting; services
+    /// use [`Bus::wait_online`], which keeps waiting through failures.
+    pub async fn connect_outcome(&self, timeout: Duration) -> Result<(), SdkError> {
+        let mut failures = self.inner.failure.subscribe();
+        failures.mark_unchanged();
+        tokio::select! {
+            r = self.wait_online(timeout) => r,
+            changed = failures.changed() => {
+                if *self.inner.state.borrow() == LinkState::Online {
+                    return Ok(());
+                }
+                let failure = changed.ok().and_then(|()| failures.borrow().clone());
+                match failure {
+                    Some(Failure { refused: true, reason }) => {
+                        Err(SdkError::LoginRefused { broker: self.inner.broker.clone(), reason })
+                    }
+                    Some(Failure { refused: false, reason }) => {
+                        Err(SdkError::Unreachable { broker: self.inner.broker.clone(), reason })
+                    }
+                    None => Err(SdkError::Closed),
+                }
+            }
+        }
     }
 
     /// Waits until the service is connected and subscribed, at most `timeout`.
@@ -518,6 +576,7 @@ async fn drive<S: BusService>(
             Err(_) if stopping => break,
             Err(e) => {
                 awaiting_suback = false;
+                inner.failure.send_replace(Some(Failure::of(&e)));
                 let was = inner.state.send_replace(LinkState::Connecting);
                 let delay = backoff.delay();
                 failures += 1;

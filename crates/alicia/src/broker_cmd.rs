@@ -435,6 +435,12 @@ pub async fn run(
     if services.is_some() {
         // After every listening line: scripts may wait for this one.
         println!("alicia ready");
+        if let Some(g) = &gateway {
+            println!("home: {} (certificates, secrets, configuration, data)", g.home.display());
+            println!(
+                "next: alicia devices add kitchen_sensor --type sensor --location kitchen   (in another terminal)"
+            );
+        }
     }
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -1,6 +1,7 @@
 //! `alicia certs`: a small certificate authority for the home, with rcgen (no openssl needed).
 //!
-//! Layout of the certificate directory (default `./certs`):
+//! Layout of the certificate directory (default: the Alicia home's `certs/`, the one `alicia
+//! init` made and `alicia up` uses; `--dir` for another):
 //! `ca.crt`, `ca.key` (the CA), `server.crt`/`server.key` (the broker),
 //! `devices/ID.crt`/`.key` and `services/NAME.crt`/`.key`, and `crl.pem`, the CA's certificate
 //! revocation list (`alicia certs revoke`). Keys are written with mode 0600 and never printed. A client certificate's Common Name is its device id or service name, which
@@ -21,14 +22,15 @@ use rcgen::{
 pub enum CertsCommand {
     /// Create the certificate authority (refuses to overwrite an existing one).
     Ca {
-        /// Certificate directory.
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        /// Certificate directory [default: <Alicia home>/certs].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Issue the broker's server certificate for the given host names and IP addresses.
     Server {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        /// Certificate directory [default: <Alicia home>/certs].
+        #[arg(long)]
+        dir: Option<PathBuf>,
         /// Host name or IP address clients use to reach the broker (repeatable).
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
@@ -36,16 +38,18 @@ pub enum CertsCommand {
     /// Issue a client certificate for a device; its CN is the device id.
     Device {
         id: String,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        /// Certificate directory [default: <Alicia home>/certs].
+        #[arg(long)]
+        dir: Option<PathBuf>,
         #[command(flatten)]
         validity: Validity,
     },
     /// Issue a client certificate for a service; its CN is the service name.
     Service {
         name: String,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        /// Certificate directory [default: <Alicia home>/certs].
+        #[arg(long)]
+        dir: Option<PathBuf>,
         #[command(flatten)]
         validity: Validity,
     },
@@ -60,13 +64,15 @@ pub enum CertsCommand {
         /// The serial number (hex, as `openssl x509 -serial` prints it) instead.
         #[arg(long)]
         serial: Option<String>,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        /// Certificate directory [default: <Alicia home>/certs].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Write an empty revocation list (`crl.pem`) if there is none.
     Crl {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        /// Certificate directory [default: <Alicia home>/certs].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -116,25 +122,35 @@ fn parse_date(s: &str) -> anyhow::Result<time::OffsetDateTime> {
     Ok(date.midnight().assume_utc())
 }
 
+/// The certificate directory: `--dir`, else the Alicia home's `certs/`.
+fn dir_or_home(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| crate::init::default_home().join("certs"))
+}
+
 pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
     match cmd {
         CertsCommand::Ca { dir } => {
+            let dir = dir_or_home(dir);
             let written = create_ca(&dir)?;
             eprintln!("created {}", written.display());
         }
         CertsCommand::Server { dir, hosts } => {
+            let dir = dir_or_home(dir);
             let p = issue_server(&dir, &hosts)?;
             eprintln!("issued {}", p.display());
         }
         CertsCommand::Device { id, dir, validity } => {
+            let dir = dir_or_home(dir);
             let p = issue(&dir.join("devices"), &id, &id, &[], Some(&validity))?;
             eprintln!("issued {}", p.display());
         }
         CertsCommand::Service { name, dir, validity } => {
+            let dir = dir_or_home(dir);
             let p = issue(&dir.join("services"), &name, &name, &[], Some(&validity))?;
             eprintln!("issued {}", p.display());
         }
         CertsCommand::Revoke { target, serial, dir } => {
+            let dir = dir_or_home(dir);
             let serial = match (target, serial) {
                 (_, Some(s)) => parse_serial(&s)?,
                 (Some(t), None) => serial_of(&certificate_file(&dir, &t)?)?,
@@ -150,6 +166,7 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
             tell_broker(&dir);
         }
         CertsCommand::Crl { dir } => {
+            let dir = dir_or_home(dir);
             let crl = dir.join(CRL_FILE);
             if crl.exists() {
                 eprintln!("{} exists", crl.display());
@@ -206,12 +223,74 @@ pub fn issue_server(dir: &Path, hosts: &[String]) -> anyhow::Result<PathBuf> {
 }
 
 fn load_ca(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
-    let crt = std::fs::read_to_string(dir.join("ca.crt"))
-        .with_context(|| format!("no CA in {} (run `alicia certs ca` first)", dir.display()))?;
+    let crt = match std::fs::read_to_string(dir.join("ca.crt")) {
+        Ok(crt) => crt,
+        Err(e) => bail!("no certificate authority in {}: {e}; {}", dir.display(), where_the_ca_is(dir)),
+    };
     let key =
         std::fs::read_to_string(dir.join("ca.key")).with_context(|| format!("cannot read {}/ca.key", dir.display()))?;
     let key = KeyPair::from_pem(&key).context("ca.key is not a private key")?;
     Issuer::from_ca_cert_pem(&crt, key).context("ca.crt is not a certificate")
+}
+
+/// Issues a device's client certificate (`devices/ID.crt` and `.key`) in the certificate
+/// directory `dir`; its CN is `id`.
+pub fn issue_device(dir: &Path, id: &str, validity: &Validity) -> anyhow::Result<PathBuf> {
+    issue(&dir.join("devices"), id, id, &[], Some(validity))
+}
+
+/// Revokes the certificate `target` names (a device id, service name or file) and asks a
+/// running `alicia up` to reload. Returns whether it was newly revoked.
+pub fn revoke_named(dir: &Path, target: &str) -> anyhow::Result<bool> {
+    let serial = serial_of(&certificate_file(dir, target)?)?;
+    let (_, added) = revoke(dir, &serial)?;
+    tell_broker(dir);
+    Ok(added)
+}
+
+/// The host names and addresses of the broker's certificate (`server.crt`), as devices must
+/// write them to verify it.
+pub fn server_hosts(dir: &Path) -> Vec<String> {
+    let Ok(pem) = std::fs::read(dir.join("server.crt")) else { return Vec::new() };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else { return Vec::new() };
+    let Ok(cert) = pem.parse_x509() else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 4 => {
+                Some(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What to do about a missing CA: never make a second one when a home has the first.
+fn where_the_ca_is(dir: &Path) -> String {
+    let home = crate::init::default_home();
+    let home_ca = home.join("certs").join("ca.crt");
+    if home_ca.exists() && home.join("certs") != dir {
+        format!(
+            "the Alicia home {} has its certificate authority in {}: issue with `--dir {}` (or without --dir)",
+            home.display(),
+            home_ca.display(),
+            home.join("certs").display()
+        )
+    } else if home.join("alicia.yaml").exists() {
+        format!(
+            "the Alicia home {} has no certificate authority: restore certs/ca.crt and ca.key from a backup \
+             (a new CA would not be trusted by the devices and broker that trust the old one)",
+            home.display()
+        )
+    } else {
+        format!(
+            "create the Alicia home and its CA with `alicia init` (or `alicia up`), or give --dir (home: {})",
+            home.display()
+        )
+    }
 }
 
 /// Issues `name.crt`/`name.key` in `out_dir`, signed by the CA in the certificate directory:

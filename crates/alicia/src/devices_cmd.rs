@@ -1,5 +1,8 @@
-//! `alicia devices list | show ID | watch`: the device registry from the command line, over the
-//! bus (requests to `device_registry`; `watch` follows `<prefix>/system/registry/events`).
+//! `alicia devices list | show ID | watch | add ID | remove ID`: the device registry from the
+//! command line, over the bus (requests to `device_registry`; `watch` follows
+//! `<prefix>/system/registry/events`). `add` issues a device's certificate from the home's CA and
+//! prints the exact `mosquitto_sub`/`mosquitto_pub` lines with which it connects and registers;
+//! `remove` unregisters it and revokes its certificate.
 //!
 //! Where the broker is and who to log in as, in this order:
 //! - `--broker HOST:PORT`, else the first plain MQTT listener of `<home>/alicia.yaml`
@@ -65,6 +68,33 @@ enum DevicesAction {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare a new device: issue its client certificate from the home's CA, write its
+    /// registration message, and print the commands with which it connects (TLS, the
+    /// certificate's CN as its user name) and registers.
+    Add {
+        /// The device id (letters, digits, `_`, `-`, `.`, `:`): its MQTT user name and topic level.
+        id: String,
+        /// What it is: speaker, light, switch, sensor, or anything else.
+        #[arg(long = "type", default_value = "sensor")]
+        device_type: String,
+        /// Where it is (a room: kitchen, living_room, ...).
+        #[arg(long)]
+        location: Option<String>,
+        /// A capability besides the type's usual ones (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Host name devices use to reach this machine [default: the first name in the broker's certificate].
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Remove a device: unregister it and revoke its certificate.
+    Remove {
+        /// The device id.
+        id: String,
+        /// Keep its certificate valid (it could register again).
+        #[arg(long)]
+        keep_certificate: bool,
+    },
 }
 
 /// The broker of the home's alicia.yaml: its first listener without TLS speaking MQTT.
@@ -98,9 +128,138 @@ fn home_broker(home: &Path) -> anyhow::Result<Option<SocketAddr>> {
     Ok(None)
 }
 
+/// The port of the home's first MQTT-over-TLS listener (devices connect there).
+fn home_tls_port(home: &Path) -> anyhow::Result<Option<u16>> {
+    let path = home.join("alicia.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    let listeners = yaml.get("broker").and_then(|b| b.get("listeners")).and_then(|l| l.as_sequence());
+    Ok(listeners.into_iter().flatten().find_map(|l| {
+        let tls = l.get("tls").is_some_and(|t| !t.is_null());
+        let mqtt = l.get("protocol").and_then(|p| p.as_str()).is_none_or(|p| p == "mqtt");
+        (tls && mqtt).then(|| l.get("port").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok())).flatten()
+    }))
+}
+
+/// The design document's registration message for a new device of `device_type`, with the
+/// capabilities (and their parameters) such a device usually has.
+pub fn registration(id: &str, device_type: &str, location: Option<&str>, extra: &[String]) -> Value {
+    let cap = |name: &str, parameters: Value| json!({"name": name, "version": "1.0.0", "parameters": parameters});
+    let mut caps = match device_type {
+        "speaker" => vec![
+            cap(
+                "audio_playback",
+                json!({"supported_formats": ["wav", "mp3", "flac"], "min_volume": 0, "max_volume": 100}),
+            ),
+            cap("volume_control", json!({"step_size": 5, "mute_support": true})),
+            cap("media_control", json!({})),
+            cap("announce", json!({})),
+        ],
+        "light" => vec![cap("on_off", json!({})), cap("brightness", json!({"min": 0, "max": 100}))],
+        "switch" | "plug" => vec![cap("on_off", json!({}))],
+        "sensor" => vec![cap("temperature", json!({"unit": "°C", "device_class": "temperature"}))],
+        _ => Vec::new(),
+    };
+    for name in extra {
+        if !caps.iter().any(|c| c["name"] == json!(name)) {
+            caps.push(cap(name, json!({})));
+        }
+    }
+    let mut metadata = serde_json::Map::new();
+    if let Some(l) = location {
+        metadata.insert("location".into(), json!(l));
+    }
+    json!({
+        "message_id": format!("{id}-registration"),
+        "timestamp": alicia_envelope::Timestamp::now().to_string(),
+        "source": id,
+        "destination": "alicia/system/discovery/register",
+        "message_type": "event",
+        "payload": {"data": {
+            "device_id": id,
+            "device_type": device_type,
+            "capabilities": caps,
+            "endpoints": {
+                "control": format!("alicia/devices/{id}/command"),
+                "status": format!("alicia/devices/{id}/status"),
+            },
+            "metadata": metadata,
+        }}
+    })
+}
+
+/// `alicia devices add`: the certificate, the registration file, and what to run.
+fn add(
+    home: &Path,
+    id: &str,
+    device_type: &str,
+    location: Option<&str>,
+    extra: &[String],
+    host: Option<&str>,
+) -> anyhow::Result<()> {
+    if !home.join("alicia.yaml").exists() {
+        bail!("no Alicia home at {}: run `alicia up` (or `alicia init`) first", home.display());
+    }
+    alicia_registry::check_device_id("device id", id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let certs = home.join("certs");
+    let crt = certs.join("devices").join(format!("{id}.crt"));
+    let key = certs.join("devices").join(format!("{id}.key"));
+    if crt.exists() && key.exists() {
+        println!("{id} already has a certificate: {}", crt.display());
+    } else {
+        crate::certs::issue_device(&certs, id, &crate::certs::Validity::default())?;
+        println!("issued {} (key {}, mode 0600)", crt.display(), key.display());
+    }
+    let message = registration(id, device_type, location, extra);
+    let file = certs.join("devices").join(format!("{id}.registration.json"));
+    std::fs::write(&file, serde_json::to_string_pretty(&message)? + "\n")
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!("wrote its registration message (the design document's format) to {}", file.display());
+    let port = home_tls_port(home)?.unwrap_or(8883);
+    let hosts = crate::certs::server_hosts(&certs);
+    let host = host.map(str::to_string).or_else(|| hosts.first().cloned()).unwrap_or_else(|| "localhost".into());
+    let ca = certs.join("ca.crt");
+    let tls = format!(
+        "-h {host} -p {port} --cafile {} --cert {} --key {}",
+        shell(&ca.display().to_string()),
+        shell(&crt.display().to_string()),
+        shell(&key.display().to_string())
+    );
+    println!();
+    println!("1. Listen for its commands and for errors about it (leave this running):");
+    println!("   mosquitto_sub {tls} -i {id}-listen -t 'alicia/devices/{id}/#' -v");
+    println!("2. Register it:");
+    println!(
+        "   mosquitto_pub {tls} -i {id} -t alicia/system/discovery/register -q 1 -f {}",
+        shell(&file.display().to_string())
+    );
+    println!("3. See it:");
+    println!("   alicia devices show {id}");
+    println!();
+    println!("The broker takes the certificate's CN ({id}) as the device's user name: it may use");
+    println!(
+        "alicia/devices/{id}/#, announce itself, and hear broadcasts. Remove it with `alicia devices remove {id}`."
+    );
+    Ok(())
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:@%+=,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 impl DevicesCommand {
+    fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(crate::init::default_home)
+    }
+
     fn service_config(&self) -> anyhow::Result<ServiceConfig> {
-        let home = self.home.clone().unwrap_or_else(crate::init::default_home);
+        let home = self.home();
         let broker = match self.broker {
             Some(b) => b,
             None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
@@ -135,13 +294,25 @@ async fn ask(cmd: &DevicesCommand, data: Value) -> anyhow::Result<Value> {
     let cfg = cmd.service_config()?;
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let timeout = Duration::from_secs(cmd.timeout.max(1));
+    let user = cfg.username.clone();
     let client = alicia_sdk::connect(cfg)?;
-    let answer = client.request(Destination::service(alicia_registry::SERVICE_NAME), data, timeout).await;
+    // Tell a refused login from an absent broker at once, instead of after the timeout.
+    let answer = match client.connect_outcome(timeout).await {
+        Ok(()) => client.request(Destination::service(alicia_registry::SERVICE_NAME), data, timeout).await,
+        Err(e) => Err(e),
+    };
     client.shutdown().await;
     match answer {
         Ok(envelope) => Ok(envelope.payload.data),
         Err(SdkError::Timeout { .. }) => {
             bail!("no answer from the device registry within {timeout:?}: is it running (`alicia up`)?")
+        }
+        Err(SdkError::LoginRefused { reason, .. }) => {
+            let who = user.map(|u| format!(" as {u:?}")).unwrap_or_else(|| " without a user name".into());
+            bail!("the broker at {broker} refused the login{who}: {reason} (see --user, --password-file)")
+        }
+        Err(SdkError::Unreachable { reason, .. }) => {
+            bail!("cannot reach the broker at {broker}: {reason} (is `alicia up` running? see --broker)")
         }
         Err(SdkError::NotConnected { .. }) => {
             bail!("cannot reach the broker at {broker} (see --broker, --user, --password-file)")
@@ -228,6 +399,21 @@ async fn run_async(cmd: DevicesCommand) -> anyhow::Result<()> {
             }
         }
         DevicesAction::Watch { json } => watch(&cmd, *json).await?,
+        DevicesAction::Add { id, device_type, location, capabilities, host } => {
+            add(&cmd.home(), id, device_type, location.as_deref(), capabilities, host.as_deref())?
+        }
+        DevicesAction::Remove { id, keep_certificate } => {
+            match ask(&cmd, json!({"action": "unregister", "device_id": id})).await {
+                Ok(_) => println!("unregistered {id}"),
+                Err(e) if e.to_string().contains("not_found") => println!("{id} was not registered"),
+                Err(e) => return Err(e),
+            }
+            let certs = cmd.home().join("certs");
+            if !*keep_certificate && certs.join("devices").join(format!("{id}.crt")).exists() {
+                let newly = crate::certs::revoke_named(&certs, id)?;
+                println!("{} its certificate", if newly { "revoked" } else { "already revoked" });
+            }
+        }
     }
     Ok(())
 }
