@@ -40,6 +40,14 @@ pub struct Config {
     pub persistence: Option<std::path::PathBuf>,
     /// Seconds between full rewrites of the store (Mosquitto's `autosave_interval`).
     pub autosave_interval: u64,
+    /// Stamp every application message a client publishes (PUBLISH and its will) with who sent
+    /// it: the MQTT 5 user properties [`USER_PROPERTY`](crate::USER_PROPERTY) (`alicia-user`,
+    /// the authenticated user name; absent for an anonymous client) and
+    /// [`AUTH_PROPERTY`](crate::AUTH_PROPERTY) (`alicia-auth`: `certificate`, `token`,
+    /// `password` or `anonymous`). User properties with either name that the client set itself
+    /// are removed first, so no client can forge them. Off by default (a plain MQTT broker
+    /// leaves user properties alone); `alicia up` turns it on for its services.
+    pub identity_properties: bool,
 }
 
 impl Default for Config {
@@ -59,6 +67,7 @@ impl Default for Config {
             connect_timeout: 10,
             persistence: None,
             autosave_interval: 1800,
+            identity_properties: false,
         }
     }
 }

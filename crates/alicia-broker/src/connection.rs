@@ -25,7 +25,7 @@ use crate::index::Sub;
 use crate::listener::ConnInfo;
 use crate::message::{Delivery, Message};
 use crate::persist::Event;
-use crate::security::{Access, Credentials};
+use crate::security::{Access, Credentials, Identity, AUTH_PROPERTY, USER_PROPERTY};
 use crate::session::{Inflight, SessionState, Stage, Subscription};
 
 /// Flush the write buffer once it holds this much.
@@ -152,7 +152,7 @@ where
         return None;
     }
 
-    let username = {
+    let identity = {
         let security = shared.security.load();
         let creds = Credentials {
             client_id: &client_id,
@@ -160,7 +160,7 @@ where
             password: c.password.as_deref(),
             info,
         };
-        let username = match security.authenticate(&creds) {
+        let identity = match security.authenticate(&creds) {
             Ok(u) => u,
             Err(r) => {
                 tracing::info!(client = %client_id, %peer, why = %r.why, "connection refused");
@@ -169,14 +169,21 @@ where
             }
         };
         if let Some(w) = &c.will {
-            if !security.authorize(&client_id, username.as_deref(), Access::Write, &w.topic) {
+            if !security.authorize(&client_id, identity.username.as_deref(), Access::Write, &w.topic) {
                 tracing::info!(client = %client_id, %peer, topic = %w.topic, "will topic not authorised");
                 let _ = write_out(stream, &refuse(reason::NOT_AUTHORIZED, "will topic not authorised")).await;
                 return None;
             }
         }
-        username.map(Arc::<str>::from)
+        identity
     };
+    let stamp = shared.config.identity_properties.then(|| identity_stamp(&identity));
+    let mut will = c.will;
+    if let (Some(w), Some(stamp)) = (&mut will, &stamp) {
+        apply_stamp(&mut w.properties, stamp);
+    }
+    let method = identity.method;
+    let username = identity.username.map(Arc::<str>::from);
 
     // Keep alive: a v5 client asking for more than allowed (or for none) is told the maximum.
     let max_ka = shared.config.max_keepalive;
@@ -289,7 +296,8 @@ where
         session,
         generation,
         kick,
-        will: c.will,
+        will,
+        stamp,
         keep_alive: Duration::from_millis(keep_alive as u64 * 1500),
         client_receive_max: client_receive_max as usize,
         client_max_packet: c.properties.maximum_packet_size.unwrap_or(0) as usize,
@@ -312,8 +320,25 @@ where
     let peer_s = peer.to_string();
     let proto = if v5 { "5" } else { "3.1.1" };
     let user = conn.username.as_deref().unwrap_or("").to_string();
-    shared.presence(&conn.client_id, "connected", &[("peer", &peer_s), ("protocol", proto), ("username", &user)]);
+    let detail = [("peer", &*peer_s), ("protocol", proto), ("username", &user), ("auth", method.as_str())];
+    shared.presence(&conn.client_id, "connected", &detail);
     Some(conn)
+}
+
+/// The user properties that say who published (`Config::identity_properties`).
+fn identity_stamp(identity: &Identity) -> Vec<(ByteString, ByteString)> {
+    let mut stamp = Vec::with_capacity(2);
+    if let Some(user) = identity.authenticated_user() {
+        stamp.push((ByteString::from_static(USER_PROPERTY), ByteString::from(user)));
+    }
+    stamp.push((ByteString::from_static(AUTH_PROPERTY), ByteString::from_static(identity.method.as_str())));
+    stamp
+}
+
+/// Replaces any identity user properties a client set with the broker's own.
+fn apply_stamp(properties: &mut Properties, stamp: &[(ByteString, ByteString)]) {
+    properties.user_properties.retain(|(k, _)| k != USER_PROPERTY && k != AUTH_PROPERTY);
+    properties.user_properties.extend_from_slice(stamp);
 }
 
 /// Writes and flushes: TLS and WebSocket streams buffer until flushed.
@@ -343,6 +368,9 @@ struct Conn {
     generation: u64,
     kick: Arc<Notify>,
     will: Option<Will>,
+    /// The identity user properties stamped on everything this client publishes
+    /// (`Config::identity_properties`).
+    stamp: Option<Vec<(ByteString, ByteString)>>,
     /// 1.5 × the keep-alive; zero when disabled.
     keep_alive: Duration,
     client_receive_max: usize,
@@ -635,6 +663,9 @@ impl Conn {
         }
         let mut properties = p.properties;
         properties.subscription_identifiers.clear();
+        if let Some(stamp) = &self.stamp {
+            apply_stamp(&mut properties, stamp);
+        }
         let expires_at =
             properties.message_expiry_interval.take().map(|s| Instant::now() + Duration::from_secs(s as u64));
         let msg = Message {

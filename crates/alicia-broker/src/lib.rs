@@ -30,5 +30,7 @@ pub use alicia_codec::reason;
 pub use broker::Broker;
 pub use config::Config;
 pub use listener::{ConnInfo, Listener, ListenerConfig, PreparedTls, TlsFiles, TlsReloader, Transport};
-pub use security::{Access, AllowAll, Credentials, Refusal, Security};
+pub use security::{
+    Access, AllowAll, AuthMethod, Credentials, Identity, Refusal, Security, AUTH_PROPERTY, USER_PROPERTY,
+};
 pub use stats::Stats;

@@ -82,6 +82,14 @@ pub struct ConnInfo {
     pub(crate) slots: Option<Arc<Slots>>,
 }
 
+impl ConnInfo {
+    /// A connection from `peer` to `local` without a client certificate (for tests of
+    /// [`crate::Security`] implementations; listeners fill in the rest).
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        ConnInfo { peer, local, cert_identity: None, has_certificate: false, slots: None }
+    }
+}
+
 /// Counts a listener's connected clients against its `max_connections`.
 #[derive(Debug)]
 pub(crate) struct Slots {

@@ -199,6 +199,10 @@ pub struct MosquittoConf {
     pub log_type: Option<Vec<LogType>>,
     /// Seconds between `$SYS` updates; `Some(0)` disables them. Mosquitto default 10.
     pub sys_interval: Option<u16>,
+    /// Alicia's extension, set only from Alicia's YAML (`identity_properties: true`; no
+    /// `mosquitto.conf` option): stamp published messages with the publisher's identity
+    /// (`Config::identity_properties`).
+    pub identity_properties: bool,
     /// Options that were ignored, in file order. Show them to the user.
     pub warnings: Vec<Warning>,
 }
