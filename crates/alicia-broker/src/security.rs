@@ -6,7 +6,7 @@
 //! The implementation in force can be replaced at any time ([`crate::Broker::set_security`]),
 //! which is how reloads are atomic: a new one is built completely, then swapped in.
 
-use crate::listener::ConnInfo;
+use crate::info::ConnInfo;
 
 /// What a client wants to do with a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

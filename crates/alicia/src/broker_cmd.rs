@@ -45,9 +45,18 @@ pub struct BrokerArgs {
     /// Messages queued per offline session.
     #[arg(long, default_value_t = 1000)]
     max_queued: usize,
-    /// QoS 1/2 messages in flight per client (`max_inflight_messages` in a configuration file).
+    /// QoS 1/2 messages in flight per client (`max_inflight_messages` in a configuration file,
+    /// which also sets --receive-maximum, as in Mosquitto).
     #[arg(long, default_value_t = 256)]
     max_inflight: u16,
+    /// QoS 2 messages a client may have unacknowledged towards the broker (Receive Maximum in
+    /// CONNACK; exceeding it ends the connection with 0x93).
+    #[arg(long, default_value_t = Config::default().receive_maximum)]
+    receive_maximum: u16,
+    /// Topic aliases a client may use towards the broker (Topic Alias Maximum in CONNACK;
+    /// `max_topic_alias` in a configuration file).
+    #[arg(long, default_value_t = Config::default().topic_alias_maximum)]
+    max_topic_alias: u16,
     /// Maximum simultaneous connections (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     max_connections: usize,
@@ -82,6 +91,10 @@ pub struct BrokerArgs {
     /// anonymous), replacing any the client set (`identity_properties: true` in Alicia's YAML).
     #[arg(long)]
     pub identity_properties: bool,
+    /// Send no Reason String to MQTT 5 clients when refusing or closing a connection (as
+    /// Mosquitto does), only the reason code.
+    #[arg(long)]
+    no_reason_strings: bool,
     /// With `alicia up`: address of the security gateway's HTTPS listener, where devices log in
     /// with their client certificate (printed as `gateway-tls listening on ADDR`; port 0 picks
     /// a free one) [default: 127.0.0.1:8443].
@@ -153,11 +166,14 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         message_size_limit: args.message_size_limit,
         max_queued: args.max_queued,
         max_inflight: args.max_inflight,
+        receive_maximum: args.receive_maximum.max(1),
+        topic_alias_maximum: args.max_topic_alias,
         max_connections: args.max_connections,
         deny_subscribe: args.deny_subscribe.clone(),
         persistence: args.persistence.clone(),
         autosave_interval: args.autosave_interval,
         identity_properties: args.identity_properties,
+        reason_strings: !args.no_reason_strings,
         ..Config::default()
     };
     let default_listener = ListenerConfig::tcp(SocketAddr::new(args.bind, args.port.unwrap_or(1883)));
@@ -169,7 +185,12 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         tracing::warn!("{w}");
     }
     if let Some(v) = conf.max_inflight_messages {
+        // Mosquitto uses it for both directions: its CONNACK's Receive Maximum is this value.
         config.max_inflight = if v == 0 { u16::MAX } else { v };
+        config.receive_maximum = config.max_inflight;
+    }
+    if let Some(v) = conf.max_topic_alias {
+        config.topic_alias_maximum = v;
     }
     if let Some(v) = conf.max_queued_messages {
         config.max_queued = if v == 0 { usize::MAX } else { v };
