@@ -247,7 +247,7 @@ mod tests {
                 properties: &properties,
                 payload: b"hello payload",
             };
-            encode_publish(&mut buf, protocol, &p);
+            encode_publish(&mut buf, protocol, &p).unwrap();
             let frame = peek_frame(&buf, 0).unwrap().unwrap();
             let body = &buf[frame.header_len..frame.total()];
             let Event::Publish { qos: q, packet_id, payload } =

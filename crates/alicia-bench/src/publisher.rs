@@ -86,7 +86,7 @@ pub(crate) async fn publish(
                     properties: &properties,
                     payload: &template,
                 };
-                encode_publish(&mut conn.wbuf, plan.protocol, &p);
+                encode_publish(&mut conn.wbuf, plan.protocol, &p)?;
                 if plan.payload >= STAMP_LEN {
                     let end = conn.wbuf.len();
                     let head = &mut conn.wbuf[end - plan.payload..end - plan.payload + STAMP_LEN];

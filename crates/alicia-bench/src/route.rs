@@ -229,7 +229,7 @@ fn template(device: &str) -> anyhow::Result<String> {
 async fn publish_now(conn: &mut Conn, topic: &str, payload: &[u8], retain: bool) -> anyhow::Result<()> {
     let props = Properties::default();
     let p = PublishOut { dup: false, qos: QoS::AtLeastOnce, retain, topic, packet_id: 1, properties: &props, payload };
-    encode_publish(&mut conn.wbuf, Protocol::V5, &p);
+    encode_publish(&mut conn.wbuf, Protocol::V5, &p)?;
     conn.flush().await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -310,7 +310,7 @@ async fn phase(
                         properties: &props,
                         payload: payload.as_bytes(),
                     };
-                    encode_publish(&mut publ.wbuf, Protocol::V5, &p);
+                    encode_publish(&mut publ.wbuf, Protocol::V5, &p)?;
                     sent += 1;
                 }
                 first_send.get_or_insert_with(Instant::now);

@@ -23,8 +23,11 @@ pub struct Config {
     /// Messages queued for a session whose client is offline (Mosquitto's
     /// `max_queued_messages`).
     pub max_queued: usize,
-    /// Messages waiting for an online client's connection to write them. This bounds memory when
-    /// a subscriber reads slower than publishers write.
+    /// Messages waiting for an online client's connection to write them. When a queue reaches
+    /// it, publishers to that client are slowed down (the broker stops reading from them until
+    /// half of it is left) rather than anything acknowledged being dropped; QoS 0 messages
+    /// beyond it are dropped. This bounds memory when a subscriber reads slower than
+    /// publishers write.
     pub max_buffered: usize,
     /// Topic aliases a v5 client may use towards the broker.
     pub topic_alias_maximum: u16,
@@ -32,6 +35,14 @@ pub struct Config {
     pub max_session_expiry: u32,
     /// Simultaneous client connections allowed (0 = no limit).
     pub max_connections: usize,
+    /// Most levels a topic name or filter may have (0 = no limit). Deeper subscriptions get
+    /// SUBACK 0x8F (3.1.1: 0x80); a deeper PUBLISH gets PUBACK/PUBREC 0x90 (3.1.1: the
+    /// connection is closed, as Mosquitto does). Mosquitto's fixed limit is 200.
+    pub max_topic_levels: usize,
+    /// Let clients publish to `$SYS/...`. Off by default: those topics are the broker's, and a
+    /// client's PUBLISH there is refused (v5 PUBACK/PUBREC 0x87; 3.1.1 acknowledged and dropped),
+    /// as in Mosquitto. When on, the ACL decides as for any topic.
+    pub allow_sys_publish: bool,
     /// Topic filters whose subscription is refused (SUBACK 0x80).
     pub deny_subscribe: Vec<String>,
     /// Seconds a new connection has to send CONNECT.
@@ -40,6 +51,18 @@ pub struct Config {
     pub persistence: Option<std::path::PathBuf>,
     /// Seconds between full rewrites of the store (Mosquitto's `autosave_interval`).
     pub autosave_interval: u64,
+    /// Stamp every application message a client publishes (PUBLISH and its will) with who sent
+    /// it: the MQTT 5 user properties [`USER_PROPERTY`](crate::USER_PROPERTY) (`alicia-user`,
+    /// the authenticated user name; absent for an anonymous client) and
+    /// [`AUTH_PROPERTY`](crate::AUTH_PROPERTY) (`alicia-auth`: `certificate`, `token`,
+    /// `password` or `anonymous`). User properties with either name that the client set itself
+    /// are removed first, so no client can forge them. Off by default (a plain MQTT broker
+    /// leaves user properties alone); `alicia up` turns it on for its services.
+    pub identity_properties: bool,
+    /// Tell MQTT 5 clients why in a Reason String when the broker refuses a connection or
+    /// closes one (`"topic alias out of range"`). On by default; Mosquitto sends none, and
+    /// Mosquitto's byte-for-byte tests need them off.
+    pub reason_strings: bool,
 }
 
 impl Default for Config {
@@ -55,10 +78,14 @@ impl Default for Config {
             topic_alias_maximum: 100,
             max_session_expiry: u32::MAX,
             max_connections: 0,
+            max_topic_levels: 200,
+            allow_sys_publish: false,
             deny_subscribe: Vec::new(),
             connect_timeout: 10,
             persistence: None,
             autosave_interval: 1800,
+            identity_properties: false,
+            reason_strings: true,
         }
     }
 }

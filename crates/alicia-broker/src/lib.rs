@@ -1,34 +1,47 @@
 //! Alicia's embedded MQTT 3.1.1 and 5.0 broker.
 //!
-//! The broker knows MQTT and nothing of Alicia's envelopes or services. Its parts:
-//! - [`connection`]: one task per client, the protocol state machine;
-//! - [`index`]: the subscription trie, read lock-free by publishers;
-//! - [`outbox`]: per-session delivery queues, the only place publishers and subscribers meet;
-//! - [`session`]: state that survives reconnects; [`retained`]: retained messages;
-//! - [`broker`]: shared state, routing, the client registry and the accept loop.
+//! The broker knows MQTT and nothing of Alicia's envelopes or services. Its parts, from the
+//! socket inwards:
+//! - `listener` (TCP, TLS, WebSockets) hands each socket to `connection`, one task per client,
+//!   which does the waiting and the I/O around `protocol`, the synchronous protocol state
+//!   machine (bytes in, state changes and bytes out);
+//! - `shared` is the state all connections share and what they do with it (routing, wills,
+//!   parking and expiring sessions); it imports neither of the above;
+//! - `index` (the subscription trie, read lock-free by publishers), `outbox` (per-session
+//!   queues with backpressure, the only place publishers and subscribers meet), `session`
+//!   (state that survives reconnects), `retained`, `persist` (the store), `sys` (`$SYS`);
+//! - [`Broker`] is the handle the binary holds; [`Security`] is how it decides who may do
+//!   what; [`auth`] reads Mosquitto's password, ACL and configuration files.
 //!
-//! See `ARCHITECTURE.md` at the repository root for the path of one PUBLISH.
+//! The public surface is what the binary and the tests use; everything else is private. See
+//! `ARCHITECTURE.md` at the repository root for the path of one PUBLISH.
 
 pub mod auth;
 mod broker;
-pub mod config;
+mod config;
 mod connection;
-pub mod index;
-pub mod listener;
-pub mod message;
+mod index;
+mod info;
+mod listener;
+mod message;
 mod metrics;
-pub mod outbox;
-pub mod persist;
-pub mod retained;
-pub mod security;
-pub mod session;
-pub mod stats;
-pub mod sys;
+mod outbox;
+mod persist;
+mod protocol;
+mod retained;
+mod security;
+mod session;
+mod shared;
+mod stats;
+mod sys;
 mod ws;
 
 pub use alicia_codec::reason;
 pub use broker::Broker;
 pub use config::Config;
-pub use listener::{ConnInfo, Listener, ListenerConfig, PreparedTls, TlsFiles, TlsReloader, Transport};
-pub use security::{Access, AllowAll, Credentials, Refusal, Security};
+pub use info::ConnInfo;
+pub use listener::{Listener, ListenerConfig, PreparedTls, TlsError, TlsFiles, TlsReloader, Transport};
+pub use security::{
+    Access, AllowAll, AuthMethod, Credentials, Identity, Refusal, Security, AUTH_PROPERTY, USER_PROPERTY,
+};
 pub use stats::Stats;

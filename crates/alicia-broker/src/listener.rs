@@ -5,7 +5,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::broker::Shared;
+use crate::info::{ConnInfo, Slots};
+use crate::shared::Shared;
 
 /// How MQTT is carried on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,51 +64,6 @@ impl ListenerConfig {
     /// A plain MQTT-over-TCP listener.
     pub fn tcp(addr: SocketAddr) -> Self {
         ListenerConfig { addr, transport: Transport::Mqtt, tls: None, max_connections: 0 }
-    }
-}
-
-/// What a connection knows about how it arrived.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// Remote address.
-    pub peer: SocketAddr,
-    /// Local address of the listener.
-    pub local: SocketAddr,
-    /// Common Name of a verified client certificate, when the listener uses it as identity.
-    pub cert_identity: Option<String>,
-    /// Whether a verified client certificate was presented.
-    pub has_certificate: bool,
-    /// The listener's connection count and limit.
-    pub(crate) slots: Option<Arc<Slots>>,
-}
-
-/// Counts a listener's connected clients against its `max_connections`.
-#[derive(Debug)]
-pub(crate) struct Slots {
-    active: AtomicUsize,
-    max: usize,
-}
-
-/// One taken slot; gives it back when dropped.
-#[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>);
-
-impl Slots {
-    /// Takes a slot if the listener has room.
-    pub(crate) fn take(self: &Arc<Self>) -> Option<Slot> {
-        let prev = self.active.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            None
-        } else {
-            Some(Slot(self.clone()))
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -199,8 +154,7 @@ impl Listener {
             None => None,
         };
         let inner = TcpListener::bind(config.addr).await?;
-        let slots = (config.max_connections > 0)
-            .then(|| Arc::new(Slots { active: AtomicUsize::new(0), max: config.max_connections }));
+        let slots = (config.max_connections > 0).then(|| Slots::new(config.max_connections));
         Ok(Listener { inner, config, tls, shared, slots })
     }
 

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 impl Shared {
     pub(crate) fn prometheus(&self) -> String {
@@ -79,8 +79,32 @@ impl Shared {
         for (name, kind, help, value) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
+        // Per client, only those that lost something: the family stays small on a healthy bus.
+        let mut dropped: Vec<(String, u64)> = self
+            .registry
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.to_string(), e.handle.dropped.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if !dropped.is_empty() {
+            dropped.sort();
+            let name = "alicia_broker_client_messages_dropped_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Messages dropped for one client's session (QoS 0 to a full queue, offline queue over max_queued, expired, too large).\n# TYPE {name} counter"
+            );
+            for (id, n) in dropped {
+                let _ = writeln!(out, "{name}{{client_id=\"{}\"}} {n}", label_value(&id));
+            }
+        }
         out
     }
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -91,6 +115,7 @@ mod tests {
     fn every_family_has_help_type_and_one_sample() {
         let text = Broker::new(Config::default()).metrics();
         let lines: Vec<&str> = text.lines().collect();
+        assert!(!text.contains("client_messages_dropped"), "no per-client family without drops");
         assert_eq!(lines.len() % 3, 0);
         for chunk in lines.chunks(3) {
             let name = chunk[0].split_whitespace().nth(2).unwrap();

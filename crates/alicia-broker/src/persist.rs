@@ -157,11 +157,11 @@ impl Store {
     /// Applies a change to the mirror and queues it for the log.
     pub fn record(&self, event: Event<'_>) {
         let mut inner = self.inner.lock();
-        let start = inner.buf.len();
-        inner.buf.put_u64(0); // length and checksum, filled in below
-        encode_event(&event, &mut inner.buf);
-        seal(&mut inner.buf, start);
-        apply(&mut inner.state, event);
+        if append(&mut inner.buf, &event) {
+            apply(&mut inner.state, event);
+        } else {
+            tracing::warn!("a message too large to encode was not written to the persistence store");
+        }
     }
 
     /// Writes queued changes to the log file. Survives a crash of this process (the kernel has
@@ -188,17 +188,11 @@ impl Store {
             evs.extend(s.subs.iter().map(|(f, sub)| Event::Subscribe { client_id: id, filter: f, sub: *sub }));
             evs.extend(s.msgs.iter().map(|(seq, d)| Event::Enqueue { client_id: id, seq: *seq, delivery: d }));
             for ev in evs {
-                let start = out.len();
-                out.put_u64(0);
-                encode_event(&ev, &mut out);
-                seal(&mut out, start);
+                append(&mut out, &ev);
             }
         }
         for m in inner.state.retained.values() {
-            let start = out.len();
-            out.put_u64(0);
-            encode_event(&Event::Retain(m), &mut out);
-            seal(&mut out, start);
+            append(&mut out, &Event::Retain(m));
         }
         let path = self.dir.join(FILE_NAME);
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
@@ -216,16 +210,24 @@ impl Store {
         inner.buf.clear(); // everything buffered is part of the state just written
         Ok(())
     }
+}
 
-    /// Bytes in the log file (for deciding when to compact).
-    pub fn log_len(&self) -> u64 {
-        self.inner.lock().log_len
+/// Appends one sealed record; on an encoding failure appends nothing and returns false.
+fn append(out: &mut BytesMut, ev: &Event<'_>) -> bool {
+    let start = out.len();
+    out.put_u64(0); // length and checksum, filled in by seal
+    if encode_event(ev, out).is_err() {
+        out.truncate(start);
+        return false;
     }
+    seal(out, start);
+    true
 }
 
 fn seal(buf: &mut BytesMut, start: usize) {
     let payload = &buf[start + 8..];
-    let len = payload.len() as u32;
+    // A record holds at most one PUBLISH (≤ 256 MiB) and a few fields.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let crc = crc32fast::hash(payload);
     buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
@@ -279,12 +281,16 @@ const T_ENQUEUE: u8 = 5;
 const T_DONE: u8 = 6;
 const T_RETAIN: u8 = 7;
 
-fn put_str(out: &mut BytesMut, s: &str) {
-    out.put_u16(s.len() as u16);
+/// Client ids and filters came from MQTT strings, so they fit a 16-bit length; one that did
+/// not would fail the record rather than corrupt it.
+fn put_str(out: &mut BytesMut, s: &str) -> Result<(), alicia_codec::EncodeError> {
+    let len = u16::try_from(s.len()).map_err(|_| alicia_codec::EncodeError::FieldTooLong { len: s.len() })?;
+    out.put_u16(len);
     out.put_slice(s.as_bytes());
+    Ok(())
 }
 
-fn put_message(out: &mut BytesMut, m: &Message) {
+fn put_message(out: &mut BytesMut, m: &Message) -> Result<(), alicia_codec::EncodeError> {
     let expires = m.expires_at.map_or(0, |at| {
         let left = at.saturating_duration_since(Instant::now());
         (SystemTime::now() + left).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
@@ -300,26 +306,27 @@ fn put_message(out: &mut BytesMut, m: &Message) {
         properties: &m.properties,
         payload: &m.payload,
     };
-    encode_publish(&mut packet, Protocol::V5, &p);
-    out.put_u32(packet.len() as u32);
+    encode_publish(&mut packet, Protocol::V5, &p)?;
+    out.put_u32(u32::try_from(packet.len()).map_err(|_| alicia_codec::EncodeError::Overflow)?);
     out.put_slice(&packet);
+    Ok(())
 }
 
-fn encode_event(e: &Event<'_>, out: &mut BytesMut) {
+fn encode_event(e: &Event<'_>, out: &mut BytesMut) -> Result<(), alicia_codec::EncodeError> {
     match e {
         Event::Session { client_id, expiry } => {
             out.put_u8(T_SESSION);
-            put_str(out, client_id);
+            put_str(out, client_id)?;
             out.put_u32(*expiry);
         }
         Event::SessionEnd { client_id } => {
             out.put_u8(T_END);
-            put_str(out, client_id);
+            put_str(out, client_id)?;
         }
         Event::Subscribe { client_id, filter, sub } => {
             out.put_u8(T_SUB);
-            put_str(out, client_id);
-            put_str(out, filter);
+            put_str(out, client_id)?;
+            put_str(out, filter)?;
             let o = sub.options;
             out.put_u8(
                 o.qos as u8
@@ -331,30 +338,32 @@ fn encode_event(e: &Event<'_>, out: &mut BytesMut) {
         }
         Event::Unsubscribe { client_id, filter } => {
             out.put_u8(T_UNSUB);
-            put_str(out, client_id);
-            put_str(out, filter);
+            put_str(out, client_id)?;
+            put_str(out, filter)?;
         }
         Event::Enqueue { client_id, seq, delivery } => {
             out.put_u8(T_ENQUEUE);
-            put_str(out, client_id);
+            put_str(out, client_id)?;
             out.put_u64(*seq);
             out.put_u8(delivery.qos as u8 | (delivery.retain as u8) << 2);
-            out.put_u16(delivery.sub_ids.len() as u16);
-            for id in delivery.sub_ids.iter() {
+            // At most one identifier per subscription of the session: far below 65,535.
+            out.put_u16(u16::try_from(delivery.sub_ids.len()).unwrap_or(u16::MAX));
+            for id in delivery.sub_ids.iter().take(usize::from(u16::MAX)) {
                 out.put_u32(*id);
             }
-            put_message(out, &delivery.msg);
+            put_message(out, &delivery.msg)?;
         }
         Event::Done { client_id, seq } => {
             out.put_u8(T_DONE);
-            put_str(out, client_id);
+            put_str(out, client_id)?;
             out.put_u64(*seq);
         }
         Event::Retain(m) => {
             out.put_u8(T_RETAIN);
-            put_message(out, m);
+            put_message(out, m)?;
         }
     }
+    Ok(())
 }
 
 /// A record that does not parse: the log is damaged from here on.

@@ -42,14 +42,4 @@ impl Retained {
     pub fn len(&self) -> usize {
         self.map.read().len()
     }
-
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every retained message (for persistence).
-    pub fn all(&self) -> Vec<Arc<Message>> {
-        self.map.read().values().cloned().collect()
-    }
 }

@@ -6,7 +6,7 @@
 //! The implementation in force can be replaced at any time ([`crate::Broker::set_security`]),
 //! which is how reloads are atomic: a new one is built completely, then swapped in.
 
-use crate::listener::ConnInfo;
+use crate::info::ConnInfo;
 
 /// What a client wants to do with a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +41,92 @@ pub struct Refusal {
     pub why: String,
 }
 
+/// How a client proved who it is. With
+/// [`Config::identity_properties`](crate::Config::identity_properties) on, the broker stamps it
+/// on every message the client publishes as the user property [`AUTH_PROPERTY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A client certificate verified by the listener; the user name is its Common Name.
+    Certificate,
+    /// A token (for example the security gateway's JWT given as the MQTT password); the user
+    /// name is its subject.
+    Token,
+    /// A user name and password checked against a password file.
+    Password,
+    /// Nothing was proved. A user name the client gave may still be used by authorisation (as
+    /// Mosquitto does with `allow_anonymous true` and no password file), but it is not an
+    /// identity and is never published as [`USER_PROPERTY`].
+    Anonymous,
+}
+
+impl AuthMethod {
+    /// The value of the [`AUTH_PROPERTY`] user property: `certificate`, `token`, `password` or
+    /// `anonymous`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::Token => "token",
+            AuthMethod::Password => "password",
+            AuthMethod::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Who a connecting client is, as [`Security::authenticate`] established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name authorisation decisions use (`None`: no user name at all).
+    pub username: Option<String>,
+    /// How it was established.
+    pub method: AuthMethod,
+}
+
+impl Identity {
+    /// Authenticated by a client certificate whose Common Name is `cn`.
+    pub fn certificate(cn: impl Into<String>) -> Self {
+        Identity { username: Some(cn.into()), method: AuthMethod::Certificate }
+    }
+
+    /// Authenticated by a token whose subject is `subject`.
+    pub fn token(subject: impl Into<String>) -> Self {
+        Identity { username: Some(subject.into()), method: AuthMethod::Token }
+    }
+
+    /// Authenticated by the password of `user`.
+    pub fn password(user: impl Into<String>) -> Self {
+        Identity { username: Some(user.into()), method: AuthMethod::Password }
+    }
+
+    /// Not authenticated; `username` is the unverified name the client gave, if any.
+    pub fn anonymous(username: Option<String>) -> Self {
+        Identity { username, method: AuthMethod::Anonymous }
+    }
+
+    /// The authenticated user name: the user name unless the client is anonymous. This is the
+    /// value of the [`USER_PROPERTY`] user property.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        match self.method {
+            AuthMethod::Anonymous => None,
+            _ => self.username.as_deref(),
+        }
+    }
+}
+
+/// User property carrying the publisher's authenticated user name
+/// ([`Identity::authenticated_user`]) when
+/// [`Config::identity_properties`](crate::Config::identity_properties) is on. Absent for an
+/// anonymous publisher.
+pub const USER_PROPERTY: &str = "alicia-user";
+
+/// User property carrying how the publisher authenticated ([`AuthMethod::as_str`]) when
+/// [`Config::identity_properties`](crate::Config::identity_properties) is on.
+pub const AUTH_PROPERTY: &str = "alicia-auth";
+
 /// Decides who may connect and what they may do.
 pub trait Security: Send + Sync + 'static {
-    /// Checks a connecting client. On success returns the user name that authorisation
-    /// decisions use (for example a certificate's Common Name), or `None` for anonymous.
-    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Option<String>, Refusal>;
+    /// Checks a connecting client. On success returns who it is: the user name authorisation
+    /// decisions use (for example a certificate's Common Name) and how it was proved.
+    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Identity, Refusal>;
 
     /// Whether `client_id`/`username` may perform `access` on `topic` (a topic name, or a
     /// filter for [`Access::Subscribe`]).
@@ -64,8 +145,12 @@ pub trait Security: Send + Sync + 'static {
 pub struct AllowAll;
 
 impl Security for AllowAll {
-    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Option<String>, Refusal> {
-        Ok(creds.info.cert_identity.clone().or_else(|| creds.username.map(str::to_string)))
+    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Identity, Refusal> {
+        Ok(match &creds.info.cert_identity {
+            Some(cn) => Identity::certificate(cn.clone()),
+            // A user name is taken as given: nothing proved it.
+            None => Identity::anonymous(creds.username.map(str::to_string)),
+        })
     }
 
     fn authorize(&self, _: &str, _: Option<&str>, _: Access, _: &str) -> bool {

@@ -17,7 +17,9 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     /// Bytes sent.
     pub bytes_sent: AtomicU64,
-    /// Messages dropped (queue full, too large for the peer, expired).
+    /// Messages dropped: QoS 0 to a full queue, anything beyond an offline session's
+    /// `max_queued`, too large for the client, expired. Never an acknowledged QoS 1/2 message to
+    /// an online session.
     pub dropped: AtomicU64,
 }
 
@@ -27,7 +29,8 @@ impl Stats {
         self.clients_maximum.fetch_max(now, Ordering::Relaxed);
     }
 
-    pub(crate) fn disconnected(&self) {
-        self.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    /// One client fewer; returns how many are still connected.
+    pub(crate) fn disconnected(&self) -> u64 {
+        self.clients_connected.fetch_sub(1, Ordering::AcqRel).saturating_sub(1)
     }
 }

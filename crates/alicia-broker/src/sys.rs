@@ -1,62 +1,10 @@
-//! `$SYS` topics, in Mosquitto's layout so existing dashboards keep working, and per-client
-//! presence events, which Mosquitto lacks.
+//! `$SYS` topics, in Mosquitto's layout so existing dashboards keep working. (Per-client
+//! presence events, which Mosquitto lacks, are published by `shared`.)
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use alicia_codec::{ByteString, Bytes, Properties, QoS};
-
-use crate::broker::Shared;
-use crate::message::Message;
-
-/// Topic prefix of presence events: `$SYS/broker/presence/<client id>`.
-pub const PRESENCE_PREFIX: &str = "$SYS/broker/presence/";
-
-impl Shared {
-    /// Publishes a message from the broker itself.
-    pub(crate) fn publish_internal(&self, topic: String, payload: impl Into<Bytes>, retain: bool) {
-        let msg = Message {
-            topic: ByteString::from(topic),
-            payload: payload.into(),
-            qos: QoS::AtMostOnce,
-            retain,
-            properties: Properties::default(),
-            expires_at: None,
-            origin: 0,
-        };
-        self.route_now(msg);
-    }
-
-    /// Announces that a client connected or disconnected, as a small JSON object.
-    pub(crate) fn presence(&self, client_id: &str, event: &str, detail: &[(&str, &str)]) {
-        if client_id.contains(['+', '#']) {
-            return; // cannot be a topic level; such ids are refused at CONNECT anyway
-        }
-        let mut json = format!("{{\"client_id\":{},\"event\":\"{event}\"", json_str(client_id));
-        for (k, v) in detail {
-            json.push_str(&format!(",\"{k}\":{}", json_str(v)));
-        }
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-        json.push_str(&format!(",\"timestamp_ms\":{ts}}}"));
-        self.publish_internal(format!("{PRESENCE_PREFIX}{client_id}"), json, false);
-    }
-}
-
-/// JSON string literal with escaping.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use crate::shared::Shared;
 
 /// Exponentially damped rate, as Mosquitto computes its `load/.../1min` values.
 struct Load {
@@ -131,11 +79,6 @@ pub(crate) async fn run(shared: std::sync::Weak<Shared>, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_escaping() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-    }
 
     #[test]
     fn load_converges_to_rate() {

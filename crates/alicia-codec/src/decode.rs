@@ -36,8 +36,12 @@ pub fn peek_frame(buf: &[u8], max: usize) -> Result<Option<Frame>, DecodeError> 
         let Some(&b) = buf.get(1 + i) else {
             return Ok(None);
         };
-        remaining |= ((b & 0x7F) as usize) << (7 * i);
+        remaining |= usize::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                // MQTT-1.5.5-1: the fewest bytes that hold the value.
+                return Err(DecodeError::Malformed("remaining length not minimally encoded"));
+            }
             let frame = Frame { header: buf[0], header_len: 2 + i, remaining };
             if max > 0 && frame.total() > max {
                 return Err(DecodeError::TooLarge { size: frame.total(), max });
@@ -80,8 +84,13 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
     };
     let packet = match header >> 4 {
         1 => {
-            fixed(0)?;
-            Packet::Connect(Box::new(connect(&mut r)?))
+            let c = connect(&mut r)?;
+            // MQTT 3.1 had DUP/QoS/RETAIN bits in every fixed header and ignored them on
+            // CONNECT; 3.1.1 and 5 reserve them.
+            if c.protocol != Protocol::V31 {
+                fixed(0)?;
+            }
+            Packet::Connect(Box::new(c))
         }
         2 => {
             fixed(0)?;
@@ -110,19 +119,19 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
         3 => Packet::Publish(publish(flags, &mut r, v5)?),
         4 => {
             fixed(0)?;
-            Packet::PubAck(ack(&mut r, v5)?)
+            Packet::PubAck(ack(&mut r, v5, &PUBACK_REASONS)?)
         }
         5 => {
             fixed(0)?;
-            Packet::PubRec(ack(&mut r, v5)?)
+            Packet::PubRec(ack(&mut r, v5, &PUBACK_REASONS)?)
         }
         6 => {
             fixed(2)?;
-            Packet::PubRel(ack(&mut r, v5)?)
+            Packet::PubRel(ack(&mut r, v5, &PUBREL_REASONS)?)
         }
         7 => {
             fixed(0)?;
-            Packet::PubComp(ack(&mut r, v5)?)
+            Packet::PubComp(ack(&mut r, v5, &PUBREL_REASONS)?)
         }
         8 => {
             fixed(2)?;
@@ -141,7 +150,9 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             let properties = if v5 { Properties::decode(&mut r, Ctx::Unsubscribe)? } else { Properties::default() };
             let mut filters = Vec::new();
             while r.remaining() > 0 {
-                filters.push(r.string()?);
+                let filter = r.name()?;
+                check_filter(&filter)?;
+                filters.push(filter);
             }
             if filters.is_empty() {
                 return Err(DecodeError::Protocol("UNSUBSCRIBE without topic filters"));
@@ -204,6 +215,18 @@ fn nonzero_id(id: u16) -> Result<u16, DecodeError> {
     }
 }
 
+/// A topic filter's syntax (MQTT 5 §4.7). A filter that breaks it is a Malformed Packet: reason
+/// code 0x8F is for filters that are "correctly formed, but not accepted". A broken shared
+/// subscription (`$share/` without a share name or filter) is a protocol error, as the
+/// requirements of §4.8.2 are written, and as Mosquitto answers.
+fn check_filter(raw: &str) -> Result<(), DecodeError> {
+    if raw.starts_with("$share/") {
+        crate::topic::parse_filter(raw).map(|_| ()).map_err(DecodeError::Protocol)
+    } else {
+        crate::topic::valid_filter(raw).map_err(DecodeError::Malformed)
+    }
+}
+
 fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let name = r.string()?;
     let level = r.u8()?;
@@ -211,11 +234,13 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         ("MQTT", 4) => Protocol::V311,
         ("MQTT", 5) => Protocol::V5,
         ("MQIsdp", 3) => Protocol::V31,
-        _ => return Err(DecodeError::UnsupportedProtocol),
+        ("MQTT" | "MQIsdp", _) => return Err(DecodeError::UnsupportedProtocol),
+        // MQTT-3.1.2-1: not MQTT at all; the server may just close the connection.
+        _ => return Err(DecodeError::Malformed("unknown protocol name")),
     };
     let v5 = protocol.is_v5();
     let flags = r.u8()?;
-    if flags & 1 != 0 {
+    if flags & 1 != 0 && protocol != Protocol::V31 {
         return Err(DecodeError::Malformed("reserved CONNECT flag set"));
     }
     let clean_start = flags & 0x02 != 0;
@@ -232,17 +257,17 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     }
     let keep_alive = r.u16()?;
     let properties = if v5 { Properties::decode(r, Ctx::Connect)? } else { Properties::default() };
-    let client_id = r.string()?;
+    let client_id = r.name()?;
     let will = if has_will {
         let properties = if v5 { Properties::decode(r, Ctx::Will)? } else { Properties::default() };
-        let topic = r.string()?;
-        crate::topic::valid_name(&topic).map_err(DecodeError::TopicName)?;
+        let topic = r.name()?;
+        crate::topic::valid_name(&topic).map_err(DecodeError::Malformed)?;
         let payload = r.binary()?;
         Some(Will { topic, payload, qos: will_qos, retain: will_retain, properties })
     } else {
         None
     };
-    let username = if has_username { Some(r.string()?) } else { None };
+    let username = if has_username { Some(r.name()?) } else { None };
     let password = if has_password { Some(r.binary()?) } else { None };
     Ok(Connect { protocol, clean_start, keep_alive, client_id, will, username, password, properties })
 }
@@ -254,9 +279,11 @@ fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> 
     if qos == QoS::AtMostOnce && dup {
         return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
     }
-    let topic = r.string()?;
+    let topic = r.name()?;
     if topic.bytes().any(|b| b == b'+' || b == b'#') {
-        return Err(DecodeError::TopicName("wildcard in topic name"));
+        // A topic name with a wildcard is not a topic name: malformed (0x90 is for names that
+        // are well formed but refused).
+        return Err(DecodeError::Malformed("wildcard in topic name"));
     }
     let packet_id = if qos == QoS::AtMostOnce { 0 } else { nonzero_id(r.u16()?)? };
     let properties = if v5 { Properties::decode(r, Ctx::Publish)? } else { Properties::default() };
@@ -267,11 +294,19 @@ fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> 
     Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload })
 }
 
-fn ack(r: &mut Reader, v5: bool) -> Result<Ack, DecodeError> {
+/// Reason codes a PUBACK or PUBREC may carry (MQTT 5 §3.4.2.1, §3.5.2.1).
+const PUBACK_REASONS: [u8; 9] = [0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
+/// Reason codes a PUBREL or PUBCOMP may carry (§3.6.2.1, §3.7.2.1).
+const PUBREL_REASONS: [u8; 2] = [0x00, 0x92];
+
+fn ack(r: &mut Reader, v5: bool, allowed: &[u8]) -> Result<Ack, DecodeError> {
     let packet_id = nonzero_id(r.u16()?)?;
     let mut a = Ack { packet_id, ..Ack::default() };
     if v5 && r.remaining() > 0 {
         a.reason = r.u8()?;
+        if !allowed.contains(&a.reason) {
+            return Err(DecodeError::Protocol("reason code not defined for this packet"));
+        }
         if r.remaining() > 0 {
             a.properties = Properties::decode(r, Ctx::Ack)?;
         }
@@ -284,7 +319,8 @@ fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let properties = if v5 { Properties::decode(r, Ctx::Subscribe)? } else { Properties::default() };
     let mut filters = Vec::new();
     while r.remaining() > 0 {
-        let filter = r.string()?;
+        let filter = r.name()?;
+        check_filter(&filter)?;
         let o = r.u8()?;
         let reserved = if v5 { 0xC0 } else { 0xFC };
         if o & reserved != 0 {
@@ -348,8 +384,11 @@ impl Reader {
         let mut value = 0u32;
         for i in 0..4 {
             let b = self.u8()?;
-            value |= ((b & 0x7F) as u32) << (7 * i);
+            value |= u32::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(DecodeError::Malformed("variable byte integer not minimally encoded"));
+                }
                 return Ok(value);
             }
         }
@@ -369,6 +408,17 @@ impl Reader {
             return Err(DecodeError::Malformed("U+0000 in a string"));
         }
         ByteString::try_from(raw).map_err(|_| DecodeError::Malformed("string is not UTF-8"))
+    }
+
+    /// A string the broker interprets (client id, user name, topic name or filter): also free
+    /// of the control characters U+0001–U+001F and U+007F–U+009F, which MQTT 5 §1.5.4 lets a
+    /// receiver treat as malformed, and which have no business in a topic or a log line.
+    pub(crate) fn name(&mut self) -> Result<ByteString, DecodeError> {
+        let s = self.string()?;
+        if s.chars().any(|c| matches!(c, '\u{1}'..='\u{1f}' | '\u{7f}'..='\u{9f}')) {
+            return Err(DecodeError::Malformed("control character in a name or topic"));
+        }
+        Ok(s)
     }
 
     /// Splits off the next `len` bytes as their own reader.

@@ -18,6 +18,8 @@ pub(crate) fn varint_len(v: usize) -> usize {
 
 pub(crate) fn put_varint(out: &mut BytesMut, mut v: usize) {
     loop {
+        // Seven bits at a time: always fits a byte.
+        #[allow(clippy::cast_possible_truncation)]
         let mut b = (v & 0x7F) as u8;
         v >>= 7;
         if v > 0 {
@@ -30,13 +32,17 @@ pub(crate) fn put_varint(out: &mut BytesMut, mut v: usize) {
     }
 }
 
-pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
-    put_binary(out, s.as_bytes());
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) -> Result<(), EncodeError> {
+    put_binary(out, s.as_bytes())
 }
 
-pub(crate) fn put_binary(out: &mut BytesMut, b: &[u8]) {
-    out.put_u16(b.len() as u16);
+/// A length-prefixed field. Its length must fit 16 bits: a longer one is an error, never a
+/// silently truncated length (which would corrupt the frame for the reader).
+pub(crate) fn put_binary(out: &mut BytesMut, b: &[u8]) -> Result<(), EncodeError> {
+    let len = u16::try_from(b.len()).map_err(|_| EncodeError::FieldTooLong { len: b.len() })?;
+    out.put_u16(len);
     out.put_slice(b);
+    Ok(())
 }
 
 const MAX_REMAINING: usize = 268_435_455;
@@ -56,7 +62,10 @@ fn header(out: &mut BytesMut, first: u8, remaining: usize) -> Result<(), EncodeE
 /// is not written and `EncodeError::TooLarge` is returned.
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut, max: usize) -> Result<(), EncodeError> {
     let start = out.len();
-    encode_unchecked(packet, protocol, out)?;
+    if let Err(e) = encode_unchecked(packet, protocol, out) {
+        out.truncate(start);
+        return Err(e);
+    }
     let size = out.len() - start;
     if max > 0 && size > max {
         out.truncate(start);
@@ -103,34 +112,34 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
                 len += 2 + p.len();
             }
             header(out, 0x10, len)?;
-            put_str(out, name);
+            put_str(out, name)?;
             out.put_u8(level);
             out.put_u8(flags);
             out.put_u16(c.keep_alive);
             if v5 {
-                c.properties.encode(out);
+                c.properties.encode(out)?;
             }
-            put_str(out, &c.client_id);
+            put_str(out, &c.client_id)?;
             if let Some(w) = &c.will {
                 if v5 {
-                    w.properties.encode(out);
+                    w.properties.encode(out)?;
                 }
-                put_str(out, &w.topic);
-                put_binary(out, &w.payload);
+                put_str(out, &w.topic)?;
+                put_binary(out, &w.payload)?;
             }
             if let Some(u) = &c.username {
-                put_str(out, u);
+                put_str(out, u)?;
             }
             if let Some(p) = &c.password {
-                put_binary(out, p);
+                put_binary(out, p)?;
             }
         }
         Packet::ConnAck(a) => {
             header(out, 0x20, 2 + props_len(&a.properties, v5))?;
-            out.put_u8(a.session_present as u8);
+            out.put_u8(u8::from(a.session_present));
             out.put_u8(if v5 { a.reason } else { crate::reason::v3_connack(a.reason) });
             if v5 {
-                a.properties.encode(out);
+                a.properties.encode(out)?;
             }
         }
         Packet::Publish(p) => {
@@ -143,7 +152,7 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
                 properties: &p.properties,
                 payload: &p.payload,
             };
-            encode_publish(out, protocol, &view);
+            encode_publish(out, protocol, &view)?;
         }
         Packet::PubAck(a) => ack(out, 0x40, a, v5)?,
         Packet::PubRec(a) => ack(out, 0x50, a, v5)?,
@@ -154,10 +163,10 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
             header(out, 0x82, len)?;
             out.put_u16(s.packet_id);
             if v5 {
-                s.properties.encode(out);
+                s.properties.encode(out)?;
             }
             for (f, o) in &s.filters {
-                put_str(out, f);
+                put_str(out, f)?;
                 let mut b = o.qos as u8;
                 if v5 {
                     b |= (o.no_local as u8) << 2 | (o.retain_as_published as u8) << 3 | (o.retain_handling as u8) << 4;
@@ -169,7 +178,7 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
             header(out, 0x90, 2 + props_len(&s.properties, v5) + s.reasons.len())?;
             out.put_u16(s.packet_id);
             if v5 {
-                s.properties.encode(out);
+                s.properties.encode(out)?;
             }
             out.put_slice(&s.reasons);
         }
@@ -178,17 +187,17 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
             header(out, 0xA2, len)?;
             out.put_u16(u.packet_id);
             if v5 {
-                u.properties.encode(out);
+                u.properties.encode(out)?;
             }
             for f in &u.filters {
-                put_str(out, f);
+                put_str(out, f)?;
             }
         }
         Packet::UnsubAck(s) => {
             if v5 {
                 header(out, 0xB0, 2 + s.properties.encoded_len() + s.reasons.len())?;
                 out.put_u16(s.packet_id);
-                s.properties.encode(out);
+                s.properties.encode(out)?;
                 out.put_slice(&s.reasons);
             } else {
                 header(out, 0xB0, 2)?;
@@ -200,10 +209,13 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
         Packet::Disconnect(d) => {
             if !v5 || (d.reason == 0 && d.properties.is_empty()) {
                 out.put_slice(&[0xE0, 0]);
+            } else if d.properties.is_empty() {
+                // The property length may be left out when there are none (MQTT 5 §3.14.2.2).
+                out.put_slice(&[0xE0, 1, d.reason]);
             } else {
                 header(out, 0xE0, 1 + d.properties.encoded_len())?;
                 out.put_u8(d.reason);
-                d.properties.encode(out);
+                d.properties.encode(out)?;
             }
         }
         Packet::Auth(a) => {
@@ -212,7 +224,7 @@ fn encode_unchecked(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> 
             } else {
                 header(out, 0xF0, 1 + a.properties.encoded_len())?;
                 out.put_u8(a.reason);
-                a.properties.encode(out);
+                a.properties.encode(out)?;
             }
         }
     }
@@ -233,7 +245,7 @@ fn ack(out: &mut BytesMut, first: u8, a: &Ack, v5: bool) -> Result<(), EncodeErr
         header(out, first, 3 + a.properties.encoded_len())?;
         out.put_u16(a.packet_id);
         out.put_u8(a.reason);
-        a.properties.encode(out);
+        a.properties.encode(out)?;
     }
     Ok(())
 }
@@ -258,9 +270,10 @@ pub struct PublishOut<'a> {
     pub payload: &'a [u8],
 }
 
-/// Appends a PUBLISH. Returns the number of bytes written. Sizes beyond the protocol limit
-/// cannot occur for payloads that were themselves received over MQTT.
-pub fn encode_publish(out: &mut BytesMut, protocol: Protocol, p: &PublishOut) -> usize {
+/// Appends a PUBLISH. Returns the number of bytes written. A topic or property longer than
+/// MQTT can carry, or a packet over the protocol's size limit, is an error and leaves `out` as
+/// it was.
+pub fn encode_publish(out: &mut BytesMut, protocol: Protocol, p: &PublishOut) -> Result<usize, EncodeError> {
     let v5 = protocol.is_v5();
     let has_id = p.qos != QoS::AtMostOnce;
     let remaining = 2 + p.topic.len() + if has_id { 2 } else { 0 } + props_len(p.properties, v5) + p.payload.len();
@@ -272,18 +285,25 @@ pub fn encode_publish(out: &mut BytesMut, protocol: Protocol, p: &PublishOut) ->
         first |= 0x01;
     }
     let start = out.len();
-    out.reserve(5 + remaining);
-    out.put_u8(first);
-    put_varint(out, remaining.min(MAX_REMAINING));
-    put_str(out, p.topic);
-    if has_id {
-        out.put_u16(p.packet_id);
+    let written = (|| {
+        header(out, first, remaining)?;
+        put_str(out, p.topic)?;
+        if has_id {
+            out.put_u16(p.packet_id);
+        }
+        if v5 {
+            p.properties.encode(out)?;
+        }
+        out.put_slice(p.payload);
+        Ok(())
+    })();
+    match written {
+        Ok(()) => Ok(out.len() - start),
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
     }
-    if v5 {
-        p.properties.encode(out);
-    }
-    out.put_slice(p.payload);
-    out.len() - start
 }
 
 /// The size a PUBLISH would have on the wire, to check it against a peer's maximum packet size

@@ -22,12 +22,6 @@ pub enum DecodeError {
     /// CONNECT names a protocol we do not speak (CONNACK 0x84 / 3.1.1 return code 1).
     #[error("unsupported protocol name or level")]
     UnsupportedProtocol,
-    /// A topic name contains wildcards or is empty where it must not be (reason 0x90).
-    #[error("invalid topic name: {0}")]
-    TopicName(&'static str),
-    /// A topic filter is not well formed (reason 0x8F for SUBSCRIBE; the broker may also answer per filter).
-    #[error("invalid topic filter: {0}")]
-    TopicFilter(&'static str),
 }
 
 impl DecodeError {
@@ -38,8 +32,6 @@ impl DecodeError {
             DecodeError::Protocol(_) => reason::PROTOCOL_ERROR,
             DecodeError::TooLarge { .. } => reason::PACKET_TOO_LARGE,
             DecodeError::UnsupportedProtocol => reason::UNSUPPORTED_PROTOCOL_VERSION,
-            DecodeError::TopicName(_) => reason::TOPIC_NAME_INVALID,
-            DecodeError::TopicFilter(_) => reason::TOPIC_FILTER_INVALID,
         }
     }
 }
@@ -58,4 +50,10 @@ pub enum EncodeError {
     /// The remaining length does not fit the 4-byte variable integer.
     #[error("packet too large for MQTT")]
     Overflow,
+    /// A string or binary field is longer than the 65,535 bytes its 16-bit length can say.
+    #[error("a field of {len} bytes is longer than MQTT's 65,535")]
+    FieldTooLong {
+        /// The field's length.
+        len: usize,
+    },
 }

@@ -7,7 +7,7 @@ use bytestring::ByteString;
 
 use crate::decode::Reader;
 use crate::encode::{put_binary, put_str, put_varint, varint_len};
-use crate::error::DecodeError;
+use crate::error::{DecodeError, EncodeError};
 
 /// All MQTT 5 properties. `None` / empty means absent.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -97,10 +97,12 @@ impl Properties {
         }
         while r.remaining() > 0 {
             let id = r.varint()?;
-            if id > 0xFF || !allowed(id as u8, ctx) {
-                return Err(DecodeError::Protocol("property not allowed in this packet"));
-            }
-            match id as u8 {
+            // §2.2.2.2: an identifier that is not valid for the packet type is malformed.
+            let id = match u8::try_from(id) {
+                Ok(id) if allowed(id, ctx) => id,
+                _ => return Err(DecodeError::Malformed("property not allowed in this packet")),
+            };
+            match id {
                 0x01 => {
                     let v = r.u8()?;
                     if v > 1 {
@@ -177,7 +179,8 @@ impl Properties {
                 0x28 => once!(p.wildcard_subscription_available, r.u8()?),
                 0x29 => once!(p.subscription_identifier_available, r.u8()?),
                 0x2A => once!(p.shared_subscription_available, r.u8()?),
-                _ => unreachable!("filtered by allowed()"),
+                // allowed() admits only the identifiers above.
+                _ => return Err(DecodeError::Malformed("property not allowed in this packet")),
             }
         }
         Ok(p)
@@ -228,7 +231,9 @@ impl Properties {
         varint_len(body) + body
     }
 
-    pub(crate) fn encode(&self, out: &mut BytesMut) {
+    /// Appends the property block. Fails (leaving part of it written; callers truncate) when
+    /// a string or binary value is longer than 65,535 bytes.
+    pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         put_varint(out, self.body_len());
         macro_rules! put {
             ($id:expr, $opt:expr, $put:ident) => {
@@ -242,7 +247,7 @@ impl Properties {
             ($id:expr, $opt:expr) => {
                 if let Some(v) = &$opt {
                     out.put_u8($id);
-                    put_str(out, v);
+                    put_str(out, v)?;
                 }
             };
         }
@@ -250,7 +255,7 @@ impl Properties {
             ($id:expr, $opt:expr) => {
                 if let Some(v) = &$opt {
                     out.put_u8($id);
-                    put_binary(out, v);
+                    put_binary(out, v)?;
                 }
             };
         }
@@ -274,19 +279,22 @@ impl Properties {
         put_s!(0x1A, self.response_information);
         put_s!(0x1C, self.server_reference);
         put_s!(0x1F, self.reason_string);
-        put!(0x21, self.receive_maximum, put_u16);
+        // Topic Alias Maximum before Receive Maximum, as Mosquitto writes its CONNACK (order is
+        // free in MQTT 5): byte-for-byte comparisons in Mosquitto's own tests then hold.
         put!(0x22, self.topic_alias_maximum, put_u16);
+        put!(0x21, self.receive_maximum, put_u16);
         put!(0x23, self.topic_alias, put_u16);
         put!(0x24, self.maximum_qos, put_u8);
         put!(0x25, self.retain_available, put_u8);
         for (k, v) in &self.user_properties {
             out.put_u8(0x26);
-            put_str(out, k);
-            put_str(out, v);
+            put_str(out, k)?;
+            put_str(out, v)?;
         }
         put!(0x27, self.maximum_packet_size, put_u32);
         put!(0x28, self.wildcard_subscription_available, put_u8);
         put!(0x29, self.subscription_identifier_available, put_u8);
         put!(0x2A, self.shared_subscription_available, put_u8);
+        Ok(())
     }
 }

@@ -159,11 +159,11 @@ fn partial_frames_wait_for_more_bytes() {
 #[test]
 fn malformed_input_gives_reason_codes() {
     let cases: &[(&[u8], u8)] = &[
-        (&[0x00, 0x00], reason::MALFORMED_PACKET),              // packet type 0
-        (&[0x36, 0x03, 0, 1, b't'], reason::MALFORMED_PACKET),  // QoS 3
-        (&[0x62 & 0xF0, 0x02, 0, 1], reason::MALFORMED_PACKET), // PUBREL with wrong flags
-        (&[0x82, 0x03, 0, 1, 0], reason::PROTOCOL_ERROR),       // SUBSCRIBE without filters
-        (&[0x30, 0x04, 0, 2, b'a', b'#'], reason::TOPIC_NAME_INVALID),
+        (&[0x00, 0x00], reason::MALFORMED_PACKET),                   // packet type 0
+        (&[0x36, 0x03, 0, 1, b't'], reason::MALFORMED_PACKET),       // QoS 3
+        (&[0x62 & 0xF0, 0x02, 0, 1], reason::MALFORMED_PACKET),      // PUBREL with wrong flags
+        (&[0x82, 0x03, 0, 1, 0], reason::PROTOCOL_ERROR),            // SUBSCRIBE without filters
+        (&[0x30, 0x04, 0, 2, b'a', b'#'], reason::MALFORMED_PACKET), // wildcard: no topic name
         (&[0x30, 0xFF, 0xFF, 0xFF, 0xFF], reason::MALFORMED_PACKET), // 5-byte length
         (&[0x30, 0x03, 0, 1, 0], reason::MALFORMED_PACKET),          // U+0000 in topic
         (&[0x30, 0x03, 0, 1, 0xFF], reason::MALFORMED_PACKET),       // invalid UTF-8
@@ -179,14 +179,89 @@ fn malformed_input_gives_reason_codes() {
 }
 
 #[test]
-fn duplicate_and_misplaced_properties_are_protocol_errors() {
+fn duplicates_are_protocol_errors_and_misplaced_properties_malformed() {
     // PUBACK v5 with reason string twice.
     let mut buf = BytesMut::from(&[0x40u8, 0x0B, 0, 1, 0, 0x08, 0x1F, 0, 1, b'a', 0x1F, 0, 1, b'b'][..]);
     buf[1] = (buf.len() - 2) as u8;
     assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
-    // PUBLISH v5 carrying a session expiry interval.
+    // PUBLISH v5 carrying a session expiry interval: an identifier not valid for the packet
+    // type is a Malformed Packet (MQTT 5 §2.2.2.2).
     let mut buf = BytesMut::from(&[0x30u8, 0x09, 0, 1, b't', 5, 0x11, 0, 0, 0, 1][..]);
-    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
+    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::MALFORMED_PACKET);
+    // An unknown identifier too.
+    let mut buf = BytesMut::from(&[0xE0u8, 0x03, 0x00, 0x01, 0x00][..]);
+    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::MALFORMED_PACKET);
+}
+
+/// The rules issue 11 added, each as the MQTT 5 specification (or, where it leaves the choice,
+/// Mosquitto) classifies it.
+#[test]
+fn strings_filters_integers_and_reason_codes() {
+    let malformed = reason::MALFORMED_PACKET;
+    let protocol = reason::PROTOCOL_ERROR;
+    let cases: &[(&str, &[u8], u8)] = &[
+        ("non-minimal remaining length", &[0xC0, 0x80, 0x00], malformed),
+        ("non-minimal subscription identifier", &[0x82, 0x09, 0, 1, 3, 0x0B, 0x80, 0x00, 0, 1, b'a'], malformed),
+        ("control character in a topic", &[0x30, 0x04, 0, 2, b'a', 0x01], malformed),
+        ("C1 control character in a filter", &[0x82, 0x08, 0, 1, 0, 0, 3, b'a', 0xC2, 0x9F, 0], malformed),
+        ("empty filter", &[0x82, 0x06, 0, 1, 0, 0, 0, 0], malformed),
+        ("'#' not last", &[0x82, 0x09, 0, 1, 0, 0, 3, b'#', b'/', b'a', 0], malformed),
+        ("empty UNSUBSCRIBE filter", &[0xA2, 0x05, 0, 1, 0, 0, 0], malformed),
+        (
+            "shared subscription without a filter",
+            &[0x82, 0x0E, 0, 1, 0, 0, 8, b'$', b's', b'h', b'a', b'r', b'e', b'/', b'p', 0],
+            protocol,
+        ),
+        ("PUBACK reason 0xFF", &[0x40, 0x04, 0, 1, 0xFF, 0], protocol),
+        ("PUBCOMP reason 0x10", &[0x70, 0x03, 0, 1, 0x10], protocol),
+        ("unknown protocol name", &[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'U', 4, 2, 0, 10, 0, 1, b'p'], malformed),
+    ];
+    for (what, bytes, code) in cases {
+        let mut buf = BytesMut::from(*bytes);
+        let err = decode(&mut buf, Protocol::V5, 0).expect_err(what);
+        assert_eq!(err.reason_code(), *code, "{what}: {err}");
+    }
+    // A wrong level of a known protocol is "unsupported" (CONNACK 0x84 / return code 1).
+    let mut buf = BytesMut::from(&[0x10u8, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 10, 0, 1, b'p'][..]);
+    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err(), alicia_codec::DecodeError::UnsupportedProtocol);
+    // MQTT 3.1 ignored the fixed-header flags and the reserved flag of CONNECT.
+    let mut buf =
+        BytesMut::from(&[0x14u8, 0x0F, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 1, 0, 10, 0, 1, b'p'][..]);
+    assert!(matches!(decode(&mut buf, Protocol::V311, 0).unwrap(), Some(Packet::Connect(_))));
+}
+
+#[test]
+fn fields_too_long_are_errors_not_truncated_lengths() {
+    let topic = "t".repeat(65_536);
+    let props = alicia_codec::Properties::default();
+    let p = alicia_codec::PublishOut {
+        dup: false,
+        qos: alicia_codec::QoS::AtMostOnce,
+        retain: false,
+        topic: &topic,
+        packet_id: 0,
+        properties: &props,
+        payload: b"x",
+    };
+    let mut out = BytesMut::from(&b"keep"[..]);
+    let err = alicia_codec::encode_publish(&mut out, Protocol::V311, &p).unwrap_err();
+    assert_eq!(err, alicia_codec::EncodeError::FieldTooLong { len: 65_536 });
+    assert_eq!(&out[..], b"keep", "nothing half-written");
+    let mut user = alicia_codec::Properties::default();
+    user.user_properties.push(("k".into(), "v".repeat(70_000).into()));
+    let pk = Packet::Publish(Publish { topic: "t".into(), properties: user, ..Publish::default() });
+    assert!(encode(&pk, Protocol::V5, &mut out, 0).is_err());
+    assert_eq!(&out[..], b"keep");
+    // Exactly 65,535 is fine.
+    let p = alicia_codec::PublishOut { topic: &topic[..65_535], ..p };
+    assert!(alicia_codec::encode_publish(&mut out, Protocol::V311, &p).is_ok());
+}
+
+#[test]
+fn disconnect_without_properties_is_three_bytes() {
+    let mut out = BytesMut::new();
+    encode(&Packet::Disconnect(alicia_codec::Disconnect::with_reason(0x81, "")), Protocol::V5, &mut out, 0).unwrap();
+    assert_eq!(&out[..], &[0xE0, 0x01, 0x81]);
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use alicia_broker::auth::{FileSecurity, LogType, MosquittoConf, SecurityConf};
 use alicia_broker::reason;
-use alicia_broker::{Access, Broker, Config, Credentials, ListenerConfig, Refusal, Security, TlsReloader, Transport};
+use alicia_broker::{
+    Access, Broker, Config, Credentials, Identity, ListenerConfig, Refusal, Security, TlsReloader, Transport,
+};
 use alicia_gateway::tokens::TokenIssuer;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -43,9 +45,18 @@ pub struct BrokerArgs {
     /// Messages queued per offline session.
     #[arg(long, default_value_t = 1000)]
     max_queued: usize,
-    /// QoS 1/2 messages in flight per client (`max_inflight_messages` in a configuration file).
+    /// QoS 1/2 messages in flight per client (`max_inflight_messages` in a configuration file,
+    /// which also sets --receive-maximum, as in Mosquitto).
     #[arg(long, default_value_t = 256)]
     max_inflight: u16,
+    /// QoS 2 messages a client may have unacknowledged towards the broker (Receive Maximum in
+    /// CONNACK; exceeding it ends the connection with 0x93).
+    #[arg(long, default_value_t = Config::default().receive_maximum)]
+    receive_maximum: u16,
+    /// Topic aliases a client may use towards the broker (Topic Alias Maximum in CONNACK;
+    /// `max_topic_alias` in a configuration file).
+    #[arg(long, default_value_t = Config::default().topic_alias_maximum)]
+    max_topic_alias: u16,
     /// Maximum simultaneous connections (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     max_connections: usize,
@@ -75,6 +86,15 @@ pub struct BrokerArgs {
     /// alicia.pid in the home, which `alicia certs revoke` signals].
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
+    /// Stamp every message a client publishes with the MQTT 5 user properties `alicia-user`
+    /// (its authenticated user name) and `alicia-auth` (certificate, token, password or
+    /// anonymous), replacing any the client set (`identity_properties: true` in Alicia's YAML).
+    #[arg(long)]
+    pub identity_properties: bool,
+    /// Send no Reason String to MQTT 5 clients when refusing or closing a connection (as
+    /// Mosquitto does), only the reason code.
+    #[arg(long)]
+    no_reason_strings: bool,
     /// With `alicia up`: address of the security gateway's HTTPS listener, where devices log in
     /// with their client certificate (printed as `gateway-tls listening on ADDR`; port 0 picks
     /// a free one) [default: 127.0.0.1:8443].
@@ -146,10 +166,14 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         message_size_limit: args.message_size_limit,
         max_queued: args.max_queued,
         max_inflight: args.max_inflight,
+        receive_maximum: args.receive_maximum.max(1),
+        topic_alias_maximum: args.max_topic_alias,
         max_connections: args.max_connections,
         deny_subscribe: args.deny_subscribe.clone(),
         persistence: args.persistence.clone(),
         autosave_interval: args.autosave_interval,
+        identity_properties: args.identity_properties,
+        reason_strings: !args.no_reason_strings,
         ..Config::default()
     };
     let default_listener = ListenerConfig::tcp(SocketAddr::new(args.bind, args.port.unwrap_or(1883)));
@@ -161,7 +185,12 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         tracing::warn!("{w}");
     }
     if let Some(v) = conf.max_inflight_messages {
+        // Mosquitto uses it for both directions: its CONNACK's Receive Maximum is this value.
         config.max_inflight = if v == 0 { u16::MAX } else { v };
+        config.receive_maximum = config.max_inflight;
+    }
+    if let Some(v) = conf.max_topic_alias {
+        config.topic_alias_maximum = v;
     }
     if let Some(v) = conf.max_queued_messages {
         config.max_queued = if v == 0 { usize::MAX } else { v };
@@ -172,6 +201,7 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     if let Some(v) = conf.max_keepalive {
         config.max_keepalive = v;
     }
+    config.identity_properties |= conf.identity_properties;
     if conf.persistence {
         config.persistence = Some(conf.persistence_location.clone().unwrap_or_else(|| PathBuf::from(".")));
     }
@@ -489,12 +519,12 @@ struct BrokerSecurity {
 }
 
 impl Security for BrokerSecurity {
-    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Option<String>, Refusal> {
+    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Identity, Refusal> {
         if creds.info.cert_identity.is_none() {
             if let (Some(tokens), Some(user), Some(pw)) = (&self.tokens, creds.username, creds.password) {
                 if looks_like_jwt(pw) {
                     return match tokens.verify_password_jwt(user, pw) {
-                        Ok(claims) => Ok(Some(claims.sub)),
+                        Ok(claims) => Ok(Identity::token(claims.sub)),
                         Err(e) => Err(Refusal {
                             reason: reason::BAD_USERNAME_OR_PASSWORD,
                             why: format!("token refused: {e}"),
@@ -586,5 +616,48 @@ mod gateway_conf_tests {
         assert!(err.contains("alicia.yaml:3:") && err.contains("invalid type"), "{err}");
         let err = load("broker: {}\ngateway:\n  max_requests_per_minute: 0\n").unwrap_err().to_string();
         assert!(err.contains("alicia.yaml:3: gateway.max_requests_per_minute: must be at least 1"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+    use alicia_broker::auth::{set_user, PasswordFile};
+    use alicia_broker::{AuthMethod, ConnInfo};
+
+    fn info() -> ConnInfo {
+        let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        ConnInfo::new(addr, addr)
+    }
+
+    /// The method `BrokerSecurity` reports is what `alicia-auth` carries: `token` for a gateway
+    /// JWT given as the password, `password` for the password file, `certificate` for a client
+    /// certificate.
+    #[test]
+    fn broker_security_reports_how_each_client_authenticated() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        set_user(&passwd, "stt_service", "pw-1234").unwrap();
+        let tokens = TokenIssuer::new(&[7u8; 32]).unwrap();
+        let jwt = tokens.issue("sonos_kitchen_001");
+        let security = BrokerSecurity {
+            files: FileSecurity::new(false, Some(PasswordFile::load(&passwd).unwrap()), None),
+            tokens: Some(tokens),
+        };
+        let info = info();
+        let creds = |user: &'static str, pw: &[u8]| -> Result<Identity, Refusal> {
+            let c = Credentials { client_id: "c", username: Some(user), password: Some(pw), info: &info };
+            security.authenticate(&c)
+        };
+        let id = creds("sonos_kitchen_001", jwt.as_bytes()).unwrap();
+        assert_eq!((id.authenticated_user(), id.method), (Some("sonos_kitchen_001"), AuthMethod::Token));
+        let id = creds("stt_service", b"pw-1234").unwrap();
+        assert_eq!((id.authenticated_user(), id.method), (Some("stt_service"), AuthMethod::Password));
+        assert!(creds("front_door_lock", jwt.as_bytes()).is_err(), "a token for another subject");
+        let mut cert = ConnInfo::new(info.peer, info.local);
+        cert.cert_identity = Some("device-001".into());
+        let c = Credentials { client_id: "c", username: None, password: None, info: &cert };
+        let id = security.authenticate(&c).unwrap();
+        assert_eq!((id.authenticated_user(), id.method), (Some("device-001"), AuthMethod::Certificate));
     }
 }

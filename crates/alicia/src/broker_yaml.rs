@@ -15,6 +15,7 @@
 //!   acl_file: acl
 //!   persistence: { location: /var/lib/alicia, autosave_interval: 1800 }
 //!   sys_interval: 10
+//!   identity_properties: true   # alicia-user / alicia-auth on every published message
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ struct Broker {
     max_keepalive: Option<u16>,
     persistence: Option<Persistence>,
     sys_interval: Option<u16>,
+    /// Stamp published messages with `alicia-user`/`alicia-auth` user properties.
+    #[serde(default)]
+    identity_properties: bool,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +146,7 @@ pub fn load(path: &Path) -> anyhow::Result<MosquittoConf> {
         autosave_interval: b.persistence.as_ref().and_then(|p| p.autosave_interval),
         persistence_location: b.persistence.map(|p| resolve(p.location)),
         sys_interval: b.sys_interval,
+        identity_properties: b.identity_properties,
         ..MosquittoConf::default()
     })
 }
@@ -174,6 +179,12 @@ mod tests {
         assert_eq!(conf.listeners[2].protocol, Transport::WebSockets);
         assert!(conf.persistence);
         assert!(!conf.security.allow_anonymous);
+    }
+
+    #[test]
+    fn identity_properties_key() {
+        assert!(parse("broker:\n  identity_properties: true\n").unwrap().identity_properties);
+        assert!(!parse("broker: {}\n").unwrap().identity_properties, "off by default");
     }
 
     #[test]

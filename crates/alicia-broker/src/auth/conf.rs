@@ -3,7 +3,7 @@
 //! One option per line, `name value`; lines starting with `#` are comments. Supported:
 //! `listener PORT [ADDRESS]` and, after it, the per-listener `protocol`, `max_connections`,
 //! `cafile`, `certfile`, `keyfile`, `crlfile`, `require_certificate`,
-//! `use_identity_as_username`; the global `max_inflight_messages`, `max_queued_messages`,
+//! `use_identity_as_username`; the global `max_inflight_messages`, `max_topic_alias`, `max_queued_messages`,
 //! `message_size_limit`, `max_keepalive`, `persistence`, `persistence_location`,
 //! `autosave_interval`, `log_dest`, `log_type`, `sys_interval`, `per_listener_settings`; and
 //! the security options `allow_anonymous`, `password_file`, `acl_file`, which are global, or
@@ -180,6 +180,9 @@ pub struct MosquittoConf {
     pub security: SecurityConf,
     /// QoS 1/2 messages in flight per client; `Some(0)` is unlimited. Mosquitto default 20.
     pub max_inflight_messages: Option<u16>,
+    /// Topic aliases a v5 client may use towards the broker (Topic Alias Maximum in CONNACK).
+    /// Mosquitto default 10.
+    pub max_topic_alias: Option<u16>,
     /// Messages queued per offline client; `Some(0)` is unlimited. Mosquitto default 1000.
     pub max_queued_messages: Option<usize>,
     /// Largest PUBLISH payload accepted, in bytes; `Some(0)` is unlimited (the default).
@@ -199,6 +202,10 @@ pub struct MosquittoConf {
     pub log_type: Option<Vec<LogType>>,
     /// Seconds between `$SYS` updates; `Some(0)` disables them. Mosquitto default 10.
     pub sys_interval: Option<u16>,
+    /// Alicia's extension, set only from Alicia's YAML (`identity_properties: true`; no
+    /// `mosquitto.conf` option): stamp published messages with the publisher's identity
+    /// (`Config::identity_properties`).
+    pub identity_properties: bool,
     /// Options that were ignored, in file order. Show them to the user.
     pub warnings: Vec<Warning>,
 }
@@ -315,7 +322,6 @@ const UNSUPPORTED: &[&str] = &[
     "max_packet_size",
     "max_qos",
     "max_queued_bytes",
-    "max_topic_alias",
     "memory_limit",
     "mount_point",
     "notification_topic",
@@ -515,6 +521,10 @@ impl Parser<'_> {
                 let n = self.int(line, option, args, i64::from(i32::MIN), i64::from(u16::MAX))?;
                 // Mosquitto: negative or 65535 means unlimited, stored as 0.
                 self.conf.max_inflight_messages = Some(u16::try_from(n).ok().filter(|&n| n != u16::MAX).unwrap_or(0));
+            }
+            "max_topic_alias" => {
+                let n = self.int(line, option, args, 0, i64::from(u16::MAX))?;
+                self.conf.max_topic_alias = u16::try_from(n).ok();
             }
             "max_queued_messages" => {
                 let n = self.int(line, option, args, i64::from(i32::MIN), i64::from(i32::MAX))?;

@@ -2,7 +2,7 @@
 //! `password_file` and an `acl_file` — built in one go so that a reload can swap it in whole.
 
 use crate::auth::{Acl, Error, PasswordFile, SecurityConf};
-use crate::security::{Access, Credentials, Refusal, Security};
+use crate::security::{Access, Credentials, Identity, Refusal, Security};
 use alicia_codec::reason;
 
 /// Authentication and authorisation from Mosquitto's files.
@@ -28,19 +28,21 @@ impl FileSecurity {
 }
 
 impl Security for FileSecurity {
-    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Option<String>, Refusal> {
+    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Identity, Refusal> {
         // A verified client certificate whose CN is the identity needs no password.
         if let Some(identity) = &creds.info.cert_identity {
-            return Ok(Some(identity.clone()));
+            return Ok(Identity::certificate(identity.clone()));
         }
         let refuse = |reason, why: &str| Err(Refusal { reason, why: why.to_string() });
         match (creds.username, &self.passwords) {
             (Some(user), Some(file)) => match creds.password {
-                Some(pw) if file.verify(user, pw) => Ok(Some(user.to_string())),
+                Some(pw) if file.verify(user, pw) => Ok(Identity::password(user)),
                 _ => refuse(reason::BAD_USERNAME_OR_PASSWORD, "bad user name or password"),
             },
-            (Some(user), None) if self.allow_anonymous => Ok(Some(user.to_string())),
-            (None, _) if self.allow_anonymous => Ok(None),
+            // Mosquitto's behaviour: with anonymous access and no password file a user name is
+            // accepted unchecked. The ACL sees it, but it proves nothing.
+            (Some(user), None) if self.allow_anonymous => Ok(Identity::anonymous(Some(user.to_string()))),
+            (None, _) if self.allow_anonymous => Ok(Identity::anonymous(None)),
             _ => refuse(reason::NOT_AUTHORIZED, "anonymous access is not allowed"),
         }
     }
