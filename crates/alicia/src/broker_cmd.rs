@@ -384,11 +384,11 @@ impl GatewaySetup {
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
             .with_context(|| format!("cannot listen on {}", self.addr))?;
-        println!("gateway listening on {}", listener.local_addr()?);
+        crate::listening::announce("gateway", listener.local_addr()?);
         tasks.spawn(alicia_gateway::http::serve(listener, gw.clone()));
         let listener =
             tokio::net::TcpListener::bind(tls_addr).await.with_context(|| format!("cannot listen on {tls_addr}"))?;
-        println!("gateway-tls listening on {}", listener.local_addr()?);
+        crate::listening::announce("gateway-tls", listener.local_addr()?);
         tasks.spawn(alicia_gateway::tls::serve_tls(listener, std::sync::Arc::new(tls_config), gw));
         Ok(())
     }
@@ -433,7 +433,7 @@ pub async fn run(
         reloaders.extend(listener.tls_reloader());
         tracing::info!(%local, kind, "listener ready");
         // Scripts and tests read these lines to learn the ports chosen for port 0.
-        println!("{kind} listening on {local}");
+        crate::listening::announce(kind, local);
         bound.push((kind, local));
         tasks.spawn(listener.serve());
     }
@@ -453,7 +453,7 @@ pub async fn run(
     };
     if let Some(addr) = args.http {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        println!("http listening on {}", listener.local_addr()?);
+        crate::listening::announce("http", listener.local_addr()?);
         // With the services, the monitor answers: its health and readiness cover them, and its
         // /metrics carries the broker's next to theirs and the system's.
         let app = match &running {
@@ -466,6 +466,9 @@ pub async fn run(
         // After every listening line: scripts may wait for this one.
         println!("alicia ready");
         if let Some(g) = &gateway {
+            if let Err(e) = crate::listening::write(&g.home) {
+                tracing::warn!(error = %e, "cannot write the addresses into the home");
+            }
             println!("home: {} (certificates, secrets, configuration, data)", g.home.display());
             println!(
                 "next: alicia devices add kitchen_sensor --type sensor --location kitchen   (in another terminal)"
@@ -497,6 +500,9 @@ pub async fn run(
     broker.shutdown(Duration::from_secs(2)).await;
     if let Some(pid_file) = &pid_file {
         let _ = std::fs::remove_file(pid_file);
+    }
+    if let Some(g) = &gateway {
+        let _ = std::fs::remove_file(g.home.join(crate::listening::ADDRESSES_FILE));
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! `remove` unregisters it and revokes its certificate.
 //!
 //! Where the broker is and who to log in as, in this order:
-//! - `--broker HOST:PORT`, else the first plain MQTT listener of `<home>/alicia.yaml`
+//! - `--broker HOST:PORT`, else the `mqtt` address of the `alicia up` running in the home
+//!   (`<home>/alicia.addresses`), else the first plain MQTT listener of `<home>/alicia.yaml`
 //!   (`0.0.0.0`/`::` read as loopback), else `127.0.0.1:1883`;
 //! - `--user U --password-file F`; without `--user`, the first of `cli`, `api` that has a
 //!   password in `<home>/secrets/<user>.password` (written by `alicia init`, mode 0600), else
@@ -216,7 +217,11 @@ fn add(
     std::fs::write(&file, serde_json::to_string_pretty(&message)? + "\n")
         .with_context(|| format!("cannot write {}", file.display()))?;
     println!("wrote its registration message (the design document's format) to {}", file.display());
-    let port = home_tls_port(home)?.unwrap_or(8883);
+    // The running instance's port first (it may have been started with other ports).
+    let port = match crate::listening::running(home, "mqtts") {
+        Some(a) => a.port(),
+        None => home_tls_port(home)?.unwrap_or(8883),
+    };
     let hosts = crate::certs::server_hosts(&certs);
     let host = host.map(str::to_string).or_else(|| hosts.first().cloned()).unwrap_or_else(|| "localhost".into());
     let ca = certs.join("ca.crt");
@@ -262,7 +267,10 @@ impl DevicesCommand {
         let home = self.home();
         let broker = match self.broker {
             Some(b) => b,
-            None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
+            None => match crate::listening::running(&home, "mqtt") {
+                Some(running) => running,
+                None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
+            },
         };
         let mut cfg = ServiceConfig {
             topic_prefix: self.prefix.clone(),

@@ -109,6 +109,9 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
              \x20 allow_anonymous: false\n\
              \x20 password_file: passwd\n\
              \x20 acl_file: acl\n\
+             \x20 # Every message carries its publisher's login (alicia-user, alicia-auth), so\n\
+             \x20 # services know who sent it and a device can speak only as itself.\n\
+             \x20 identity_properties: true\n\
              \x20 persistence: {{ location: data }}\n\
              \x20 listeners:\n\
              \x20   # Services on this machine log in with the passwords in secrets/.\n\

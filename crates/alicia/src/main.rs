@@ -7,6 +7,7 @@ mod broker_yaml;
 mod certs;
 mod devices_cmd;
 mod init;
+mod listening;
 mod up;
 
 use anyhow::Context;
@@ -156,7 +157,9 @@ fn main() -> anyhow::Result<()> {
             if args.http.is_none() {
                 args.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8090)));
             }
-            let services = up::Services::new(home.clone(), services, log_feed);
+            // Services know who published what: the broker says (a device speaks only as itself).
+            args.identity_properties = true;
+            let services = up::Services::new(home.clone(), services, log_feed).on_embedded_broker();
             let gateway = broker_cmd::GatewaySetup { addr: gateway, home };
             broker_runtime()?.block_on(broker_cmd::run(args, Some(gateway), Some(services)))
         }

@@ -57,6 +57,10 @@ pub struct Services {
     pub args: ServicesArgs,
     /// This process's log lines, for the monitor's log analysis.
     pub log_feed: Mutex<Option<LogFeed>>,
+    /// The broker stamps every message with its publisher's login (Alicia's own, under `alicia
+    /// up`): services may believe it (see `alicia_sdk::Sender`). Never for a broker that does
+    /// not (Mosquitto), where a client could set the same properties itself.
+    pub trust_broker_identity: bool,
 }
 
 /// The running services, stopped in reverse order of start.
@@ -69,7 +73,13 @@ pub struct Running {
 
 impl Services {
     pub fn new(home: PathBuf, args: ServicesArgs, log_feed: Option<LogFeed>) -> Self {
-        Services { home, args, log_feed: Mutex::new(log_feed) }
+        Services { home, args, log_feed: Mutex::new(log_feed), trust_broker_identity: false }
+    }
+
+    /// The same, for services on Alicia's embedded broker, which stamps publishers' identities.
+    pub fn on_embedded_broker(mut self) -> Self {
+        self.trust_broker_identity = true;
+        self
     }
 
     /// The directory of the environment files: `--config-dir`, else `<home>/config`, created
@@ -112,6 +122,7 @@ impl Services {
     fn config(&self, name: &str, broker: SocketAddr, cfg: &Config) -> anyhow::Result<ServiceConfig> {
         let host = if broker.ip().is_unspecified() { "127.0.0.1".to_string() } else { broker.ip().to_string() };
         let mut config = ServiceConfig::broker(host, broker.port());
+        config.trust_broker_identity = self.trust_broker_identity;
         config.topic_prefix = cfg.mqtt.topic_prefix.clone();
         config.keep_alive = Duration::from_secs(cfg.mqtt.keep_alive_secs);
         config.heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
@@ -242,7 +253,7 @@ pub fn write_environment_files(dir: &Path) -> anyhow::Result<()> {
 
 fn print_listening(what: &str, addr: Option<SocketAddr>) {
     if let Some(addr) = addr {
-        println!("{what} listening on {addr}");
+        crate::listening::announce(what, addr);
     }
 }
 
@@ -301,7 +312,7 @@ pub async fn run_against(broker: Option<String>, http: Option<SocketAddr>, servi
     if let Some(addr) = http {
         let (local, task) =
             running.monitor.serve(addr).await.map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?;
-        println!("http listening on {local}");
+        crate::listening::announce("http", local);
         server = Some(task);
     }
     println!("alicia ready");
