@@ -8,6 +8,7 @@ mod certs;
 mod devices_cmd;
 mod init;
 mod listening;
+mod simulate_cmd;
 mod up;
 
 use anyhow::Context;
@@ -84,6 +85,9 @@ enum Command {
     Bench(alicia_bench::BenchArgs),
     /// The device registry: list devices, show one, or watch changes live (over the bus).
     Devices(devices_cmd::DevicesCommand),
+    /// Run a simulated device (speaker, sensor, light, switch) that registers, heartbeats and
+    /// obeys commands as docs/device-protocol.md says; prints its events as JSON lines.
+    Simulate(simulate_cmd::SimulateArgs),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -167,6 +171,11 @@ fn main() -> anyhow::Result<()> {
             let home = home.unwrap_or_else(init::default_home);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(up::run_against(broker, Some(http), up::Services::new(home, services, log_feed)))
+        }
+        Command::Simulate(args) => {
+            let home = args.home.clone().unwrap_or_else(init::default_home);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(simulate_cmd::run(args, home))
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
