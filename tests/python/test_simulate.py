@@ -77,6 +77,27 @@ def test_simulated_devices_under_alicia_up(up, tmp_path):
         peak = wav_peak(Path(played["path"]))
         assert 4900 <= peak <= 5100, f"a quarter of 20000 at volume 25: {peak}"
 
+        # The device services of `alicia up`: an announcement on the design document's topic
+        # reaches the speaker through speaker_manager; the sensor's telemetry is checked and its
+        # latest readings retained by sensor_data.
+        announce = envelope("cli", "alicia/devices/speakers/announce", "event",
+                            {"device_id": "sim_speaker", "text": "the laundry is done"})
+        svc.publish("alicia/devices/speakers/announce", json.dumps(announce), qos=1)
+        played = speaker.wait_for("played", lambda e: e["announcement"])
+        assert Path(played["path"]).exists()
+        sensor = Simulator("sensor", "sim_sensor", home, x.addrs["mqtt"], "--interval", "0.2", workdir=tmp_path)
+        try:
+            sensor.wait_for("registered")
+            svc.subscribe("alicia/sensors/sim_sensor", qos=1)
+            m = svc.get()
+            while m.topic != "alicia/sensors/sim_sensor":
+                m = svc.get()
+            latest = json.loads(m.payload)
+            assert latest["readings"]["temperature"]["unit"] == "°C", latest
+            assert -40 <= latest["readings"]["temperature"]["value"] <= 85
+        finally:
+            sensor.stop()
+
         # kill -9: the will fires, the registry marks the light offline.
         light.kill()
         wait_for(lambda: http("GET", f"{api}/devices/sim_light")[1]["status"] == "offline", "offline by will")

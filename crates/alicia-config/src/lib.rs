@@ -60,6 +60,7 @@
 //! - **Documents over a plain MQTT connection** ([`mqtt::DocClient`]): the announcement is a
 //!   document for anyone (`mosquitto_sub -t 'alicia/system/config/#'`), not an envelope.
 
+pub mod devices;
 mod load;
 mod model;
 pub mod mqtt;
@@ -68,6 +69,10 @@ mod watch;
 
 use std::path::PathBuf;
 
+pub use devices::{
+    ActuatorControlConfig, DataStoreConfig, HaBridgeConfig, RetentionConfig, SensorDataConfig, SpeakerManagerConfig,
+    ThresholdRule,
+};
 pub use load::{apply_env, file_for, load, load_with, merge, parse, warnings, ConfigWarning, ENVIRONMENTS, ENV_PREFIX};
 pub use model::*;
 pub use service::{config_topic, start, ConfigServiceHandle, ConfigStore, Update, SERVICE_NAME};

@@ -7,8 +7,22 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Names of the sections, in file order (also the keys of [`Config`] as JSON).
-pub const SECTIONS: &[&str] =
-    &["mqtt", "router", "registry", "gateway", "stt_service", "tts_service", "security", "monitoring", "logging"];
+pub const SECTIONS: &[&str] = &[
+    "mqtt",
+    "router",
+    "registry",
+    "gateway",
+    "stt_service",
+    "tts_service",
+    "security",
+    "monitoring",
+    "logging",
+    "speaker_manager",
+    "sensor_data",
+    "actuator_control",
+    "data_store",
+    "ha_bridge",
+];
 
 /// The whole configuration of an Alicia deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -32,6 +46,16 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Speakers: announcements, volume, queues (see `crate::devices`).
+    pub speaker_manager: crate::devices::SpeakerManagerConfig,
+    /// Sensors: telemetry checks, latest values, thresholds.
+    pub sensor_data: crate::devices::SensorDataConfig,
+    /// Actuators: acknowledged, retried, confirmed commands.
+    pub actuator_control: crate::devices::ActuatorControlConfig,
+    /// Persistence of events, telemetry, states, voice sessions and alerts.
+    pub data_store: crate::devices::DataStoreConfig,
+    /// The Home Assistant bridge.
+    pub ha_bridge: crate::devices::HaBridgeConfig,
 }
 
 /// Broker connection. Secrets belong in files: `password_file` names one (mode 0600). The
@@ -619,6 +643,7 @@ impl Config {
         need(m.docker.retry_secs >= 1, "monitoring.docker.retry_secs", "must be at least 1");
         need(["text", "json"].contains(&self.logging.format.as_str()), "logging.format", "must be `text` or `json`");
         need(!self.logging.level.trim().is_empty(), "logging.level", "must not be empty");
+        crate::devices::validate(self, &mut need);
         if errs.is_empty() {
             Ok(())
         } else {

@@ -27,6 +27,8 @@
 //!   `invalid_parameters`, `fetch_failed`, `unsupported_format`) with an error response when
 //!   there is somewhere to send it (the MQTT 5 response topic, else the requester's inbox for
 //!   a request); the retained state on `P/devices/ID/state` is published after every change;
+//! - applies a command once: a repeated message id (a retry) is answered with the state and not
+//!   applied again (it remembers the last 64);
 //! - hears refusals of what it sent on `P/devices/ID/errors` ([`SimEvent::Refused`]).
 //!
 //! | kind | capabilities (parameters) | state |
@@ -358,6 +360,7 @@ pub async fn start(cfg: SimConfig) -> Result<SimDevice, SimError> {
         announcement: Timer::default(),
         seq: 0,
         rng: fastrand::Rng::new(),
+        recent: std::collections::VecDeque::new(),
         cfg,
     };
     let actor = tokio::spawn(actor.run(link_rx, control_rx, link));
@@ -506,7 +509,12 @@ struct Actor {
     announcement: Timer,
     seq: u32,
     rng: fastrand::Rng,
+    /// Message ids of the last commands, so a retry (the same id) is not applied twice.
+    recent: std::collections::VecDeque<String>,
 }
+
+/// How many command ids a device remembers.
+const RECENT_COMMANDS: usize = 64;
 
 impl Actor {
     async fn run(
@@ -782,6 +790,17 @@ impl Actor {
             correlation: props.correlation_data,
             request: env.clone(),
         };
+        // A retry of a command already handled: answered, not applied again (a toggle sent
+        // twice must toggle once).
+        let id = env.message_id.to_string();
+        if self.recent.contains(&id) {
+            tracing::info!(device = %self.cfg.device_id, message_id = %id, "repeated command: answered, not applied");
+            return self.reply_ok(&reply).await;
+        }
+        self.recent.push_back(id);
+        if self.recent.len() > RECENT_COMMANDS {
+            self.recent.pop_front();
+        }
         if env.is_expired(SystemTime::now()) {
             let r = device::Refusal::new("expired", "the command's ttl had passed when it arrived");
             return self.refuse(Some(&reply), "", &r).await;

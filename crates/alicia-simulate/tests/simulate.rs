@@ -111,6 +111,15 @@ async fn light_and_switch(addr: SocketAddr) {
     let answer = tester.request(to.clone(), command("set_color_temp", json!({"kelvin": 4000})), WAIT).await.unwrap();
     assert_eq!(answer.payload.data["color_temp_kelvin"], 4000);
     assert_eq!(light.commands().len(), 5);
+    // A retry (the same message id) is answered but applied once: a toggle sent twice toggles once.
+    let toggle = Envelope::request("tester", to.clone(), command("toggle", json!({})));
+    let first = tester.request_envelope(toggle.clone(), WAIT).await.unwrap();
+    let second = tester.request_envelope(toggle, WAIT).await.unwrap();
+    assert_eq!(first.payload.data["power"], "off");
+    assert_eq!(second.payload.data["power"], "off", "not toggled back");
+    assert_eq!(light.commands().len(), 7);
+    tester.send(&Envelope::command("tester", to.clone(), command("turn_on", json!({})))).await.unwrap();
+    light.wait_state(|s| s["power"] == "on", WAIT).await.unwrap();
 
     // A switch by capability: the router picks the one provider.
     let switch = started(sim(Kind::Switch, "sim_switch", addr, audio.path())).await;

@@ -20,7 +20,20 @@ use crate::certs::write_secret;
 /// The core services that get broker credentials and an envelope signing key. Each name is
 /// both the MQTT user name and the service's name on the bus (its envelopes' `source`, which
 /// is also the id of its signing key). `cli` is for the command-line tools (`alicia devices`).
-pub const SERVICES: &[&str] = &["router", "device_registry", "config_service", "monitor", "gateway", "api", "cli"];
+pub const SERVICES: &[&str] = &[
+    "router",
+    "device_registry",
+    "config_service",
+    "monitor",
+    "gateway",
+    "api",
+    "cli",
+    "speaker_manager",
+    "sensor_data",
+    "actuator_control",
+    "data_store",
+    "ha_bridge",
+];
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];

@@ -18,6 +18,8 @@ use alicia_sdk::{EnvelopeSecurity, Secret, ServiceConfig};
 use anyhow::Context;
 use clap::Args;
 
+mod devices;
+
 /// The environment files `alicia init` puts in `<home>/config/` (and `up` adds when a home
 /// has none): the repository's `config/*.yaml`.
 pub const ENVIRONMENT_FILES: &[(&str, &str)] = &[
@@ -69,6 +71,7 @@ pub struct Running {
     registry: Option<alicia_registry::RegistryHandle>,
     router: Option<alicia_router::RouterHandle>,
     monitor: alicia_monitor::MonitorHandle,
+    devices: devices::DeviceServices,
 }
 
 impl Services {
@@ -201,7 +204,8 @@ impl Services {
         if let Some(metrics) = broker_metrics {
             monitor.set_extra_metrics(metrics);
         }
-        Ok(Running { config, registry, router, monitor })
+        let devices = devices::DeviceServices::start(self, broker, &cfg).await?;
+        Ok(Running { config, registry, router, monitor, devices })
     }
 }
 
@@ -266,6 +270,7 @@ impl Running {
     /// Stops every service: each says `offline` and closes its connection while the broker
     /// is still there to hear it.
     pub async fn stop(self) {
+        self.devices.stop().await;
         self.monitor.shutdown().await;
         if let Some(router) = self.router {
             router.shutdown().await;

@@ -1,0 +1,53 @@
+//! The device and integration services `alicia up` and `alicia services` start after the
+//! core ones (issue 15): `speaker_manager`, `sensor_data`, `actuator_control`. Each is enabled
+//! by its configuration section and logs in as itself, like every service.
+
+use std::net::SocketAddr;
+
+use alicia_config::Config;
+use anyhow::Context;
+
+use super::Services;
+
+/// The running device services (each `None` when its section says `enabled: false`).
+#[derive(Default)]
+pub struct DeviceServices {
+    speaker: Option<alicia_devices::speaker::SpeakerHandle>,
+    sensor: Option<alicia_devices::sensor::SensorHandle>,
+    actuator: Option<alicia_devices::actuator::ActuatorHandle>,
+}
+
+impl DeviceServices {
+    pub async fn start(services: &Services, broker: SocketAddr, cfg: &Config) -> anyhow::Result<DeviceServices> {
+        use alicia_devices::{actuator, sensor, speaker};
+        let mut out = DeviceServices::default();
+        if cfg.speaker_manager.enabled {
+            let mut c = speaker::SpeakerConfig::new(services.config(speaker::SERVICE_NAME, broker, cfg)?);
+            c.settings = cfg.speaker_manager.clone();
+            out.speaker = Some(speaker::start(c).await.context("cannot start the speaker manager")?);
+        }
+        if cfg.sensor_data.enabled {
+            let mut c = sensor::SensorConfig::new(services.config(sensor::SERVICE_NAME, broker, cfg)?);
+            c.settings = cfg.sensor_data.clone();
+            out.sensor = Some(sensor::start(c).await.context("cannot start the sensor data service")?);
+        }
+        if cfg.actuator_control.enabled {
+            let mut c = actuator::ActuatorConfig::new(services.config(actuator::SERVICE_NAME, broker, cfg)?);
+            c.settings = cfg.actuator_control.clone();
+            out.actuator = Some(actuator::start(c).await.context("cannot start actuator control")?);
+        }
+        Ok(out)
+    }
+
+    pub async fn stop(self) {
+        if let Some(s) = self.actuator {
+            s.shutdown().await;
+        }
+        if let Some(s) = self.sensor {
+            s.shutdown().await;
+        }
+        if let Some(s) = self.speaker {
+            s.shutdown().await;
+        }
+    }
+}
