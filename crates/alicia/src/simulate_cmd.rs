@@ -28,7 +28,8 @@ pub struct SimulateArgs {
     /// A name for people.
     #[arg(long)]
     pub name: Option<String>,
-    /// The broker, HOST:PORT [default: 127.0.0.1:1883, with TLS 127.0.0.1:8883].
+    /// The broker, HOST:PORT [default: the home's running `alicia up` (mqtt, with TLS mqtts),
+    /// else 127.0.0.1:1883, with TLS 127.0.0.1:8883].
     #[arg(long)]
     pub broker: Option<String>,
     /// The Alicia home (certs/, keys/jwt.key, data/) [default: as for `alicia up`].
@@ -103,7 +104,11 @@ pub fn config(args: &SimulateArgs, home: &Path) -> anyhow::Result<SimConfig> {
         (args.tls && c.exists() && k.exists() && args.token_file.is_none()).then_some((c, k))
     });
     let tls = args.tls || device_cert.is_some();
-    let broker = args.broker.clone().unwrap_or_else(|| if tls { "127.0.0.1:8883" } else { "127.0.0.1:1883" }.into());
+    // Default: the running `alicia up` of the home (its alicia.addresses), else the usual ports.
+    let broker = args.broker.clone().unwrap_or_else(|| {
+        let (what, port) = if tls { ("mqtts", 8883) } else { ("mqtt", 1883) };
+        crate::listening::running(home, what).map_or_else(|| format!("127.0.0.1:{port}"), |a| a.to_string())
+    });
     let (host, port) = broker
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse::<u16>().ok()?)))
