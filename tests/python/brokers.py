@@ -75,7 +75,7 @@ class RunningBroker:
 # `alicia up` serves more than MQTT; tests never take the fixed default ports.
 UP_ADDRESS_FLAGS = {"--tls-port": "0", "--http": "127.0.0.1:0", "--gateway": "127.0.0.1:0",
                     "--gateway-tls": "127.0.0.1:0", "--registry-http": "127.0.0.1:0",
-                    "--discovery-http": "127.0.0.1:0"}
+                    "--discovery-http": "127.0.0.1:0", "--data-store-http": "127.0.0.1:0"}
 UP_LINE = re.compile(r"^([a-z-]+) listening on (\S+)$")
 
 

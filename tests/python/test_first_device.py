@@ -27,7 +27,7 @@ pytestmark = pytest.mark.alicia_only("the alicia binary's walkthrough")
 README = Path(__file__).resolve().parents[2] / "README.md"
 FREE_PORTS = ["--bind", "127.0.0.1", "--port", "0", "--tls-port", "0", "--gateway", "127.0.0.1:0",
               "--gateway-tls", "127.0.0.1:0", "--registry-http", "127.0.0.1:0",
-              "--discovery-http", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+              "--discovery-http", "127.0.0.1:0", "--data-store-http", "127.0.0.1:0", "--http", "127.0.0.1:0"]
 
 
 def walkthrough() -> list[str]:

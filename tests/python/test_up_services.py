@@ -184,7 +184,8 @@ def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_
     # The broker comes from the environment's `mqtt` section, overridden by a variable.
     env = {**os.environ, "ALICIA__MQTT__HOST": "127.0.0.1", "ALICIA__MQTT__PORT": str(m.port)}
     proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
-                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0"],
+                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
+                             "--data-store-http", "127.0.0.1:0"],
                             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
     try:
         addrs = {}

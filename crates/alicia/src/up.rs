@@ -47,6 +47,10 @@ pub struct ServicesArgs {
     /// The discovery view [default: 127.0.0.1:<registry.discovery_http_port>, 8082].
     #[arg(long, value_name = "ADDR")]
     pub discovery_http: Option<SocketAddr>,
+    /// The data store's query API (`GET /query`, `/stats`)
+    /// [default: 127.0.0.1:<data_store.http_port>, 8094].
+    #[arg(long, value_name = "ADDR")]
+    pub data_store_http: Option<SocketAddr>,
     /// Seconds without a heartbeat after which a device is marked offline
     /// [default: registry.heartbeat_timeout_secs].
     #[arg(long, value_name = "SECS")]

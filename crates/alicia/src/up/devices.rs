@@ -1,6 +1,6 @@
 //! The device and integration services `alicia up` and `alicia services` start after the
-//! core ones (issue 15): `speaker_manager`, `sensor_data`, `actuator_control`. Each is enabled
-//! by its configuration section and logs in as itself, like every service.
+//! core ones (issue 15): `speaker_manager`, `sensor_data`, `actuator_control`, `data_store`.
+//! Each is enabled by its configuration section and logs in as itself, like every service.
 
 use std::net::SocketAddr;
 
@@ -15,6 +15,7 @@ pub struct DeviceServices {
     speaker: Option<alicia_devices::speaker::SpeakerHandle>,
     sensor: Option<alicia_devices::sensor::SensorHandle>,
     actuator: Option<alicia_devices::actuator::ActuatorHandle>,
+    store: Option<alicia_store::StoreHandle>,
 }
 
 impl DeviceServices {
@@ -36,10 +37,25 @@ impl DeviceServices {
             c.settings = cfg.actuator_control.clone();
             out.actuator = Some(actuator::start(c).await.context("cannot start actuator control")?);
         }
+        if cfg.data_store.enabled {
+            let db = match &cfg.data_store.db {
+                p if p.is_absolute() => p.clone(),
+                p => services.home.join("data").join(p),
+            };
+            let mut c = alicia_store::StoreConfig::new(services.config(alicia_store::SERVICE_NAME, broker, cfg)?, db);
+            c.settings = cfg.data_store.clone();
+            c.http = Some(
+                services.args.data_store_http.unwrap_or(SocketAddr::from(([127, 0, 0, 1], cfg.data_store.http_port))),
+            );
+            let s = alicia_store::start(c).await.context("cannot start the data store")?;
+            super::print_listening("data-store", s.http_addr());
+            out.store = Some(s);
+        }
         Ok(out)
     }
 
     pub async fn stop(self) {
+        // The store last but one: it commits what the others said while stopping.
         if let Some(s) = self.actuator {
             s.shutdown().await;
         }
@@ -47,6 +63,9 @@ impl DeviceServices {
             s.shutdown().await;
         }
         if let Some(s) = self.speaker {
+            s.shutdown().await;
+        }
+        if let Some(s) = self.store {
             s.shutdown().await;
         }
     }
