@@ -30,6 +30,8 @@ pub enum DocEvent {
 pub struct DocClient {
     client: AsyncClient,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Subscribed again on every connect (the filters given at connect, and later ones).
+    filters: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl DocClient {
@@ -46,6 +48,8 @@ impl DocClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let sub = client.clone();
         let (min, max) = (config.reconnect_min.max(Duration::from_millis(10)), config.reconnect_max);
+        let filters = std::sync::Arc::new(std::sync::Mutex::new(filters));
+        let all = filters.clone();
         let task = tokio::spawn(async move {
             let mut delay = min;
             let mut up = false;
@@ -54,7 +58,8 @@ impl DocClient {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         delay = min;
                         up = true;
-                        let (sub, filters) = (sub.clone(), filters.clone());
+                        let sub = sub.clone();
+                        let filters = all.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         // Not awaited here: requests are served by this same poll loop.
                         tokio::spawn(async move {
                             for f in filters {
@@ -84,7 +89,23 @@ impl DocClient {
                 }
             }
         });
-        (DocClient { client, task: std::sync::Mutex::new(Some(task)) }, rx)
+        (DocClient { client, task: std::sync::Mutex::new(Some(task)), filters }, rx)
+    }
+
+    /// Adds a filter (QoS 1): subscribed now and again on every connect. Returns false when it
+    /// was already there.
+    pub async fn subscribe(&self, filter: &str) -> bool {
+        {
+            let mut f = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+            if f.iter().any(|x| x == filter) {
+                return false;
+            }
+            f.push(filter.to_string());
+        }
+        if let Err(e) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
+            tracing::debug!(error = %e, filter, "subscription queued for the next connect");
+        }
+        true
     }
 
     /// Publishes a document (queued while disconnected, within the client's bounded queue).

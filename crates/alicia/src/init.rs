@@ -35,6 +35,23 @@ pub const SERVICES: &[&str] = &[
     "ha_bridge",
 ];
 
+/// The MQTT user of Home Assistant's MQTT integration.
+pub const HOME_ASSISTANT: &str = "homeassistant";
+
+/// Exactly what Home Assistant needs on Alicia's broker for the bridge's entities: its
+/// discovery prefix (configs, its birth and will), the devices' states and availability,
+/// sensor_data's latest readings, the lights' HA-format states, and the bridge's command
+/// topics. Devices adopted from other software keep their own topics: add those by hand.
+const HOME_ASSISTANT_ACL: &str = "# Home Assistant (secrets/homeassistant.password): the ha_bridge's entities only.\n\
+     user homeassistant\n\
+     topic readwrite homeassistant/#\n\
+     topic read alicia/devices/+/state\n\
+     topic read alicia/devices/+/status\n\
+     topic read alicia/sensors/+\n\
+     topic read alicia/ha/+/light/state\n\
+     topic write alicia/ha/+/+/set\n\
+     topic write alicia/ha/+/+/press\n\n";
+
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
     SystemRandom::new().fill(&mut buf).map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
@@ -74,6 +91,11 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         alicia_broker::auth::set_user(&passwd, service, &password)?;
         write_secret(&home.join("secrets").join(format!("{service}.password")), password.as_bytes())?;
     }
+    // Home Assistant's MQTT integration logs in as `homeassistant` (not a bus service: no
+    // signing key, and only the topics in HOME_ASSISTANT_ACL).
+    let password = random_hex(24)?;
+    alicia_broker::auth::set_user(&passwd, HOME_ASSISTANT, &password)?;
+    write_secret(&home.join("secrets").join(format!("{HOME_ASSISTANT}.password")), password.as_bytes())?;
     write_secret(&home.join("keys").join("jwt.key"), random_hex(64)?.as_bytes())?;
     write_secret(&home.join("keys").join("enc-1.key"), random_hex(32)?.as_bytes())?;
     // One Ed25519 key pair per core service, for signing envelopes (alicia_seal's docs say how
@@ -94,8 +116,14 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
          # Core services: the whole bus, and the broker's statistics.\n",
     );
     for service in SERVICES {
-        acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n\n"));
+        acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n"));
+        if *service == "ha_bridge" {
+            // It speaks for devices adopted from HA discovery, which chose their own topics.
+            acl.push_str("topic readwrite #\n");
+        }
+        acl.push('\n');
     }
+    acl.push_str(HOME_ASSISTANT_ACL);
     acl.push_str(
         "# Devices log in with a client certificate whose CN is their id (%u) or a gateway token:\n\
          # each may only use its own topics, announce itself, hear broadcasts and rebirth\n\

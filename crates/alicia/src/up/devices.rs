@@ -1,5 +1,5 @@
 //! The device and integration services `alicia up` and `alicia services` start after the
-//! core ones (issue 15): `speaker_manager`, `sensor_data`, `actuator_control`, `data_store`.
+//! core ones (issue 15): `speaker_manager`, `sensor_data`, `actuator_control`, `data_store`, `ha_bridge`.
 //! Each is enabled by its configuration section and logs in as itself, like every service.
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ pub struct DeviceServices {
     sensor: Option<alicia_devices::sensor::SensorHandle>,
     actuator: Option<alicia_devices::actuator::ActuatorHandle>,
     store: Option<alicia_store::StoreHandle>,
+    bridge: Option<alicia_ha::BridgeHandle>,
 }
 
 impl DeviceServices {
@@ -51,11 +52,19 @@ impl DeviceServices {
             super::print_listening("data-store", s.http_addr());
             out.store = Some(s);
         }
+        if cfg.ha_bridge.enabled {
+            let mut c = alicia_ha::BridgeConfig::new(services.config(alicia_ha::SERVICE_NAME, broker, cfg)?);
+            c.settings = cfg.ha_bridge.clone();
+            out.bridge = Some(alicia_ha::start(c).await.context("cannot start the Home Assistant bridge")?);
+        }
         Ok(out)
     }
 
     pub async fn stop(self) {
-        // The store last but one: it commits what the others said while stopping.
+        if let Some(s) = self.bridge {
+            s.shutdown().await;
+        }
+        // The store last: it commits what the others said while stopping.
         if let Some(s) = self.actuator {
             s.shutdown().await;
         }
