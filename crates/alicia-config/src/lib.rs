@@ -57,12 +57,11 @@
 //! - **One retained document** rather than a topic per section: configurations are small, a
 //!   service that starts reads it at once (retained), and versions stay consistent across
 //!   sections. [`ConfigWatch`] reports only changes of its own section.
-//! - **Documents over a plain MQTT connection** ([`mqtt::DocClient`]): the announcement is a
+//! - **Documents over a plain MQTT connection** (an [`alicia_sdk::Link`]): the announcement is a
 //!   document for anyone (`mosquitto_sub -t 'alicia/system/config/#'`), not an envelope.
 
 mod load;
 mod model;
-pub mod mqtt;
 mod service;
 mod watch;
 

@@ -202,7 +202,7 @@ pub struct RegistryHandle {
     http: Option<SocketAddr>,
     discovery_http: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    io: rumqttc_notls::v5::AsyncClient,
+    io: alicia_sdk::Link,
     publisher: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -228,7 +228,7 @@ impl RegistryHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher).await;
-        let _ = self.io.disconnect().await;
+        self.io.close().await;
         self.service.shutdown().await;
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
@@ -281,14 +281,8 @@ pub async fn start(cfg: RegistryConfig) -> Result<RegistryHandle, RegistryError>
     let (stop, stop_rx) = watch::channel(false);
     let topics = io::RegistryTopics::new(&prefix, &name);
     let republish = Arc::new(Notify::new());
-    let (client, io_task) = io::connect(
-        &cfg.service,
-        format!("{name}-{instance}-io"),
-        reg.clone(),
-        topics.clone(),
-        republish.clone(),
-        stop_rx.clone(),
-    );
+    let (client, io_task) =
+        io::connect(&cfg.service, format!("{name}-{instance}-io"), reg.clone(), topics.clone(), republish.clone());
     let publisher = tokio::spawn(io::publisher(
         reg.clone(),
         client.clone(),
