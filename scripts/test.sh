@@ -51,12 +51,14 @@ fi
 # --- Python packages --------------------------------------------------------------------
 if ! python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest, prometheus_client, websocket  # noqa: F401
+import paho.mqtt, pytest, prometheus_client, websocket, wyoming  # noqa: F401
+from importlib.metadata import version
 major = int(paho.mqtt.__version__.split(".")[0])
-sys.exit(0 if major == 2 else 1)
+sys.exit(0 if major == 2 and version("wyoming").startswith("1.10.") else 1)
 PY
 then
-    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client, websocket-client"
+    # wyoming: the reference Wyoming client the voice servers are tested with.
+    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client, websocket-client, wyoming 1.10"
     if ! python3 -m pip --version >/dev/null 2>&1; then
         as_root apt-get install -y --no-install-recommends python3-pip \
             || { as_root apt-get update && as_root apt-get install -y python3-pip; }
@@ -64,8 +66,9 @@ then
     # Debian's system Python refuses plain pip installs (PEP 668); the flag exists only in
     # newer pips, so try without it first.
     python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest prometheus_client websocket-client \
+        'wyoming>=1.10,<1.11' \
         || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest \
-            prometheus_client websocket-client
+            prometheus_client websocket-client 'wyoming>=1.10,<1.11'
 fi
 
 # --- Home Assistant's intent sentences (alicia-intents tests) ------------------------------

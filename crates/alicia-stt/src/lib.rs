@@ -15,6 +15,12 @@
 //!   conversion and VAD run during the stream, and only decoding waits for its end.)
 
 pub mod stream;
+pub mod languages {
+    //! The languages Whisper knows (ISO 639-1 codes, `en`, `de`, ...).
+    pub fn all() -> Vec<&'static str> {
+        (0..=whisper_rs::get_lang_max_id()).filter_map(whisper_rs::get_lang_str).collect()
+    }
+}
 pub mod vad;
 mod whisper;
 

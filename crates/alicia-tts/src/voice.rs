@@ -23,6 +23,13 @@ struct Json {
     num_speakers: u32,
     #[serde(default)]
     phoneme_type: Option<String>,
+    #[serde(default)]
+    language: Option<JsonLanguage>,
+}
+
+#[derive(Deserialize)]
+struct JsonLanguage {
+    code: String,
 }
 
 fn one() -> u32 {
@@ -56,6 +63,8 @@ pub struct VoiceConfig {
     pub length_scale: f32,
     pub noise_w: f32,
     pub num_speakers: u32,
+    /// `en_US`, when the JSON says.
+    pub language: Option<String>,
 }
 
 pub struct Voice {
@@ -99,6 +108,7 @@ impl Voice {
             length_scale: json.inference.length_scale,
             noise_w: json.inference.noise_w,
             num_speakers: json.num_speakers,
+            language: json.language.map(|l| l.code),
         };
         let ids = PhonemeIds::new(json.phoneme_id_map)?;
         let mut free = Vec::new();
