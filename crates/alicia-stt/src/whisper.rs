@@ -107,7 +107,7 @@ impl SttEngine {
         let ctx = WhisperContext::new_with_params(&config.model, params).map_err(|e| model_err(e.to_string()))?;
         let multilingual = ctx.is_multilingual();
         // Text tokens come before the first special token, end of text.
-        let eot = ctx.token_eot();
+        let tokens = Tokens { eot: ctx.token_eot(), beg: ctx.token_beg() };
         let workers = config.workers.max(1);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let threads = config.threads_per_worker.unwrap_or((cores / workers).max(1));
@@ -124,7 +124,7 @@ impl SttEngine {
             let cfg = config.clone();
             std::thread::Builder::new()
                 .name(format!("whisper-{i}"))
-                .spawn(move || worker(state, rx, in_flight, cfg, threads, eot))
+                .spawn(move || worker(state, rx, in_flight, cfg, threads, tokens))
                 .map_err(|e| model_err(format!("cannot start a worker: {e}")))?;
         }
         tracing::info!(model = %config.model.display(), workers, threads, multilingual, "speech to text ready");
@@ -223,6 +223,83 @@ impl SttEngine {
     }
 }
 
+/// The first special token (end of text) and the first timestamp token, `<|0.00|>`.
+#[derive(Clone, Copy)]
+struct Tokens {
+    eot: i32,
+    beg: i32,
+}
+
+/// One greedy pass: the text, the sum of the text tokens' log probabilities, and their count.
+fn run_once(
+    state: &mut WhisperState,
+    audio: &[f32],
+    speech_end: f32,
+    language: Option<&str>,
+    threads: usize,
+    tokens: Tokens,
+    ctx: Option<i32>,
+) -> Result<(String, f64, usize), SttError> {
+    let seconds = audio.len() as f32 / RATE;
+    let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    p.set_n_threads(threads as i32);
+    p.set_translate(false);
+    p.set_no_context(true);
+    // With timestamp tokens the decoder ends the segment where the speech ends; without them
+    // tiny.en tends to repeat the sentence.
+    p.set_no_timestamps(false);
+    p.set_single_segment(seconds <= 30.0);
+    p.set_print_special(false);
+    p.set_print_progress(false);
+    p.set_print_realtime(false);
+    p.set_print_timestamps(false);
+    p.set_suppress_blank(true);
+    p.set_temperature(0.0);
+    // No fallback to sampling at higher temperatures: one greedy pass, bounded time.
+    p.set_temperature_inc(0.0);
+    // Bounds a runaway decode: far more tokens than anyone speaks in this time.
+    p.set_max_tokens((seconds * 10.0) as i32 + 16);
+    if let Some(ctx) = ctx {
+        p.set_audio_ctx(ctx);
+    }
+    p.set_language(Some(language.unwrap_or("auto")));
+    state.full(p, audio).map_err(|e| SttError::Whisper(e.to_string()))?;
+
+    // Text tokens up to the first timestamp past the end of the audio: whatever the decoder
+    // "hears" after that is the known hallucination (the sentence again), not speech.
+    let mut bytes = Vec::new();
+    let (mut logp, mut n) = (0f64, 0usize);
+    'segments: for segment in state.as_iter() {
+        for i in 0..segment.n_tokens() {
+            let Some(tok) = segment.get_token(i) else { continue };
+            let id = tok.token_id();
+            if id >= tokens.beg {
+                if (id - tokens.beg) as f32 * 0.02 > speech_end + 0.1 {
+                    break 'segments;
+                }
+            } else if id < tokens.eot {
+                bytes.extend_from_slice(tok.to_bytes().map_err(|e| SttError::Whisper(e.to_string()))?);
+                logp += (tok.token_probability().max(1e-6) as f64).ln();
+                n += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok((text, logp, n))
+}
+
+/// Whisper's known failure on short clips: the same sentence again (and again), or more tokens
+/// than the speech could hold (6 per second is already fast speech). A command said twice in a
+/// row is rare enough that a second decode to check it is cheap.
+pub(crate) fn looped(text: &str, tokens: usize, speech_seconds: f32) -> bool {
+    if tokens as f32 > 6.0 * speech_seconds + 10.0 {
+        return true;
+    }
+    let sentences: Vec<String> =
+        text.split(['.', '?', '!']).map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()).collect();
+    sentences.windows(2).any(|w| w[0] == w[1] && w[0].contains(' '))
+}
+
 /// Encoder positions for a clip: whisper.cpp's encoder covers 30 s in 1500 positions (50 per
 /// second). The window must reach about 2 s past the speech: with less (tried: 1 s) tiny.en does
 /// not see the speech end and repeats the sentence until its token limit. Rounded up to a
@@ -238,7 +315,7 @@ fn worker(
     in_flight: Arc<AtomicUsize>,
     cfg: SttConfig,
     threads: usize,
-    eot: i32,
+    tokens: Tokens,
 ) {
     loop {
         let job = {
@@ -248,7 +325,7 @@ fn worker(
         let Ok(job) = job else { return };
         let started = Instant::now();
         let queue_ms = (started - job.enqueued).as_secs_f64() * 1000.0;
-        let result = decode(&mut state, &job.audio, job.language.as_deref(), &cfg, threads, eot).map(
+        let result = decode(&mut state, &job.audio, job.language.as_deref(), &cfg, threads, tokens).map(
             |(text, language, confidence)| Transcript {
                 text,
                 language,
@@ -269,52 +346,33 @@ fn decode(
     language: Option<&str>,
     cfg: &SttConfig,
     threads: usize,
-    eot: i32,
+    tokens: Tokens,
 ) -> Result<(String, String, f32), SttError> {
     // Whisper misses a first word that starts right at the beginning (synthesised speech, a
     // clip cut by VAD): lead in with silence. And whisper.cpp decodes nothing from less than a
     // second: pad short clips.
+    let speech_len = audio.len();
+    let speech_seconds = speech_len as f32 / RATE;
     let lead = (RATE * cfg.lead_in_seconds) as usize;
     let len = (lead + audio.len()).max((RATE * 1.1) as usize);
     let padded: Vec<f32> =
         std::iter::repeat_n(0.0, lead).chain(audio.iter().copied()).chain(std::iter::repeat(0.0)).take(len).collect();
     let audio = &padded[..];
     let seconds = audio.len() as f32 / RATE;
-    let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-    p.set_n_threads(threads as i32);
-    p.set_translate(false);
-    p.set_no_context(true);
-    // With timestamp tokens the decoder ends the segment where the speech ends; without them
-    // tiny.en tends to repeat the sentence.
-    p.set_no_timestamps(false);
-    p.set_single_segment(seconds <= 30.0);
-    p.set_print_special(false);
-    p.set_print_progress(false);
-    p.set_print_realtime(false);
-    p.set_print_timestamps(false);
-    p.set_suppress_blank(true);
-    p.set_temperature(0.0);
-    // No fallback to sampling at higher temperatures: one greedy pass, bounded time.
-    p.set_temperature_inc(0.0);
-    if cfg.fit_audio_ctx && seconds <= 30.0 {
-        p.set_audio_ctx(audio_ctx(seconds));
-    }
-    p.set_language(Some(language.unwrap_or("auto")));
-    state.full(p, audio).map_err(|e| SttError::Whisper(e.to_string()))?;
-
-    let mut text = String::new();
-    let (mut logp, mut n) = (0f64, 0usize);
-    for segment in state.as_iter() {
-        text.push_str(&segment.to_str_lossy().map_err(|e| SttError::Whisper(e.to_string()))?);
-        for i in 0..segment.n_tokens() {
-            if let Some(tok) = segment.get_token(i) {
-                // Text tokens only: special tokens (end of text, timestamps, ...) come after.
-                if tok.token_id() < eot {
-                    logp += (tok.token_probability().max(1e-6) as f64).ln();
-                    n += 1;
-                }
-            }
-        }
+    let fitted = cfg.fit_audio_ctx && seconds <= 30.0;
+    let speech_end = (lead + speech_len) as f32 / RATE;
+    let mut ctx = fitted.then(|| audio_ctx(seconds));
+    let (mut text, mut logp, mut n) = run_once(state, audio, speech_end, language, threads, tokens, ctx)?;
+    // A shortened audio context sometimes makes tiny.en loop on a short utterance ("Good night.
+    // Good night. ..."), mostly with ~4-5 s windows; measured on Piper's "Good night.", a
+    // 7.7 s window (384) did not loop in 12 of 12 runs where the fitted 3.8 s one looped in most.
+    // So: decode again with 384 (or twice the context), and at last with the full 30 s.
+    while let Some(c) = ctx.filter(|_| looped(&text, n, speech_seconds)) {
+        let next = if c < 1500 { Some((c * 2).clamp(384, 1500)) } else { None };
+        tracing::debug!(%text, ctx = c, next = ?next, "whisper looped; decoding with a larger audio context");
+        ctx = next;
+        let Some(c) = next else { break };
+        (text, logp, n) = run_once(state, audio, speech_end, language, threads, tokens, (c < 1500).then_some(c))?;
     }
     let confidence = if n == 0 { 0.0 } else { (logp / n as f64).exp() as f32 };
     let language = match language {
@@ -327,6 +385,15 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loops_are_recognised() {
+        assert!(looped("Good night. Good night. Good night.", 9, 0.8));
+        assert!(looped("turn on the kitchen light turn on the kitchen light", 40, 1.5));
+        assert!(!looped("Good night.", 3, 0.8));
+        assert!(looped("Good night. Good night.", 6, 0.8));
+        assert!(!looped("No. No. Yes.", 6, 1.5));
+    }
 
     #[test]
     fn audio_ctx_covers_the_clip() {

@@ -1,5 +1,8 @@
 //! Text → sentences → IPA phonemes (espeak-ng) → Piper phoneme ids.
 //!
+//! Checked against the reference: for the benchmark's sentences the ids equal piper-tts's
+//! (`PiperVoice.phonemize` + `phonemes_to_ids`), see `alicia-voice-bench`.
+//!
 //! espeak-ng is GPL-3.0: it runs as a subprocess (`espeak-ng -q --ipa -v <voice>`, text on
 //! standard input, one line of phonemes per clause out), never linked. Its command line drops
 //! punctuation, which Piper voices are trained with (`,` `.` `?` `!` have ids and shape
@@ -140,10 +143,13 @@ impl PhonemeIds {
         Ok(PhonemeIds { bos: get('^')?, eos: get('$')?, pad: get('_')?, map: by_char })
     }
 
-    /// `^`, then each phoneme (NFD-decomposed code points) followed by the pad `_`, then `$`.
-    /// Code points the voice does not know are skipped (returned, for the log).
+    /// `^` and the pad `_`, then each phoneme (NFD-decomposed code points) followed by `_`,
+    /// then `$`: Piper's own layout (piper-tts `phonemes_to_ids`, piper-phonemize), which its
+    /// voices are trained on. Code points the voice does not know are skipped (returned, for
+    /// the log).
     pub fn ids(&self, phonemes: &str) -> (Vec<i64>, Vec<char>) {
         let mut ids = self.bos.clone();
+        ids.extend_from_slice(&self.pad);
         let mut unknown = Vec::new();
         for c in phonemes.nfd() {
             match self.map.get(&c) {
@@ -184,10 +190,10 @@ mod tests {
             .map(|(k, v)| (k.to_string(), vec![v]))
             .collect();
         let p = PhonemeIds::new(map).unwrap();
-        assert_eq!(p.ids("ab").0, [1, 14, 0, 15, 0, 2]);
+        assert_eq!(p.ids("ab").0, [1, 0, 14, 0, 15, 0, 2]);
         // NFD: "ã" is a + combining tilde; unknown code points are skipped and reported.
         let (ids, unknown) = p.ids("ãz");
-        assert_eq!(ids, [1, 14, 0, 141, 0, 2]);
+        assert_eq!(ids, [1, 0, 14, 0, 141, 0, 2]);
         assert_eq!(unknown, ['z']);
     }
 }
