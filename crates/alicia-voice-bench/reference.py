@@ -75,6 +75,7 @@ def piper(job):
             pass
     first, total, samples = [], [], 0
     for _ in range(job["iters"]):
+        time.sleep(0.15)  # as Alicia's side: requests 150 ms apart
         t = time.perf_counter()
         got_first = False
         samples = 0

@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -69,15 +70,63 @@ fn clauses(sentence: &str) -> Vec<(String, Option<char>)> {
     out
 }
 
-/// Runs espeak-ng on `text` (standard input): one line of IPA per clause it found.
-fn espeak(text: &str, voice: &str) -> Result<Vec<String>, TtsError> {
-    let mut child = Command::new("espeak-ng")
+/// espeak-ng processes started ahead of need, one per espeak voice: espeak-ng loads its voice
+/// and dictionary (~10 ms) before it reads standard input, so a request that finds a waiting
+/// process only pays for the text itself. Each process serves one request (text in, standard
+/// input closed, phonemes out), so no request can ever read another's output. The next one is
+/// started by [`prepare`] after the sentence's audio is made (the voice calls it), not while
+/// the model runs: on two cores espeak-ng's start-up would slow the model by as much as it
+/// saves. An idle one exits when Alicia does (its standard input closes).
+static SPARES: Mutex<Vec<(String, Child)>> = Mutex::new(Vec::new());
+
+fn spawn(voice: &str) -> Result<Child, TtsError> {
+    Command::new("espeak-ng")
         .args(["-q", "--ipa", "-v", voice])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| TtsError::Espeak(format!("cannot run espeak-ng ({e}); install the espeak-ng package")))?;
+        .map_err(|e| TtsError::Espeak(format!("cannot run espeak-ng ({e}); install the espeak-ng package")))
+}
+
+fn take_spare(voice: &str) -> Option<Child> {
+    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+    let i = spares.iter().position(|(v, _)| v == voice)?;
+    let (_, mut child) = spares.swap_remove(i);
+    // One that died while waiting (killed, or the voice does not exist) is not used.
+    match child.try_wait() {
+        Ok(None) => Some(child),
+        _ => None,
+    }
+}
+
+/// Starts a waiting espeak-ng for `voice` (in the background) unless one is there.
+pub fn prepare(voice: &str) {
+    if SPARES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(v, _)| v == voice) {
+        return;
+    }
+    let voice = voice.to_string();
+    std::thread::spawn(move || {
+        if let Ok(child) = spawn(&voice) {
+            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.iter().any(|(v, _)| *v == voice) {
+                drop(spares);
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+            } else {
+                spares.push((voice, child));
+            }
+        }
+    });
+}
+
+/// Runs espeak-ng on `text` (standard input): one line of IPA per clause it found.
+fn espeak(text: &str, voice: &str) -> Result<Vec<String>, TtsError> {
+    let mut child = match take_spare(voice) {
+        Some(c) => c,
+        None => spawn(voice)?,
+    };
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(text.as_bytes()).map_err(|e| TtsError::Espeak(format!("writing to espeak-ng: {e}")))?;
     }

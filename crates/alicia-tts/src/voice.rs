@@ -121,6 +121,7 @@ impl Voice {
             free.push(s);
         }
         let name = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        phonemes::prepare(&config.espeak_voice);
         Ok(Voice { name, config, ids, pool: Mutex::new(Pool { free, waiting: 0 }), freed: Condvar::new(), queue })
     }
 
@@ -156,6 +157,7 @@ impl Voice {
         let mut session = self.acquire()?;
         let result = self.run(&mut session, ids, rate);
         self.release(session);
+        phonemes::prepare(&self.config.espeak_voice);
         result
     }
 
