@@ -8,7 +8,9 @@ mod certs;
 mod devices_cmd;
 mod init;
 mod listening;
+mod models_cmd;
 mod up;
+mod wyoming_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -84,6 +86,11 @@ enum Command {
     Bench(alicia_bench::BenchArgs),
     /// The device registry: list devices, show one, or watch changes live (over the bus).
     Devices(devices_cmd::DevicesCommand),
+    /// The speech models (Whisper, Piper voice, Silero VAD, ONNX Runtime): list, fetch, verify.
+    Models(models_cmd::ModelsCommand),
+    /// Serve speech to text and text to speech over the Wyoming protocol (Home Assistant's),
+    /// on the fetched models (fetched first when missing).
+    Wyoming(wyoming_cmd::WyomingArgs),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -100,6 +107,8 @@ fn main() -> anyhow::Result<()> {
         Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_level(a),
         // The bus client's connection retries are reported as one clear error instead.
         Command::Devices(_) => "error".to_string(),
+        // whisper.cpp reports every model load at info.
+        Command::Wyoming(_) => "info,whisper_rs=warn".to_string(),
         _ => "info".to_string(),
     };
     // The bus services analyse this process's own log lines (alert rules): `up` and
@@ -134,6 +143,8 @@ fn main() -> anyhow::Result<()> {
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Devices(cmd) => devices_cmd::run(cmd),
+        Command::Models(cmd) => models_cmd::run(cmd),
+        Command::Wyoming(args) => wyoming_cmd::run(args),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
