@@ -41,6 +41,10 @@ mod stats;
 mod sys;
 mod ws;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use alicia_codec::reason;
 pub use broker::Broker;
 pub use config::Config;
