@@ -575,3 +575,75 @@ fn https_client_certificates_and_live_revocation() {
     let r = post_tls(addr, &home.pem, Some((&fresh, &fkey)));
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+/// Certificates made by the design document's `openssl` commands are X.509 v1 (OpenSSL 3's
+/// `x509 -req` without extensions). The HTTPS listener serves a v1 server certificate and a v1
+/// device certificate logs in with it, driven by the real curl; one from another CA does not.
+#[test]
+fn https_login_with_the_design_documents_v1_certificates() {
+    let have = |c: &str| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have("curl") || !std::process::Command::new("openssl").arg("version").status().is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: curl and openssl are needed (scripts/test.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/fixtures/design/certificates.sh"
+    ))
+    .unwrap();
+    let other = r#"
+openssl genrsa -out other.key 2048
+openssl req -new -x509 -days 365 -key other.key -out other.crt -subj "/CN=Alicia-CA"
+openssl genrsa -out intruder.key 2048
+openssl req -new -key intruder.key -out intruder.csr -subj "/CN=device-001"
+openssl x509 -req -days 365 -in intruder.csr -CA other.crt -CAkey other.key -out intruder.crt
+"#;
+    for s in [script.as_str(), other] {
+        let out = std::process::Command::new("sh").arg("-ec").arg(s).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let devices = DeviceAuthority::load(&d.join("ca.crt"), Some(&d.join("crl.pem"))).unwrap();
+    let config = alicia_gateway::tls::server_config(&d.join("server.crt"), &d.join("server.key"), &devices)
+        .expect("a v1 server certificate is served");
+    let gw = Gateway::new(devices, TokenIssuer::new(&[0x42; 64]).unwrap(), KeyRing::from_keys([(1, [3; 32])]), 100);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            alicia_gateway::tls::serve_tls(listener, Arc::new(config), Arc::new(gw)).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    let login = |cert: &str| {
+        // The server certificate names alicia-bus-core: resolve that name to the listener, so
+        // curl checks the chain and the name.
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-X", "POST", "--resolve"])
+            .arg(format!("alicia-bus-core:{}:127.0.0.1", addr.port()))
+            .arg("--cacert")
+            .arg(d.join("ca.crt"))
+            .arg("--cert")
+            .arg(d.join(format!("{cert}.crt")))
+            .arg("--key")
+            .arg(d.join(format!("{cert}.key")))
+            .arg("-w")
+            .arg("\n%{http_code}")
+            .arg(format!("https://alicia-bus-core:{}/auth/device", addr.port()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "curl: {} {text}", String::from_utf8_lossy(&out.stderr));
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), serde_json::from_str::<Value>(body).unwrap_or(Value::Null))
+    };
+    let (code, body) = login("device");
+    assert_eq!(code, "200", "{body}");
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(TokenIssuer::new(&[0x42; 64]).unwrap().verify(token).unwrap().sub, "device-001");
+    let (code, body) = login("intruder");
+    assert_eq!((code.as_str(), body["error"].as_str()), ("401", Some("certificate is not signed by this home's CA")));
+}

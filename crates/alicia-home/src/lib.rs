@@ -325,8 +325,10 @@ mod tests {
         write_file(&public, b"{}", Access::Public).unwrap();
         assert_eq!(mode(&public), 0o644);
         // Nothing is left behind.
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         assert_eq!(names, ["a.password"]);
     }
 

@@ -3,6 +3,7 @@
 //! arguments, sets up logging and runs things.
 
 mod broker_cmd;
+mod broker_log;
 mod broker_yaml;
 mod certs;
 mod devices_cmd;
@@ -103,13 +104,21 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let default_level = match &cli.command {
-        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_level(a),
+    // The broker's configuration decides where its log goes (log_dest, log_type); it is
+    // checked whole first, so a bad one is refused before a log file or a store is created.
+    let log_plan = match &cli.command {
+        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_plan(a)?,
         // The bus client's connection retries are reported as one clear error instead.
-        Command::Devices(_) => "error".to_string(),
+        Command::Devices(_) => {
+            broker_log::LogPlan { filter: "error".into(), outputs: vec![broker_log::Output::Stderr], notes: Vec::new() }
+        }
         // whisper.cpp reports every model load at info.
-        Command::Wyoming(_) => "info,whisper_rs=warn".to_string(),
-        _ => "info".to_string(),
+        Command::Wyoming(_) => broker_log::LogPlan {
+            filter: "info,whisper_rs=warn".into(),
+            outputs: vec![broker_log::Output::Stderr],
+            notes: Vec::new(),
+        },
+        _ => broker_log::plan(None),
     };
     // The bus services analyse this process's own log lines (alert rules): `up` and
     // `services` feed them to the monitor.
@@ -123,21 +132,40 @@ fn main() -> anyhow::Result<()> {
     {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        tracing_subscriber::registry()
-            // rustls warns about every TLS client that sends an IP address as its server name
-            // (OpenSSL's clients, mosquitto_pub among them, do when given `-h 127.0.0.1`): not a
-            // fault, and each warning would be a log alert. Its errors still show.
-            .with(
-                EnvFilter::try_from_env("ALICIA_LOG")
-                    .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},rustls=error"))),
-            )
-            .with(
-                tracing_subscriber::fmt::layer()
+        use tracing_subscriber::Layer;
+        type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+        let mut outputs: Vec<Box<dyn Layer<Base> + Send + Sync>> = Vec::new();
+        for o in &log_plan.outputs {
+            let fmt = tracing_subscriber::fmt::layer();
+            outputs.push(match o {
+                broker_log::Output::Stderr => fmt
                     .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-            )
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .boxed(),
+                broker_log::Output::Stdout => fmt.with_writer(std::io::stdout).with_ansi(false).boxed(),
+                broker_log::Output::File(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("log_dest file: cannot open {}", path.display()))?;
+                    fmt.with_writer(std::sync::Mutex::new(file)).with_ansi(false).boxed()
+                }
+                broker_log::Output::Syslog(socket) => {
+                    let syslog = broker_log::Syslog::connect(socket)
+                        .with_context(|| format!("log_dest syslog: cannot reach {}", socket.display()))?;
+                    fmt.with_writer(syslog).with_ansi(false).without_time().boxed()
+                }
+            });
+        }
+        tracing_subscriber::registry()
+            .with(EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new(&log_plan.filter)))
+            .with(outputs)
             .with(log_layer)
             .init();
+        for note in &log_plan.notes {
+            tracing::warn!("{note}");
+        }
     }
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
