@@ -1,5 +1,5 @@
 """The design document's Mosquitto setup, as written (issue 10): its mosquitto.conf and ACL
-(fixtures/design/, copied verbatim from the document) with the /mosquitto/... paths pointing at
+(tests/fixtures/design/, copied verbatim from the document) with the /mosquitto/... paths pointing at
 real temporary files (and free ports instead of 1883/8883/9001), a password file written by
 the real `mosquitto_passwd`, and certificates made by the document's own `openssl` commands,
 which OpenSSL 3 makes X.509 v1. Real peers: mosquitto_pub/mosquitto_sub over TLS, paho-mqtt
@@ -26,7 +26,7 @@ pytestmark = [
                        reason="mosquitto_passwd and openssl are needed (scripts/test.sh installs them)"),
 ]
 
-FIXTURES = Path(__file__).parent / "fixtures" / "design"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "design"  # tests/fixtures/design
 
 
 def free_port() -> int:

@@ -588,11 +588,9 @@ fn https_login_with_the_design_documents_v1_certificates() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let script = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/python/fixtures/design/certificates.sh"
-    ))
-    .unwrap();
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/design/certificates.sh"))
+            .unwrap();
     let other = r#"
 openssl genrsa -out other.key 2048
 openssl req -new -x509 -days 365 -key other.key -out other.crt -subj "/CN=Alicia-CA"
