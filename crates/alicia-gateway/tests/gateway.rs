@@ -360,32 +360,33 @@ fn http_api() {
     ];
     for ((pem, key), reason) in refused {
         let r = auth(addr, &pem, &key);
-        assert_eq!((r.status, r.body["error"].as_str()), (401, Some(reason)));
+        assert_eq!((r.status, r.body["message"].as_str()), (401, Some(reason)));
+        assert_eq!(r.body["error"], "unauthorized", "{}", r.body);
     }
     let r = post(addr, "/auth/device", &json!({"certificate": "junk", "challenge": "x", "signature": ""}), None);
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("certificate is malformed"), "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().starts_with("certificate is malformed"), "{}", r.body);
     assert_eq!(post(addr, "/auth/device", &json!({"cert": 1}), None).status, 400);
 
     // A certificate alone is not proof: it is public.
     let r = post(addr, "/auth/device", &json!({ "certificate": pem }), None);
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("proof of possession required"));
+    assert!(r.body["message"].as_str().unwrap().starts_with("proof of possession required"));
     // Signed with another key.
     let r = auth(addr, &pem, &KeyPair::generate().unwrap());
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("proof of possession failed"), "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().starts_with("proof of possession failed"), "{}", r.body);
     // A challenge answered once cannot be replayed; one not issued here is refused.
     let c = post(addr, "/auth/challenge", &json!({}), None).body["challenge"].as_str().unwrap().to_string();
     let sig = STANDARD.encode(key.sign(format!("alicia-device-auth:{c}").as_bytes()).unwrap());
     let body = json!({"certificate": pem, "challenge": c, "signature": sig});
     assert_eq!(post(addr, "/auth/device", &body, None).status, 200);
     let again = post(addr, "/auth/device", &body, None);
-    assert_eq!((again.status, again.body["error"].as_str()), (401, Some("challenge was already used")));
+    assert_eq!((again.status, again.body["message"].as_str()), (401, Some("challenge was already used")));
     let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 56]);
     let sig = STANDARD.encode(key.sign(format!("alicia-device-auth:{forged}").as_bytes()).unwrap());
     let r = post(addr, "/auth/device", &json!({"certificate": pem, "challenge": forged, "signature": sig}), None);
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("challenge was not issued by this gateway")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("challenge was not issued by this gateway")));
 
     // Encryption needs a token.
     let plain = STANDARD.encode("secret payload");
@@ -401,7 +402,7 @@ fn http_api() {
     raw[20] ^= 0x80;
     let t = post(addr, "/decrypt", &json!({"key_id": "enc-1", "ciphertext": STANDARD.encode(raw)}), Some(&token));
     assert_eq!(t.status, 400);
-    assert!(t.body["error"].as_str().unwrap().contains("tampered"));
+    assert!(t.body["message"].as_str().unwrap().contains("tampered"));
     assert_eq!(post(addr, "/encrypt", &json!({"plaintext": "%%"}), Some(&token)).status, 400);
 
     // Opting out of the proof: the certificate alone is enough (checks still apply).
@@ -420,7 +421,10 @@ fn http_rate_limit() {
     }
     let r = post(addr, "/auth/device", &json!({"certificate": device(&home, "d", 1, -1, 30)}), None);
     assert_eq!(r.status, 429);
-    assert_eq!(r.body["error"], "too many requests");
+    assert_eq!(
+        (r.body["error"].as_str(), r.body["message"].as_str()),
+        (Some("too_many_requests"), Some("too many requests"))
+    );
     let retry: u64 = r
         .headers
         .lines()
@@ -461,7 +465,7 @@ fn http_peer_certificate_from_tls_layer() {
     assert_eq!(TokenIssuer::new(&[0x42; 64]).unwrap().verify(token).unwrap().sub, "porch-camera");
     let revoked = serve(device(&home, "porch-camera", 66, -1, 30));
     let r = post(revoked, "/auth/device", &json!(null), None);
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has been revoked")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate has been revoked")));
 }
 
 // ---------------------------------------------------------------- HTTPS with client certificates
@@ -546,7 +550,7 @@ fn https_client_certificates_and_live_revocation() {
     let addr = rx.recv().unwrap();
 
     let r = post_tls(addr, &home.pem, None);
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some(alicia_gateway::http::NO_CERTIFICATE)));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some(alicia_gateway::http::NO_CERTIFICATE)));
 
     let (pem, key) = device_with_key(&home, "hall-sensor", 10, -1, 30);
     let r = post_tls(addr, &home.pem, Some((&pem, &key)));
@@ -556,17 +560,17 @@ fn https_client_certificates_and_live_revocation() {
 
     let (foreign, fkey) = device_with_key(&other, "hall-sensor", 10, -1, 30);
     let r = post_tls(addr, &home.pem, Some((&foreign, &fkey)));
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate is not signed by this home's CA")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate is not signed by this home's CA")));
     let (old, okey) = device_with_key(&home, "attic", 11, -30, -1);
     let r = post_tls(addr, &home.pem, Some((&old, &okey)));
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has expired")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate has expired")));
 
     // Revoke serial 10 by replacing the file, as `alicia certs revoke` does.
     let tmp = dir.path().join(".crl.tmp");
     std::fs::write(&tmp, crl(&home, &[10])).unwrap();
     std::fs::rename(&tmp, &crl_file).unwrap();
     let r = post_tls(addr, &home.pem, Some((&pem, &key)));
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has been revoked")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate has been revoked")));
     let (fresh, fkey) = device_with_key(&home, "hall-sensor", 12, -1, 30);
     assert_eq!(post_tls(addr, &home.pem, Some((&fresh, &fkey))).status, 200);
 
@@ -643,5 +647,5 @@ openssl x509 -req -days 365 -in intruder.csr -CA other.crt -CAkey other.key -out
     let token = body["token"].as_str().unwrap();
     assert_eq!(TokenIssuer::new(&[0x42; 64]).unwrap().verify(token).unwrap().sub, "device-001");
     let (code, body) = login("intruder");
-    assert_eq!((code.as_str(), body["error"].as_str()), ("401", Some("certificate is not signed by this home's CA")));
+    assert_eq!((code.as_str(), body["message"].as_str()), ("401", Some("certificate is not signed by this home's CA")));
 }

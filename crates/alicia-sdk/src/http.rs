@@ -21,9 +21,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-/// An HTTP error answer (see the module documentation).
+/// An HTTP error answer (see the module documentation). Boxed: handlers return it in a
+/// `Result`, which should stay a pointer wide on the success path.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     status: StatusCode,
     code: String,
     message: String,
@@ -38,7 +42,14 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.into(), message: message.into(), field: None, errors: None, headers: Vec::new() }
+        ApiError(Box::new(Inner {
+            status,
+            code: code.into(),
+            message: message.into(),
+            field: None,
+            errors: None,
+            headers: Vec::new(),
+        }))
     }
 
     /// 400 with `code`.
@@ -83,39 +94,40 @@ impl ApiError {
 
     /// Names the (first) field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.0.field = Some(field.into());
         self
     }
 
     /// Every problem, for programs (`[{"field", "reason"}]`).
     pub fn with_errors(mut self, errors: Value) -> Self {
-        self.errors = Some(errors);
+        self.0.errors = Some(errors);
         self
     }
 
     /// Adds a response header (`WWW-Authenticate`, `Retry-After`).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The code.
     pub fn code(&self) -> &str {
-        &self.code
+        &self.0.code
     }
 
     /// The body.
     pub fn body(&self) -> Value {
-        let mut body = json!({ "error": self.code, "message": self.message });
-        if let Some(f) = &self.field {
+        let e = &self.0;
+        let mut body = json!({ "error": e.code, "message": e.message });
+        if let Some(f) = &e.field {
             body["field"] = json!(f);
         }
-        if let Some(e) = &self.errors {
+        if let Some(e) = &e.errors {
             body["errors"] = e.clone();
         }
         body
@@ -124,7 +136,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(f, "{} {}: {}", self.0.status.as_u16(), self.0.code, self.0.message)
     }
 }
 
@@ -132,8 +144,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
-        for (name, value) in self.headers {
+        let mut response = (self.0.status, Json(self.body())).into_response();
+        for (name, value) in self.0.headers {
             response.headers_mut().append(name, value);
         }
         response
@@ -155,10 +167,16 @@ mod tests {
             json!({"error": "invalid_registration", "message": "`device_type`: missing", "field": "device_type",
                    "errors": [{"field": "device_type", "reason": "missing"}]})
         );
-        assert_eq!(ApiError::not_found("no device \"x\"").body(), json!({"error": "not_found", "message": "no device \"x\""}));
+        assert_eq!(
+            ApiError::not_found("no device \"x\"").body(),
+            json!({"error": "not_found", "message": "no device \"x\""})
+        );
         let r = ApiError::unauthorized("no token")
             .with_header(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             .into_response();
-        assert_eq!((r.status(), r.headers()["www-authenticate"].to_str().unwrap()), (StatusCode::UNAUTHORIZED, "Bearer"));
+        assert_eq!(
+            (r.status(), r.headers()["www-authenticate"].to_str().unwrap()),
+            (StatusCode::UNAUTHORIZED, "Bearer")
+        );
     }
 }
