@@ -212,7 +212,10 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(up::run_against(broker, Some(http), up::Services::new(home, services, log_feed)))
         }
-        Command::Bench(args) => {
+        Command::Bench(mut args) => {
+            if args.scenario == alicia_bench::Scenario::AssistantText && args.intents.is_none() {
+                args.intents = Some(intents_data::locate(None, "en")?);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
         }
