@@ -32,6 +32,12 @@
 //!    and the answer returned with per-stage timings; the answer and the events are published
 //!    in the background.
 //!
+//! Optionally ([`AssistantConfig::llm`], off by default), a sentence no template matches is
+//! put to a local language model with the home's devices as tools ([`llm`]); its tool call is
+//! planned like a recognised intent. Tested against a canned OpenAI-compatible answer only: no
+//! model that makes tool calls can be had offline here (see `tests/llm.rs`), so it is not
+//! claimed to work with a real model yet.
+//!
 //! Nothing is left unanswered: a sentence nothing matches gets "Sorry, I am not aware of any
 //! device called kettle" when only a name was unknown, else "Sorry, I don't know how to …", and
 //! a `no_match` event.
@@ -51,6 +57,7 @@ pub mod answer;
 pub mod dialogue;
 pub mod home;
 mod io;
+pub mod llm;
 mod service;
 pub mod state;
 pub mod timers;
@@ -127,6 +134,8 @@ pub struct AssistantConfig {
     pub announce_timers: bool,
     /// `ttl` of the command envelopes, seconds (default 30; `None`: none).
     pub command_ttl: Option<u32>,
+    /// The language-model fallback for sentences no template matches (default: none).
+    pub llm: Option<llm::LlmConfig>,
 }
 
 impl AssistantConfig {
@@ -140,6 +149,7 @@ impl AssistantConfig {
             media: Vec::new(),
             announce_timers: true,
             command_ttl: Some(30),
+            llm: None,
         }
     }
 }
@@ -168,6 +178,10 @@ pub async fn start(config: AssistantConfig) -> Result<AssistantHandle, Assistant
         .get_or_insert_with(|| alicia_envelope::Uuid::new_v4().simple().to_string()[..12].to_string())
         .clone();
     let topics = AssistantTopics::new(&service.topic_prefix);
+    let llm = match &config.llm {
+        Some(c) => Some(llm::Llm::new(c.clone()).map_err(|e| AssistantError::Config(e.to_string()))?),
+        None => None,
+    };
     let (timers, mut done) = timers::Timers::new();
     let shared = Arc::new(Shared {
         engine: config.engine.clone(),
@@ -183,6 +197,7 @@ pub async fn start(config: AssistantConfig) -> Result<AssistantHandle, Assistant
             announce_timers: config.announce_timers,
             command_ttl: config.command_ttl,
         },
+        llm,
     });
     let (stop, stop_rx) = watch::channel(false);
     let (io, io_task) = io::connect(&service, format!("{name}-{instance}-io"), shared.clone());

@@ -16,6 +16,7 @@ use crate::act::{self, DeviceCommand, PlanSettings};
 use crate::answer::{Action, Answer, Clock, ErrorInfo, IntentInfo, Outcome, Request, TargetInfo};
 use crate::dialogue::{self, Choice, Dialogues, Pending};
 use crate::home::{DeviceInfo, HomeModel};
+use crate::llm::Llm;
 use crate::state::DeviceStates;
 use crate::timers::{Filter, Owner, Timer, TimerError, Timers};
 use crate::AssistantTopics;
@@ -39,6 +40,7 @@ pub(crate) struct Shared {
     pub topics: AssistantTopics,
     pub io_online: watch::Sender<bool>,
     pub options: Options,
+    pub llm: Option<Llm>,
 }
 
 /// Where an answer goes and what it carries along: the requester (the response's
@@ -191,6 +193,14 @@ pub fn dont_know(text: &str) -> String {
     if QUESTION.contains(&words[0]) {
         return "Sorry, I don't know how to answer that".into();
     }
+    // A statement ("it is so dark here"), not a request to repeat as one.
+    const STATEMENT: &[&str] = &[
+        "it", "it's", "its", "i", "i'm", "im", "this", "that", "there", "there's", "the", "my", "our", "we", "you",
+        "your", "he", "she", "they", "a", "an", "so", "well", "oh", "yes", "no",
+    ];
+    if STATEMENT.contains(&words[0]) {
+        return "Sorry, I don't know how to help with that".into();
+    }
     let swapped: Vec<&str> = words
         .iter()
         .map(|w| match *w {
@@ -297,7 +307,24 @@ impl Shared {
         clock.lap("recognize");
         match recognition {
             Recognition::Match(m) => self.handle_match(&turn, *m, "template", &mut answer, &mut clock).await,
-            Recognition::NoMatch { closest } => self.no_match(&turn, &closest, &mut answer),
+            Recognition::NoMatch { closest } => {
+                let mut handled = false;
+                if let Some(llm) = &self.llm {
+                    let understood = llm.understand(&req.text, &home, area.as_deref()).await;
+                    clock.lap("llm");
+                    match understood {
+                        Ok(Some(m)) => {
+                            self.handle_match(&turn, m, "llm", &mut answer, &mut clock).await;
+                            handled = true;
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "the language model fallback did not help"),
+                    }
+                }
+                if !handled {
+                    self.no_match(&turn, &closest, &mut answer);
+                }
+            }
         }
         answer.timings_ms = clock.finish();
         Ok(answer)
@@ -705,6 +732,10 @@ mod tests {
         assert_eq!(dont_know("could you please book my flight"), "Sorry, I don't know how to book your flight");
         assert_eq!(dont_know("What is the meaning of life?"), "Sorry, I don't know how to answer that");
         assert_eq!(dont_know("?!"), "Sorry, I couldn't understand that");
+        assert_eq!(
+            dont_know("It is so dark here, I need the kitchen light"),
+            "Sorry, I don't know how to help with that"
+        );
         assert_eq!(dont_know(&"word ".repeat(40)), "Sorry, I couldn't understand that");
     }
 }

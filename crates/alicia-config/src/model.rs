@@ -348,8 +348,8 @@ pub struct AiConfig {
     /// The language of the sentences (`en`).
     pub language: String,
     /// Home Assistant's intents data: a `<language>.json` of the `home-assistant-intents`
-    /// package, or its `data` directory. Unset: `ALICIA_HA_INTENTS`, else the pinned
-    /// package fetched into the cache.
+    /// package, or its `data` directory. Unset: `ALICIA_HA_INTENTS`, else the model store
+    /// (`ha-intents-<language>`, fetched there when missing).
     pub intents: Option<PathBuf>,
     /// More sentence files in the same format, merged in (relative paths: under the home).
     pub extra_sentences: Vec<PathBuf>,
@@ -365,6 +365,39 @@ pub struct AiConfig {
     pub command_ttl_secs: u32,
     /// What "play ..." can play: `{name, url, aliases}`.
     pub media: Vec<MediaEntry>,
+    /// The optional language-model fallback for sentences no template matches.
+    pub llm: LlmFallback,
+}
+
+/// A local language model behind an OpenAI-compatible API (llama.cpp's `llama-server`,
+/// Ollama), offered the home's devices as tools. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmFallback {
+    pub enabled: bool,
+    /// Base URL, plain HTTP: `http://127.0.0.1:8080/v1` (llama-server),
+    /// `http://127.0.0.1:11434/v1` (Ollama).
+    pub url: String,
+    /// The model name the server expects.
+    pub model: String,
+    /// A file holding a bearer token, if the server wants one (first line).
+    pub api_key_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+    /// Most devices offered to the model (the satellite's area first).
+    pub max_devices: usize,
+}
+
+impl Default for LlmFallback {
+    fn default() -> Self {
+        LlmFallback {
+            enabled: false,
+            url: "http://127.0.0.1:8080/v1".into(),
+            model: "local".into(),
+            api_key_file: None,
+            timeout_secs: 20,
+            max_devices: 60,
+        }
+    }
 }
 
 impl Default for AiConfig {
@@ -380,6 +413,7 @@ impl Default for AiConfig {
             announce_timers: true,
             command_ttl_secs: 30,
             media: Vec::new(),
+            llm: LlmFallback::default(),
         }
     }
 }
@@ -653,6 +687,11 @@ impl Config {
             "ai_service.volume_step_percent",
             "must be more than 0 and at most 100",
         );
+        if ai.llm.enabled {
+            need(ai.llm.url.starts_with("http://"), "ai_service.llm.url", "must be an http:// URL");
+            need(ai.llm.timeout_secs >= 1, "ai_service.llm.timeout_secs", "must be at least 1");
+            need(ai.llm.max_devices >= 1, "ai_service.llm.max_devices", "must be at least 1");
+        }
         for (i, m) in ai.media.iter().enumerate() {
             need(!m.name.trim().is_empty(), &format!("ai_service.media[{i}].name"), "must not be empty");
             need(

@@ -258,6 +258,19 @@ impl Services {
                 aliases: m.aliases.clone(),
             })
             .collect();
+        if ai.llm.enabled {
+            let mut l = alicia_assistant::llm::LlmConfig::new(ai.llm.url.clone());
+            l.model = ai.llm.model.clone();
+            l.timeout = Duration::from_secs(ai.llm.timeout_secs);
+            l.max_devices = ai.llm.max_devices;
+            if let Some(f) = &ai.llm.api_key_file {
+                let f = under_home(f);
+                let key =
+                    Secret::from_file(&f).with_context(|| format!("ai_service.llm.api_key_file {}", f.display()))?;
+                l.api_key = Some(key.expose().to_string());
+            }
+            a.llm = Some(l);
+        }
         Ok(alicia_assistant::start(a).await?)
     }
 }
