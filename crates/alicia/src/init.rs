@@ -20,7 +20,36 @@ use crate::certs::write_secret;
 /// The core services that get broker credentials and an envelope signing key. Each name is
 /// both the MQTT user name and the service's name on the bus (its envelopes' `source`, which
 /// is also the id of its signing key). `cli` is for the command-line tools (`alicia devices`).
-pub const SERVICES: &[&str] = &["router", "device_registry", "config_service", "monitor", "gateway", "api", "cli"];
+pub const SERVICES: &[&str] =
+    &["router", "device_registry", "config_service", "monitor", "gateway", "api", "cli", ASSISTANT];
+
+/// The assistant, a voice service: only the topics it uses (see [`ASSISTANT_ACL`]), not the
+/// whole bus.
+const ASSISTANT: &str = "ai_service";
+
+/// The assistant's rights: the design document's ACL for `ai_service` (its voice topics, the
+/// transcripts), and what it needs besides. Commands go to the router's inbox, which the
+/// patterns below let every login write to, as they let it answer on reply topics.
+const ASSISTANT_ACL: &str = "\
+user ai_service
+# The design document's: the assistant's voice topics, and the transcripts.
+topic readwrite alicia/voice/ai/#
+topic read alicia/voice/stt/response
+# Its inbox, replies and presence; heartbeats and dead letters.
+topic readwrite alicia/services/ai_service/#
+topic readwrite alicia/system/services/ai_service/status
+topic write alicia/system/discovery/heartbeat
+topic write alicia/system/deadletter
+# What it understands by: the inventory, devices' states and readings.
+topic read alicia/system/registry/devices
+topic read alicia/devices/+/state
+topic read alicia/devices/+/telemetry
+# What it says: voice events, announcements for every speaker, refusals to devices.
+topic write alicia/voice/events
+topic write alicia/devices/speakers/announce
+topic write alicia/devices/+/errors
+
+";
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -80,9 +109,10 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         "# Written by `alicia init`. Mosquitto acl_file format.\n\
          # Core services: the whole bus, and the broker's statistics.\n",
     );
-    for service in SERVICES {
+    for service in SERVICES.iter().filter(|s| **s != ASSISTANT) {
         acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n\n"));
     }
+    acl.push_str(ASSISTANT_ACL);
     acl.push_str(
         "# Devices log in with a client certificate whose CN is their id (%u) or a gateway token:\n\
          # each may only use its own topics, announce itself, hear broadcasts and rebirth\n\

@@ -2,12 +2,14 @@
 //! and hosts the command-line tools. Library crates hold the logic; this crate parses
 //! arguments, sets up logging and runs things.
 
+mod ask_cmd;
 mod broker_cmd;
 mod broker_log;
 mod broker_yaml;
 mod certs;
 mod devices_cmd;
 mod init;
+mod intents_data;
 mod listening;
 mod models_cmd;
 mod up;
@@ -92,6 +94,8 @@ enum Command {
     /// Serve speech to text and text to speech over the Wyoming protocol (Home Assistant's),
     /// on the fetched models (fetched first when missing).
     Wyoming(wyoming_cmd::WyomingArgs),
+    /// Ask the assistant (`ai_service`, over the bus): prints each stage's result and time.
+    Ask(ask_cmd::AskCommand),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -109,7 +113,7 @@ fn main() -> anyhow::Result<()> {
     let log_plan = match &cli.command {
         Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_plan(a)?,
         // The bus client's connection retries are reported as one clear error instead.
-        Command::Devices(_) => {
+        Command::Devices(_) | Command::Ask(_) => {
             broker_log::LogPlan { filter: "error".into(), outputs: vec![broker_log::Output::Stderr], notes: Vec::new() }
         }
         // whisper.cpp reports every model load at info.
@@ -173,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         Command::Devices(cmd) => devices_cmd::run(cmd),
         Command::Models(cmd) => models_cmd::run(cmd),
         Command::Wyoming(args) => wyoming_cmd::run(args),
+        Command::Ask(cmd) => ask_cmd::run(cmd),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
@@ -207,7 +212,10 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(up::run_against(broker, Some(http), up::Services::new(home, services, log_feed)))
         }
-        Command::Bench(args) => {
+        Command::Bench(mut args) => {
+            if args.scenario == alicia_bench::Scenario::AssistantText && args.intents.is_none() {
+                args.intents = Some(intents_data::locate(None, "en")?);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
         }
