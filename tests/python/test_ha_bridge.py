@@ -125,10 +125,14 @@ def test_homeassistant_login_is_narrow(alicia, ha, sims):
         # The rest of the bus: refused (0x80 in MQTT 3.1.1).
         for topic in ["alicia/system/registry/devices", "alicia/devices/ha_acl/command", "alicia/#", "#"]:
             assert c.subscribe(topic, 1) == [0x80], topic
-        # A command straight to the device (bypassing the router and the bridge) is dropped;
+        # A command straight to the device (bypassing the bridge) is dropped;
         # the same through the bridge's command topic reaches the device as an envelope.
         cmd = envelope("homeassistant", "device_id:ha_acl", "command", {"command": "turn_on", "parameters": {}})
         c.publish("alicia/devices/ha_acl/command", json.dumps(cmd).encode(), qos=1)
+        # Nor through the router's inbox, which the ACL's patterns open to every other login.
+        c.publish("alicia/services/router/inbox", json.dumps(cmd).encode(), qos=1)
+        for topic in ["alicia/services/ha_bridge/inbox", "alicia/broadcast/#", "alicia/devices/homeassistant/#"]:
+            assert c.subscribe(topic, 1) == [0x80], topic
         c.publish("alicia/ha/ha_acl/switch/set", b"ON", qos=1)
         env = commands(plug, "turn_on")
         assert env["source"] == "ha_bridge", "only the bridge's envelope reached the device"

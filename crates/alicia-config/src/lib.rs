@@ -5,7 +5,7 @@
 //!
 //! [`load`]`(dir, env)` reads `<dir>/<env>.yaml` (`config/development.yaml`, `staging.yaml`,
 //! `production.yaml` at the repository root) into [`Config`]: sections `mqtt`, `router`,
-//! `registry`, `gateway`, `stt_service`, `tts_service`, `security`, `monitoring`, `logging`.
+//! `registry`, `gateway`, `stt_service`, `tts_service`, `ai_service`, `security`, `monitoring`, `logging`.
 //! Every key has a default, so a file names only what differs. Unknown keys are errors, and
 //! every error names the file, line, column and key:
 //!
@@ -57,13 +57,12 @@
 //! - **One retained document** rather than a topic per section: configurations are small, a
 //!   service that starts reads it at once (retained), and versions stay consistent across
 //!   sections. [`ConfigWatch`] reports only changes of its own section.
-//! - **Documents over a plain MQTT connection** ([`mqtt::DocClient`]): the announcement is a
+//! - **Documents over a plain MQTT connection** (an [`alicia_sdk::Link`]): the announcement is a
 //!   document for anyone (`mosquitto_sub -t 'alicia/system/config/#'`), not an envelope.
 
 pub mod devices;
 mod load;
 mod model;
-pub mod mqtt;
 mod service;
 mod watch;
 

@@ -12,8 +12,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::load::{merge, set_path};
-use crate::mqtt::{DocClient, DocEvent};
 use crate::{Config, ConfigError, SECTIONS};
+use alicia_sdk::{Link, LinkEvent, LinkOptions};
 
 /// The SDK name of the configuration service.
 pub const SERVICE_NAME: &str = "config_service";
@@ -229,14 +229,16 @@ pub(crate) fn now() -> String {
 
 struct Shared {
     store: Mutex<ConfigStore>,
-    docs: DocClient,
+    link: Link,
     topic: String,
 }
 
 impl Shared {
     async fn announce(&self, store: &ConfigStore) {
         let doc = serde_json::to_vec(&store.document()).expect("JSON values serialize");
-        self.docs.publish(&self.topic, doc, QoS::AtLeastOnce, true).await;
+        if let Err(e) = self.link.publish(self.topic.clone(), QoS::AtLeastOnce, true, doc, None).await {
+            tracing::debug!(error = %e, topic = %self.topic, "configuration not announced");
+        }
     }
 }
 
@@ -325,7 +327,7 @@ impl ConfigServiceHandle {
     pub async fn shutdown(self) {
         self.task.abort();
         self.service.shutdown().await;
-        self.shared.docs.close().await;
+        self.shared.link.close().await;
     }
 }
 
@@ -339,14 +341,14 @@ pub fn start(sdk: ServiceConfig, store: ConfigStore) -> Result<ConfigServiceHand
         "{name}-docs-{:08x}",
         std::process::id() ^ (std::time::UNIX_EPOCH.elapsed().unwrap_or_default().subsec_nanos())
     );
-    let (docs, mut events) = DocClient::connect(&sdk, id, Vec::new());
-    let shared = Arc::new(Shared { store: Mutex::new(store), docs, topic });
+    let (link, mut events) = Link::connect(&sdk, LinkOptions::new(id, []).with_label("config_service/docs"));
+    let shared = Arc::new(Shared { store: Mutex::new(store), link, topic });
     let service = alicia_sdk::start(sdk, ConfigBusService { shared: shared.clone() })
         .map_err(|e| ConfigError::Bus(e.to_string()))?;
     let s = shared.clone();
     let task = tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
-            if let DocEvent::Connected = ev {
+            if let LinkEvent::Online = ev {
                 let store = s.store.lock().await;
                 s.announce(&store).await;
             }

@@ -1,14 +1,11 @@
 //! Following one section of the configuration from a running service.
 
-use std::sync::Arc;
-
-use alicia_sdk::ServiceConfig;
+use alicia_sdk::{Link, LinkEvent, LinkOptions, ServiceConfig};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::mqtt::{DocClient, DocEvent};
 use crate::service::config_topic;
 
 /// One section of the announced configuration, kept current: a service creates it at start and
@@ -25,7 +22,7 @@ use crate::service::config_topic;
 /// ```
 pub struct ConfigWatch {
     rx: watch::Receiver<Option<(u64, Value)>>,
-    docs: Arc<DocClient>,
+    link: Link,
     task: JoinHandle<()>,
 }
 
@@ -36,12 +33,13 @@ impl ConfigWatch {
         let topic = config_topic(&sdk.topic_prefix, env);
         let name = sdk.name.clone().unwrap_or_else(|| "service".into());
         let id = format!("{name}-config-{:08x}", std::time::UNIX_EPOCH.elapsed().unwrap_or_default().subsec_nanos());
-        let (docs, mut events) = DocClient::connect(sdk, id, vec![topic.clone()]);
+        let (link, mut events) = Link::connect(sdk, LinkOptions::new(id, [topic.clone()]).with_label("config watch"));
         let (tx, rx) = watch::channel(None);
         let section = section.to_string();
         let task = tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
-                let DocEvent::Message { topic: t, payload, .. } = ev else { continue };
+                let LinkEvent::Message(p) = ev else { continue };
+                let (t, payload) = (String::from_utf8_lossy(&p.topic).into_owned(), p.payload);
                 if t != topic {
                     continue;
                 }
@@ -60,7 +58,7 @@ impl ConfigWatch {
                 });
             }
         });
-        ConfigWatch { rx, docs: Arc::new(docs), task }
+        ConfigWatch { rx, link, task }
     }
 
     /// The section as last announced (`None` before the first announcement arrives).
@@ -88,7 +86,7 @@ impl ConfigWatch {
     /// Stops following.
     pub async fn close(self) {
         self.task.abort();
-        self.docs.close().await;
+        self.link.close().await;
     }
 }
 

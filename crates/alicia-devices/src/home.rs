@@ -1,6 +1,6 @@
 //! What a device service knows of the home: the registry's retained inventory (kept current by
 //! its events) and every device's retained state, read on a plain MQTT connection
-//! ([`alicia_config::mqtt::DocClient`]: these are documents, not envelopes).
+//! ([`alicia_sdk::Link`], through [`Docs`]: these are documents, not envelopes).
 //!
 //! The router keeps a smaller copy of the same inventory for routing; the inventory document
 //! is the contract between them and the registry.
@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alicia_config::mqtt::{DocClient, DocEvent};
-use alicia_sdk::ServiceConfig;
+use alicia_sdk::{Filter, Link, LinkEvent, LinkOptions, QoS, ServiceConfig};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
@@ -154,10 +153,48 @@ pub enum Change {
     Connected,
 }
 
+/// The documents side of a [`Link`]: publishing a document is best effort (queued while the
+/// link reconnects, within its bounded channel; a failure is logged, never returned: the
+/// next state, or the republish on reconnect, supersedes it).
+pub struct Docs {
+    link: Link,
+}
+
+impl Docs {
+    /// Publishes a document.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS, retain: bool) {
+        if let Err(e) = self.link.publish(topic, qos, retain, payload, None).await {
+            tracing::debug!(error = %e, topic, "document not published");
+        }
+    }
+
+    /// Publishes without waiting (dropped if the channel is full).
+    pub fn try_publish(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS, retain: bool) {
+        let _ = self.link.try_publish(topic, qos, retain, payload);
+    }
+
+    /// Adds a filter (QoS 1), subscribed now and on every connect.
+    pub async fn subscribe(&self, filter: &str) {
+        if let Err(e) = self.link.subscribe(Filter::new(filter, QoS::AtLeastOnce)).await {
+            tracing::debug!(error = %e, filter, "subscription left for the next connect");
+        }
+    }
+
+    /// The link itself.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Sends DISCONNECT after what is queued and waits for the connection to end.
+    pub async fn close(&self) {
+        self.link.close().await;
+    }
+}
+
 /// Follows the inventory, events and states; forwards everything else to `others`.
 pub struct Home {
     pub view: Arc<RwLock<HomeView>>,
-    pub docs: Arc<DocClient>,
+    pub docs: Arc<Docs>,
     /// Bumped on every change (wait for a state with [`Home::wait`]).
     version: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
@@ -175,7 +212,8 @@ impl Home {
         let topics = HomeTopics::new(&config.topic_prefix);
         let mut filters = vec![topics.inventory.clone(), topics.events.clone(), topics.states.clone()];
         filters.extend(extra);
-        let (docs, mut rx) = DocClient::connect(config, client_id, filters);
+        let label = format!("{client_id} (documents)");
+        let (link, mut rx) = Link::connect(config, LinkOptions::new(client_id, filters).with_label(label));
         let view: Arc<RwLock<HomeView>> = Arc::default();
         let (version_tx, version) = watch::channel(0u64);
         let (others_tx, others) = mpsc::unbounded_channel();
@@ -183,9 +221,11 @@ impl Home {
         let task = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 let change = match ev {
-                    DocEvent::Connected => Some(Change::Connected),
-                    DocEvent::Disconnected => None,
-                    DocEvent::Message { topic, payload, retain } => {
+                    LinkEvent::Online => Some(Change::Connected),
+                    LinkEvent::Offline { .. } => None,
+                    LinkEvent::Message(p) => {
+                        let (topic, payload, retain) =
+                            (String::from_utf8_lossy(&p.topic).into_owned(), p.payload, p.retain);
                         if topic == topics.inventory {
                             inventory(&v, &payload)
                         } else if topic == topics.events {
@@ -212,7 +252,7 @@ impl Home {
                 }
             }
         });
-        (Home { view, docs: Arc::new(docs), version, task }, others)
+        (Home { view, docs: Arc::new(Docs { link }), version, task }, others)
     }
 
     /// A copy of a device's record.

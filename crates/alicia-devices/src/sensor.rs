@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alicia_config::ThresholdRule;
 use alicia_envelope::{Envelope, Timestamp};
-use alicia_sdk::{Bus, BusService, Context, HandlerResult, QoS, ServiceConfig, ServiceError, ServiceHandle};
+use alicia_sdk::{Bus, BusService, Context, HandlerResult, QoS, Refusal, ServiceConfig, ServiceError, ServiceHandle};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
@@ -284,7 +284,7 @@ async fn telemetry(home: &Home, state: &State, bus: &Bus, m: Other) {
     let reject = |reason: String| async move {
         state.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%topic, %reason, "telemetry refused");
-        let _ = bus.dead_letter(reason, topic, payload).await;
+        let _ = bus.dead_letter(Refusal::new("invalid_telemetry", reason), topic, payload).await;
     };
     let mut doc: Value = match serde_json::from_slice(&m.payload) {
         Ok(v) => v,
@@ -308,7 +308,8 @@ async fn telemetry(home: &Home, state: &State, bus: &Bus, m: Other) {
     if !problems.is_empty() {
         let all: Vec<String> = problems.iter().map(|p| format!("`{}`: {}", p.field, p.reason)).collect();
         state.counters.rejected.fetch_add(problems.len() as u64, Ordering::Relaxed);
-        let _ = bus.dead_letter(format!("invalid telemetry from {id}: {}", all.join("; ")), &m.topic, &m.payload).await;
+        let refusal = Refusal::new("invalid_telemetry", format!("invalid telemetry from {id}: {}", all.join("; ")));
+        let _ = bus.dead_letter(refusal, &m.topic, &m.payload).await;
     }
     if readings.is_empty() {
         return;

@@ -194,6 +194,7 @@ async fn sensors(addr: SocketAddr) {
                                                        {"capability": "temperature", "value": 20, "unit": "°F"}]});
     obs.publish("alicia/devices/sim_t/telemetry", bad.to_string(), None).await;
     let dl: Value = serde_json::from_slice(&obs.next_on("alicia/system/deadletter").await.payload).unwrap();
+    assert_eq!(dl["code"], "invalid_telemetry", "{dl}");
     let reason = dl["reason"].as_str().unwrap();
     assert!(reason.contains("outside the registered range") && reason.contains("°F"), "{reason}");
     obs.publish("alicia/devices/sensors/telemetry", json!({"device_id": "ghost", "readings": []}).to_string(), None)

@@ -249,7 +249,7 @@ impl Bridge {
         }
     }
 
-    fn docs(&self) -> &alicia_config::mqtt::DocClient {
+    fn docs(&self) -> &alicia_devices::home::Docs {
         &self.shared.home.docs
     }
 
@@ -592,7 +592,7 @@ impl Bridge {
                 let _ = self
                     .bus
                     .dead_letter(
-                        format!("Home Assistant command refused: {why}"),
+                        alicia_sdk::Refusal::new("invalid_command", format!("Home Assistant command refused: {why}")),
                         &format!("{}/ha/{id}/{entity}/{verb}", self.names.prefix),
                         payload,
                     )

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alicia_config::mqtt::{DocClient, DocEvent};
 use alicia_config::{MonitoringConfig, Severity};
-use alicia_sdk::{Bus, QoS};
+use alicia_sdk::{Bus, QoS, Refusal};
+use alicia_sdk::{Link, LinkEvent};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -114,7 +114,7 @@ pub(crate) enum Input {
 
 pub(crate) struct Loop {
     pub shared: Arc<Shared>,
-    pub docs: Arc<DocClient>,
+    pub docs: Link,
     pub alerts: Alerts,
     pub analyzer: LogAnalyzer,
     pub default_interval: Duration,
@@ -134,7 +134,7 @@ impl Loop {
 
     pub async fn run(
         mut self,
-        mut doc_events: mpsc::UnboundedReceiver<DocEvent>,
+        mut doc_events: mpsc::UnboundedReceiver<LinkEvent>,
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut logs: mpsc::Receiver<LogLine>,
         mut stop: watch::Receiver<bool>,
@@ -171,7 +171,10 @@ impl Loop {
                 self.shared.counters.resolved.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(alert = %a["alert"], service = %a["service"], "alert resolved");
             }
-            self.docs.publish(&topic, serde_json::to_vec(&a).expect("JSON"), QoS::AtLeastOnce, false).await;
+            let _ = self
+                .docs
+                .publish(topic.clone(), QoS::AtLeastOnce, false, serde_json::to_vec(&a).expect("JSON"), None)
+                .await;
         }
         let active = self.alerts.active();
         if active != self.last_active {
@@ -183,24 +186,19 @@ impl Loop {
 
     async fn publish_active(&self) {
         let doc = json!({ "updated": crate::now_rfc3339(), "alerts": self.last_active });
-        self.docs
-            .publish(
-                &self.topic("system/alerts/active"),
-                serde_json::to_vec(&doc).expect("JSON"),
-                QoS::AtLeastOnce,
-                true,
-            )
-            .await;
+        let body = serde_json::to_vec(&doc).expect("JSON");
+        let _ = self.docs.publish(self.topic("system/alerts/active"), QoS::AtLeastOnce, true, body, None).await;
     }
 
-    async fn doc_event(&mut self, ev: DocEvent) {
+    async fn doc_event(&mut self, ev: LinkEvent) {
         match ev {
-            DocEvent::Connected => {
+            LinkEvent::Online => {
                 self.shared.docs_online.store(true, Ordering::Relaxed);
                 self.publish_active().await;
             }
-            DocEvent::Disconnected => self.shared.docs_online.store(false, Ordering::Relaxed),
-            DocEvent::Message { topic, payload, .. } => {
+            LinkEvent::Offline { .. } => self.shared.docs_online.store(false, Ordering::Relaxed),
+            LinkEvent::Message(p) => {
+                let (topic, payload) = (String::from_utf8_lossy(&p.topic).into_owned(), p.payload);
                 let status_prefix = self.topic("system/services/");
                 let metrics_prefix = self.topic("system/metrics/");
                 if let Some(rest) = topic.strip_prefix(&status_prefix) {
@@ -279,7 +277,7 @@ impl Loop {
     async fn reject(&self, reason: String, topic: &str, payload: &[u8]) {
         self.shared.counters.snapshots_rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%topic, %reason, "metrics snapshot rejected");
-        let _ = self.shared.bus.dead_letter(reason, topic, payload).await;
+        let _ = self.shared.bus.dead_letter(Refusal::new("invalid_snapshot", reason), topic, payload).await;
     }
 
     async fn input(&mut self, input: Input) {

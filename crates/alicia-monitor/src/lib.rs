@@ -97,10 +97,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alicia_config::mqtt::DocClient;
 use alicia_config::MonitoringConfig;
 use alicia_envelope::{Envelope, MessageType};
 use alicia_sdk::{BusService, Context, HandlerResult, ServiceConfig, ServiceHandle, Subscription};
+use alicia_sdk::{Link, LinkOptions};
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -193,7 +193,7 @@ impl BusService for MonitorService {
 pub struct MonitorHandle {
     shared: Arc<core::Shared>,
     service: Option<ServiceHandle>,
-    docs: Arc<DocClient>,
+    docs: Link,
     logs: mpsc::Sender<LogLine>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -226,8 +226,7 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
         "$SYS/#".to_string(),
     ];
     let id = format!("{}-{}-docs", sdk.name.as_deref().unwrap_or(SERVICE_NAME), bus.instance());
-    let (docs, doc_events) = DocClient::connect(&sdk, id, filters);
-    let docs = Arc::new(docs);
+    let (docs, doc_events) = Link::connect(&sdk, LinkOptions::new(id, filters).with_label("monitor/docs"));
     let docker_cfg = cfg.monitoring.docker.clone();
     let shared = Arc::new(core::Shared {
         started: Instant::now(),

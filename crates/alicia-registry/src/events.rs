@@ -1,12 +1,8 @@
 //! Following the registry's events from outside (`alicia devices watch`, tools).
 
 use std::future::Future;
-use std::time::Duration;
 
-use alicia_sdk::ServiceConfig;
-use rumqttc_notls::v5::mqttbytes::v5::Packet;
-use rumqttc_notls::v5::mqttbytes::QoS;
-use rumqttc_notls::v5::{AsyncClient, Event};
+use alicia_sdk::{Link, LinkEvent, LinkOptions, ServiceConfig};
 use serde_json::Value;
 
 use crate::RegistryError;
@@ -20,7 +16,7 @@ pub enum WatchEvent {
     Event(Value),
     /// Something on the events topic that is not JSON (its size).
     Garbage(usize),
-    /// The connection dropped after having worked; it is retried every second.
+    /// The connection dropped after having worked; it is retried with backoff.
     Lost(String),
 }
 
@@ -35,50 +31,31 @@ pub async fn watch_events(
     let topic = format!("{}/system/registry/events", config.topic_prefix);
     let name = config.name.clone().unwrap_or_else(|| "watch".into());
     let id = format!("{name}-watch-{:08x}", fastrand::u32(..));
-    let options = config.plain_mqtt_options(id);
-    let (client, mut events) = AsyncClient::new(options, 16);
-    let mut connected = false;
+    let (link, mut events) = Link::connect(config, LinkOptions::new(id, [topic.clone()]).with_label("registry watch"));
     tokio::pin!(stop);
+    let mut connected = false;
     loop {
         let event = tokio::select! {
-            e = events.poll() => e,
+            e = events.recv() => e,
             _ = &mut stop => break,
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            None => break,
+            Some(LinkEvent::Online) => {
                 connected = true;
-                let (c, t) = (client.clone(), topic.clone());
-                // Not awaited here: the request is served by this same poll loop.
-                tokio::spawn(async move { c.subscribe(t, QoS::AtLeastOnce).await });
+                on_event(WatchEvent::Subscribed(topic.clone()));
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => on_event(WatchEvent::Subscribed(topic.clone())),
-            Ok(Event::Incoming(Packet::Publish(p))) => match serde_json::from_slice::<Value>(&p.payload) {
+            Some(LinkEvent::Message(p)) => match serde_json::from_slice::<Value>(&p.payload) {
                 Ok(v) => on_event(WatchEvent::Event(v)),
                 Err(_) => on_event(WatchEvent::Garbage(p.payload.len())),
             },
-            Ok(_) => {}
-            Err(e) if !connected => {
-                return Err(RegistryError::Connect(format!("{}:{}: {e}", config.host, config.port)))
+            Some(LinkEvent::Offline { reason, .. }) if !connected => {
+                link.close().await;
+                return Err(RegistryError::Connect(format!("{}: {reason}", link.broker())));
             }
-            Err(e) => {
-                on_event(WatchEvent::Lost(e.to_string()));
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = &mut stop => break,
-                }
-            }
+            Some(LinkEvent::Offline { reason, .. }) => on_event(WatchEvent::Lost(reason)),
         }
     }
-    // Leave cleanly: the DISCONNECT goes out through the event loop.
-    if client.try_disconnect().is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Ok(e) = events.poll().await {
-                if matches!(e, Event::Outgoing(rumqttc_notls::Outgoing::Disconnect)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
+    link.close().await;
     Ok(())
 }

@@ -7,12 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use alicia_sdk::ServiceConfig;
+use alicia_sdk::{Filter, Link, LinkEvent, LinkOptions, QoS, ServiceConfig};
 use bytes::Bytes;
-use rumqttc_notls::v5::mqttbytes::v5::Packet;
-use rumqttc_notls::v5::mqttbytes::QoS;
-use rumqttc_notls::v5::{AsyncClient, Event};
-use rumqttc_notls::Outgoing;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -61,40 +57,27 @@ pub(crate) fn parse_status(payload: &[u8]) -> Option<Status> {
     }
 }
 
-/// Connects the second client (client id `<service>-<instance>-io`) and keeps it connected:
-/// on every connect it subscribes to the status topics and asks for the inventory again (a
-/// restarted broker without persistence lost the retained copy).
+/// Connects the second client (client id `<service>-<instance>-io`), subscribed on every
+/// connect to the status topics (and those added later with [`Link::subscribe`]); at every
+/// (re)connect it asks for the inventory again (a restarted broker without persistence lost the
+/// retained copy).
 pub(crate) fn connect(
     config: &ServiceConfig,
     client_id: String,
     reg: Arc<Registry>,
     topics: RegistryTopics,
     republish: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) -> (AsyncClient, JoinHandle<()>) {
-    let options = config.plain_mqtt_options(client_id);
-    let (client, mut events) = AsyncClient::new(options, 1024);
-    let sub = client.clone();
-    let (min, max) = (config.reconnect_min, config.reconnect_max);
+) -> (Link, JoinHandle<()>) {
+    let mut filters = vec![topics.devices_status.clone()];
+    filters.extend(reg.extra_status_topics());
+    let (link, mut events) =
+        Link::connect(config, LinkOptions::new(client_id, filters).with_label("device_registry/io"));
     let task = tokio::spawn(async move {
-        let mut delay = min;
-        loop {
-            // Runs until the DISCONNECT sent by `shutdown` is out, so what was queued before
-            // it (the last inventory, the final metrics) is written first.
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    delay = min;
-                    let mut filters = vec![topics.devices_status.clone()];
-                    filters.extend(reg.extra_status_topics());
-                    let sub = sub.clone();
-                    tokio::spawn(async move {
-                        for f in filters {
-                            let _ = sub.subscribe(f, QoS::AtLeastOnce).await;
-                        }
-                    });
-                    republish.notify_one();
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+        while let Some(event) = events.recv().await {
+            match event {
+                LinkEvent::Online => republish.notify_one(),
+                LinkEvent::Offline { .. } => {}
+                LinkEvent::Message(p) => {
                     let topic = String::from_utf8_lossy(&p.topic);
                     if let Some(status) = parse_status(&p.payload) {
                         if let Err(e) = reg.status_message(&topic, status) {
@@ -102,28 +85,17 @@ pub(crate) fn connect(
                         }
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-                Ok(_) => {}
-                Err(_) if *stop.borrow() => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, "registry MQTT connection lost; retrying in {delay:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => return,
-                    }
-                    delay = (delay * 2).min(max);
-                }
             }
         }
     });
-    (client, task)
+    (link, task)
 }
 
 /// Publishes events, then the inventory (retained) after each burst of changes, and the
 /// metrics every 10 s and once more when stopping.
 pub(crate) async fn publisher(
     reg: Arc<Registry>,
-    client: AsyncClient,
+    client: Link,
     mut rx: mpsc::UnboundedReceiver<Out>,
     topics: RegistryTopics,
     republish: Arc<Notify>,
@@ -140,10 +112,10 @@ pub(crate) async fn publisher(
                 loop {
                     match out {
                         Out::Event(e) => {
-                            let _ = client.publish(topics.events.clone(), QoS::AtLeastOnce, false, e.to_string()).await;
+                            let _ = client.publish(topics.events.clone(), QoS::AtLeastOnce, false, e.to_string(), None).await;
                         }
                         Out::WatchStatus(t) => {
-                            let _ = client.subscribe(t, QoS::AtLeastOnce).await;
+                            let _ = client.subscribe(Filter::new(t, QoS::AtLeastOnce)).await;
                         }
                     }
                     match rx.try_recv() {
@@ -162,7 +134,7 @@ pub(crate) async fn publisher(
     let mut changed = false;
     while let Ok(out) = rx.try_recv() {
         if let Out::Event(e) = out {
-            let _ = client.publish(topics.events.clone(), QoS::AtLeastOnce, false, e.to_string()).await;
+            let _ = client.publish(topics.events.clone(), QoS::AtLeastOnce, false, e.to_string(), None).await;
             changed = true;
         }
     }
@@ -172,14 +144,14 @@ pub(crate) async fn publisher(
     publish_metrics(&reg, &client, &topics, &service, &instance).await;
 }
 
-async fn publish_inventory(reg: &Registry, client: &AsyncClient, topics: &RegistryTopics) {
+async fn publish_inventory(reg: &Registry, client: &Link, topics: &RegistryTopics) {
     let body = Bytes::from(reg.inventory().to_string());
-    let _ = client.publish(topics.inventory.clone(), QoS::AtLeastOnce, true, body).await;
+    let _ = client.publish(topics.inventory.clone(), QoS::AtLeastOnce, true, body, None).await;
 }
 
-async fn publish_metrics(reg: &Registry, client: &AsyncClient, topics: &RegistryTopics, service: &str, instance: &str) {
+async fn publish_metrics(reg: &Registry, client: &Link, topics: &RegistryTopics, service: &str, instance: &str) {
     let body = metrics_snapshot(reg, service, instance).to_string();
-    let _ = client.publish(topics.metrics.clone(), QoS::AtMostOnce, true, body).await;
+    let _ = client.publish(topics.metrics.clone(), QoS::AtMostOnce, true, body, None).await;
 }
 
 /// The metrics contract's snapshot.

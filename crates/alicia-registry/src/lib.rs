@@ -70,7 +70,7 @@
 //! `invalid_json`, 422 `invalid_registration` with `reason`, `field` and every problem in
 //! `errors`), `DELETE /devices/{id}`, `GET /devices` (`{"devices", "count"}`), `GET
 //! /devices/capability/{capability}` (by any of a device's capabilities), `GET /devices/{id}`
-//! (404 `{"error":"not_found", "reason"}`). Reads are open; writes need a credential
+//! (404 `{"error": "not_found", "message"}`, the shape of `alicia_sdk::ApiError`). Reads are open; writes need a credential
 //! ([`HttpAuth`]: a device's gateway token, for itself only, or a service's login): 401
 //! without one or with a bad one, 403 for a device acting for another. The discovery view ([`RegistryConfig::discovery_http`]; 8082): `GET /` or
 //! `/discovery` with the online and offline devices, last heartbeats and timeouts. Both act on
@@ -202,7 +202,7 @@ pub struct RegistryHandle {
     http: Option<SocketAddr>,
     discovery_http: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    io: rumqttc_notls::v5::AsyncClient,
+    io: alicia_sdk::Link,
     publisher: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -228,7 +228,7 @@ impl RegistryHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher).await;
-        let _ = self.io.disconnect().await;
+        self.io.close().await;
         self.service.shutdown().await;
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
@@ -281,14 +281,8 @@ pub async fn start(cfg: RegistryConfig) -> Result<RegistryHandle, RegistryError>
     let (stop, stop_rx) = watch::channel(false);
     let topics = io::RegistryTopics::new(&prefix, &name);
     let republish = Arc::new(Notify::new());
-    let (client, io_task) = io::connect(
-        &cfg.service,
-        format!("{name}-{instance}-io"),
-        reg.clone(),
-        topics.clone(),
-        republish.clone(),
-        stop_rx.clone(),
-    );
+    let (client, io_task) =
+        io::connect(&cfg.service, format!("{name}-{instance}-io"), reg.clone(), topics.clone(), republish.clone());
     let publisher = tokio::spawn(io::publisher(
         reg.clone(),
         client.clone(),

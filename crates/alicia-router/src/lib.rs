@@ -86,9 +86,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alicia_sdk::Link;
 use alicia_sdk::{Bus, SdkError, ServiceConfig, ServiceHandle, Topics};
 use rumqttc_notls::v5::mqttbytes::QoS;
-use rumqttc_notls::v5::AsyncClient;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -172,11 +172,12 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
         .clone();
     let io_topics = io::IoTopics::new(&service.topic_prefix, &name);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (client, io_task) =
-        io::connect(&service, format!("{name}-{instance}-io"), shared.clone(), io_topics.clone(), stop_rx.clone());
+    let (link, io_task) = io::connect(&service, format!("{name}-{instance}-io"), shared.clone(), io_topics.clone());
+    let client = link.client().clone();
     let sdk = match alicia_sdk::start(service.clone(), Router { shared: shared.clone(), client: client.clone() }) {
         Ok(sdk) => sdk,
         Err(e) => {
+            link.abort();
             io_task.abort();
             return Err(e.into());
         }
@@ -184,7 +185,7 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
     let forwarder = tokio::spawn(route::forward(shared.clone(), client.clone(), sdk.bus().clone()));
     let metrics = tokio::spawn(publish_metrics(
         shared.clone(),
-        client.clone(),
+        link.clone(),
         io_topics.metrics.clone(),
         (name, instance),
         config.metrics_interval,
@@ -193,9 +194,8 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
     Ok(RouterHandle {
         sdk: Some(sdk),
         shared,
-        client,
+        link,
         metrics_topic: io_topics.metrics,
-        broker: format!("{}:{}", service.host, service.port),
         stop: stop_tx,
         tasks: Some(Tasks { io: io_task, forwarder, metrics }),
     })
@@ -203,7 +203,7 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
 
 async fn publish_metrics(
     shared: Arc<Shared>,
-    client: AsyncClient,
+    link: Link,
     topic: String,
     (name, instance): (String, String),
     every: Duration,
@@ -218,7 +218,7 @@ async fn publish_metrics(
             _ = stop.changed() => return,
         }
         let body = snapshot(&shared, &name, &instance).to_string();
-        let _ = client.publish(topic.clone(), QoS::AtMostOnce, true, body).await;
+        let _ = link.publish(topic.clone(), QoS::AtMostOnce, true, body, None).await;
     }
 }
 
@@ -237,10 +237,9 @@ struct Tasks {
 pub struct RouterHandle {
     sdk: Option<ServiceHandle>,
     shared: Arc<Shared>,
-    client: AsyncClient,
+    /// The forwarding connection.
+    link: Link,
     metrics_topic: String,
-    /// `host:port`, for errors.
-    broker: String,
     stop: watch::Sender<bool>,
     tasks: Option<Tasks>,
 }
@@ -261,7 +260,7 @@ impl RouterHandle {
             Ok(true) => Ok(()),
             Ok(false) => Err(SdkError::Closed),
             Err(_) => Err(SdkError::NotConnected {
-                broker: format!("{} (forwarding connection)", self.broker),
+                broker: format!("{} (forwarding connection)", self.link.broker()),
                 waited: timeout,
             }),
         }
@@ -301,9 +300,9 @@ impl RouterHandle {
             tasks.forwarder.abort();
         }
         let body = snapshot(&self.shared, &name, &instance).to_string();
-        let _ = self.client.publish(self.metrics_topic.clone(), QoS::AtMostOnce, true, body).await;
+        let _ = self.link.publish(self.metrics_topic.clone(), QoS::AtMostOnce, true, body, None).await;
         self.stop.send_replace(true);
-        let _ = self.client.disconnect().await;
+        self.link.close().await;
         tasks.metrics.abort();
         if tokio::time::timeout(Duration::from_secs(5), &mut tasks.io).await.is_err() {
             tasks.io.abort();
@@ -314,6 +313,7 @@ impl RouterHandle {
 
 impl Drop for RouterHandle {
     fn drop(&mut self) {
+        self.link.abort();
         if let Some(t) = self.tasks.take() {
             t.io.abort();
             t.forwarder.abort();

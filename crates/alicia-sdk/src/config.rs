@@ -90,25 +90,6 @@ impl ServiceConfig {
         self
     }
 
-    /// MQTT 5 options for a plain connection (documents, wills, forwarding: what is not an
-    /// envelope) with this configuration's broker, keep-alive and credentials, a clean start,
-    /// and TCP_NODELAY, so small publishes do not wait behind Nagle's algorithm and the
-    /// peer's delayed ACK (~40 ms stalls). Services that keep such a connection next to their
-    /// SDK one (registry, router, configuration) start from these.
-    pub fn plain_mqtt_options(&self, client_id: impl Into<String>) -> rumqttc_notls::v5::MqttOptions {
-        let mut options = rumqttc_notls::v5::MqttOptions::new(client_id, self.host.clone(), self.port);
-        options.set_keep_alive(self.keep_alive);
-        let mut network = options.network_options();
-        network.set_tcp_nodelay(true);
-        options.set_network_options(network);
-        options.set_clean_start(true);
-        if let Some(user) = &self.username {
-            let password = self.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-            options.set_credentials(user.clone(), password);
-        }
-        options
-    }
-
     /// Sets the name override.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());

@@ -121,7 +121,9 @@
 mod config;
 mod deadletter;
 mod error;
+pub mod http;
 mod identity;
+mod link;
 mod protection;
 mod runtime;
 mod service;
@@ -132,9 +134,13 @@ pub use alicia_seal as seal;
 pub use config::{Secret, ServiceConfig};
 pub use deadletter::DeadLetter;
 pub use error::SdkError;
+pub use http::{ApiError, ApiResult};
 pub use identity::{AuthMethod, Sender, AUTH_PROPERTY, USER_PROPERTY};
+pub use link::{Link, LinkEvent, LinkOptions, LinkState};
 pub use protection::{EnvelopeSecurity, ENCRYPTION_SCHEME};
+/// MQTT types a service needs next to a [`Link`] (publish properties, wills, filters).
+pub use rumqttc_notls::v5::mqttbytes::v5::{Filter, LastWill, Publish, PublishProperties};
 pub use rumqttc_notls::v5::mqttbytes::QoS;
-pub use runtime::{connect, start, Bus, LinkState, ServiceHandle, OFFLINE, ONLINE};
+pub use runtime::{connect, start, Bus, ServiceHandle, OFFLINE, ONLINE};
 pub use service::{BoxError, BusService, Context, HandlerResult, Refusal, ServiceError, Subscription};
 pub use topics::{check_prefix, Topics, DEFAULT_PREFIX, ROUTER_SERVICE};

@@ -8,17 +8,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use alicia_envelope::{Destination, Envelope, EnvelopeError, MessageId, MessageType, ReplyStatus, Uuid, Value};
 use bytes::Bytes;
-use rumqttc_notls::v5::mqttbytes::v5::{ConnectProperties, Filter, LastWill, Packet, Publish, PublishProperties};
-use rumqttc_notls::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc_notls::Outgoing;
+use rumqttc_notls::v5::mqttbytes::v5::{Filter, LastWill, Publish, PublishProperties};
 use serde_json::json;
-use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::ServiceConfig;
 use crate::deadletter::DeadLetter;
 use crate::error::SdkError;
 use crate::identity::Sender;
+use crate::link::{Link, LinkEvent, LinkOptions, LinkState};
 use crate::service::{BusService, Context, HandlerResult, Refusal, ServiceError, Subscription};
 use crate::topics::Topics;
 use crate::QoS;
@@ -30,17 +29,6 @@ pub const OFFLINE: &str = "offline";
 
 /// Requests in flight through the client's channel to its connection task.
 const CHANNEL_CAPACITY: usize = 1024;
-
-/// The state of a service's connection to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
-    /// Not connected yet, or reconnecting after a failure (with backoff).
-    Connecting,
-    /// Connected and subscribed: the inbox and the reply topic receive.
-    Online,
-    /// Shut down.
-    Stopped,
-}
 
 /// Starts `service`: connects to the broker in `config` (in the background, retrying with
 /// backoff until it succeeds), subscribes to its inbox and subscriptions, announces it online
@@ -104,28 +92,12 @@ fn launch<S: BusService>(
         }
     }
 
-    let mut options = MqttOptions::new(format!("{name}-{instance}"), config.host.clone(), config.port);
-    options.set_keep_alive(config.keep_alive);
-    // TCP_NODELAY: requests, replies, events and heartbeats are small packets; with Nagle's algorithm
-    // one written while another is unacknowledged waits for the peer's delayed ACK (~40 ms on loopback).
-    let mut network = options.network_options();
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
-    options.set_clean_start(config.session_expiry.is_zero());
-    let mut props = ConnectProperties::new();
-    props.max_packet_size = Some(config.max_packet_size);
-    if !config.session_expiry.is_zero() {
-        props.session_expiry_interval = Some(u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX));
-    }
-    options.set_connect_properties(props);
-    if let Some(user) = &config.username {
-        let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-        options.set_credentials(user.clone(), password);
-    }
+    let mut opts = LinkOptions::new(format!("{name}-{instance}"), []).with_capacity(CHANNEL_CAPACITY).with_label(&name);
+    opts.filters = filters;
     if announce {
-        options.set_last_will(LastWill::new(status_topic.clone(), OFFLINE, QoS::AtLeastOnce, true, None));
+        opts = opts.with_will(LastWill::new(status_topic.clone(), OFFLINE, QoS::AtLeastOnce, true, None));
     }
-    let (client, events) = AsyncClient::new(options, CHANNEL_CAPACITY);
+    let (link, events) = Link::connect(&config, opts);
 
     let inner = Arc::new(Inner {
         name,
@@ -133,13 +105,9 @@ fn launch<S: BusService>(
         topics,
         reply_topic,
         status_topic,
-        broker: format!("{}:{}", config.host, config.port),
-        client,
+        link,
         pending: Mutex::new(HashMap::new()),
-        state: watch::Sender::new(LinkState::Connecting),
-        stop: Notify::new(),
         stopping: AtomicBool::new(false),
-        connects: AtomicU64::new(0),
         handled: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         started: Instant::now(),
@@ -147,13 +115,11 @@ fn launch<S: BusService>(
         heartbeat_interval: config.heartbeat_interval,
         security: config.security.clone(),
         trust_identity: config.trust_broker_identity,
-        failure: watch::Sender::new(None),
     });
     let limiter = Arc::new(Semaphore::new(config.max_concurrent_handlers));
-    let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let driver = tokio::spawn(drive(inner.clone(), events, service.map(|(s, _)| s), filters, limiter, backoff));
+    let driver = tokio::spawn(consume(inner.clone(), events, service.map(|(s, _)| s), limiter));
     let heartbeat = (announce && !config.heartbeat_interval.is_zero()).then(|| tokio::spawn(heartbeats(inner.clone())));
-    tracing::info!(service = %inner.name, instance = %inner.instance, broker = %inner.broker, "starting");
+    tracing::info!(service = %inner.name, instance = %inner.instance, broker = %inner.link.broker(), "starting");
     Ok(ServiceHandle { bus: Bus { inner }, driver: Some(driver), heartbeat })
 }
 
@@ -165,14 +131,10 @@ struct Inner {
     topics: Topics,
     reply_topic: String,
     status_topic: String,
-    broker: String,
-    client: AsyncClient,
+    /// The connection (reconnects, subscriptions, online state).
+    link: Link,
     pending: Mutex<HashMap<MessageId, Pending>>,
-    state: watch::Sender<LinkState>,
-    /// Wakes the connection task out of a reconnect delay at shutdown.
-    stop: Notify,
     stopping: AtomicBool,
-    connects: AtomicU64,
     handled: AtomicU64,
     failed: AtomicU64,
     started: Instant,
@@ -183,35 +145,6 @@ struct Inner {
     security: crate::protection::EnvelopeSecurity,
     /// Read the broker's identity properties ([`Sender`]).
     trust_identity: bool,
-    /// Why the last connection attempt failed.
-    failure: watch::Sender<Option<Failure>>,
-}
-
-/// Why a connection attempt failed, in words a person can act on.
-#[derive(Debug, Clone)]
-struct Failure {
-    /// The broker answered and refused the login (as opposed to not answering at all).
-    refused: bool,
-    reason: String,
-}
-
-impl Failure {
-    fn of(e: &rumqttc_notls::v5::ConnectionError) -> Failure {
-        use rumqttc_notls::v5::mqttbytes::v5::ConnectReturnCode as Code;
-        use rumqttc_notls::v5::ConnectionError as E;
-        match e {
-            E::ConnectionRefused(code) => {
-                let reason = match code {
-                    Code::BadUserNamePassword => "wrong user name or password".to_string(),
-                    Code::NotAuthorized => "not authorised".to_string(),
-                    other => format!("{other:?}"),
-                };
-                Failure { refused: true, reason }
-            }
-            E::Io(io) => Failure { refused: false, reason: io.to_string() },
-            other => Failure { refused: false, reason: other.to_string() },
-        }
-    }
 }
 
 /// A handle on the bus for one service instance: publish, send requests. Cheap to clone.
@@ -243,12 +176,12 @@ impl Bus {
 
     /// The connection state now.
     pub fn state(&self) -> LinkState {
-        *self.inner.state.borrow()
+        self.inner.link.state()
     }
 
     /// How many times the connection has been established (1 after the first connect).
     pub fn connects(&self) -> u64 {
-        self.inner.connects.load(Ordering::Relaxed)
+        self.inner.link.connects()
     }
 
     /// Waits for the outcome of connecting, at most `timeout`: `Ok` once connected and
@@ -257,40 +190,12 @@ impl Bus {
     /// should tell a wrong password from a broker that is not there without waiting; services
     /// use [`Bus::wait_online`], which keeps waiting through failures.
     pub async fn connect_outcome(&self, timeout: Duration) -> Result<(), SdkError> {
-        let mut failures = self.inner.failure.subscribe();
-        failures.mark_unchanged();
-        tokio::select! {
-            r = self.wait_online(timeout) => r,
-            changed = failures.changed() => {
-                if *self.inner.state.borrow() == LinkState::Online {
-                    return Ok(());
-                }
-                let failure = changed.ok().and_then(|()| failures.borrow().clone());
-                match failure {
-                    Some(Failure { refused: true, reason }) => {
-                        Err(SdkError::LoginRefused { broker: self.inner.broker.clone(), reason })
-                    }
-                    Some(Failure { refused: false, reason }) => {
-                        Err(SdkError::Unreachable { broker: self.inner.broker.clone(), reason })
-                    }
-                    None => Err(SdkError::Closed),
-                }
-            }
-        }
+        self.inner.link.connect_outcome(timeout).await
     }
 
     /// Waits until the service is connected and subscribed, at most `timeout`.
     pub async fn wait_online(&self, timeout: Duration) -> Result<(), SdkError> {
-        let mut rx = self.inner.state.subscribe();
-        let reached = tokio::time::timeout(timeout, async {
-            rx.wait_for(|s| *s != LinkState::Connecting).await.map(|s| *s).unwrap_or(LinkState::Stopped)
-        })
-        .await;
-        match reached {
-            Ok(LinkState::Online) => Ok(()),
-            Ok(_) => Err(SdkError::Closed),
-            Err(_) => Err(SdkError::NotConnected { broker: self.inner.broker.clone(), waited: timeout }),
-        }
+        self.inner.link.wait_online(timeout).await
     }
 
     /// Publishes `data` as an `event` envelope to `destination` (filled in: `source`,
@@ -380,9 +285,10 @@ impl Bus {
         }
     }
 
-    /// Publishes a [`DeadLetter`] for `payload` received on `topic`.
-    pub async fn dead_letter(&self, reason: impl Into<String>, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
-        self.inner.dead_letter(reason.into(), topic, payload).await
+    /// Publishes a [`DeadLetter`] for `payload` received on `topic`, with the refusal's code
+    /// and reason.
+    pub async fn dead_letter(&self, refusal: Refusal, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
+        self.inner.dead_letter(refusal, topic, payload).await
     }
 }
 
@@ -422,30 +328,25 @@ impl Inner {
     ) -> Result<(), SdkError> {
         let props = envelope_properties(envelope, response_topic, correlation_data);
         let payload = self.security.seal(envelope)?;
-        self.client
-            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
-            .await
-            .map_err(|_| SdkError::Closed)
+        self.link.publish(topic, QoS::AtLeastOnce, false, payload, Some(props)).await
     }
 
-    /// Publishes without waiting, from the connection task (which must never wait on the
-    /// channel it drains): tries the channel, and hands the publish to a task when it is full.
+    /// Publishes without waiting, from the task that consumes the link's events (which must
+    /// not wait behind a full request channel): tries the channel, and hands the publish to a
+    /// task when it is full.
     fn publish_nowait(&self, topic: String, qos: QoS, retain: bool, payload: Bytes) {
-        if self.client.try_publish(topic.clone(), qos, retain, payload.clone()).is_err() {
-            let client = self.client.clone();
+        if !self.link.try_publish(topic.clone(), qos, retain, payload.clone()) {
+            let link = self.link.clone();
             tokio::spawn(async move {
-                let _ = client.publish(topic, qos, retain, payload).await;
+                let _ = link.publish(topic, qos, retain, payload, None).await;
             });
         }
     }
 
-    async fn dead_letter(&self, reason: String, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
-        tracing::warn!(service = %self.name, %topic, %reason, "dead letter");
-        let record = DeadLetter::new(reason, topic, payload, self.reported_by());
-        self.client
-            .publish(self.topics.deadletter(), QoS::AtLeastOnce, false, record.to_vec())
-            .await
-            .map_err(|_| SdkError::Closed)
+    async fn dead_letter(&self, refusal: Refusal, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
+        tracing::warn!(service = %self.name, %topic, code = %refusal.code, reason = %refusal.reason, "dead letter");
+        let record = DeadLetter::new(&refusal, topic, payload, self.reported_by());
+        self.link.publish(self.topics.deadletter(), QoS::AtLeastOnce, false, record.to_vec(), None).await
     }
 
     fn take_pending(&self, id: &str) -> Option<Pending> {
@@ -484,32 +385,6 @@ fn envelope_properties(
     }
 }
 
-/// Exponential backoff with jitter between `min` and `max`.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, next: min }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// The delay to wait now: between half and all of the current step ("equal jitter", so
-    /// instances that lost the broker together do not come back together), then the step
-    /// doubles up to `max`.
-    fn delay(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
-        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
-    }
-}
-
 /// An MQTT topic filter: not empty, `#` only as the whole last level, `+` only as a whole level.
 fn valid_filter(filter: &str) -> bool {
     let levels: Vec<&str> = filter.split('/').collect();
@@ -522,38 +397,18 @@ fn valid_filter(filter: &str) -> bool {
         })
 }
 
-/// The connection task.
-async fn drive<S: BusService>(
+/// What the runtime does with its link's events: says it is there once online, and hands
+/// every message on.
+async fn consume<S: BusService>(
     inner: Arc<Inner>,
-    mut events: EventLoop,
+    mut events: mpsc::UnboundedReceiver<LinkEvent>,
     service: Option<Arc<S>>,
-    filters: Vec<Filter>,
     limiter: Arc<Semaphore>,
-    mut backoff: Backoff,
 ) {
-    let mut awaiting_suback = false;
-    // Consecutive failed attempts, to log a broker that stays away without flooding the log.
-    let mut failures: u64 = 0;
-    loop {
-        let event = events.poll().await;
-        let stopping = inner.stopping.load(Ordering::Acquire);
+    while let Some(event) = events.recv().await {
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
-                inner.connects.fetch_add(1, Ordering::Relaxed);
-                // Subscribe on every connect: the session is clean (or the broker restarted
-                // and lost it).
-                awaiting_suback = true;
-                failures = 0;
-                if inner.client.try_subscribe_many(filters.clone()).is_err() {
-                    // The channel is full of messages queued while offline: wait in a task.
-                    let (client, filters) = (inner.client.clone(), filters.clone());
-                    tokio::spawn(async move { client.subscribe_many(filters).await });
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) if awaiting_suback => {
-                awaiting_suback = false;
-                if inner.announce && !stopping {
+            LinkEvent::Online => {
+                if inner.announce && !inner.stopping.load(Ordering::Acquire) {
                     inner.publish_nowait(
                         inner.status_topic.clone(),
                         QoS::AtLeastOnce,
@@ -567,35 +422,12 @@ async fn drive<S: BusService>(
                         inner.sealed(&inner.heartbeat()).into(),
                     );
                 }
-                inner.state.send_replace(LinkState::Online);
-                tracing::info!(service = %inner.name, instance = %inner.instance, broker = %inner.broker, "online");
+                tracing::info!(service = %inner.name, instance = %inner.instance, broker = %inner.link.broker(), "online");
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(&inner, service.as_ref(), &limiter, publish),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => break,
-            Ok(_) => {}
-            Err(_) if stopping => break,
-            Err(e) => {
-                awaiting_suback = false;
-                inner.failure.send_replace(Some(Failure::of(&e)));
-                let was = inner.state.send_replace(LinkState::Connecting);
-                let delay = backoff.delay();
-                failures += 1;
-                if was == LinkState::Online {
-                    tracing::warn!(service = %inner.name, broker = %inner.broker, error = %e, "connection lost; reconnecting");
-                } else if failures.is_power_of_two() {
-                    // A refused SUBSCRIBE (ACL) or CONNECT (credentials) also ends here.
-                    tracing::warn!(service = %inner.name, broker = %inner.broker, error = %e, failures, retry_in = ?delay, "cannot connect");
-                } else {
-                    tracing::debug!(service = %inner.name, broker = %inner.broker, error = %e, retry_in = ?delay, "cannot connect");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = inner.stop.notified() => break,
-                }
-            }
+            LinkEvent::Message(publish) => on_publish(&inner, service.as_ref(), &limiter, publish),
+            LinkEvent::Offline { .. } => {}
         }
     }
-    inner.state.send_replace(LinkState::Stopped);
 }
 
 fn on_publish<S: BusService>(inner: &Arc<Inner>, service: Option<&Arc<S>>, limiter: &Arc<Semaphore>, p: Publish) {
@@ -608,7 +440,7 @@ fn on_publish<S: BusService>(inner: &Arc<Inner>, service: Option<&Arc<S>>, limit
         // Another instance's will (or shutdown) said the service is offline; this instance is
         // alive, so the service is not. A retained `offline` delivered on subscribing is old
         // news: the connection task says `online` right after the subscription anyway.
-        let alive = *inner.state.borrow() == LinkState::Online && !inner.stopping.load(Ordering::Acquire);
+        let alive = inner.link.state() == LinkState::Online && !inner.stopping.load(Ordering::Acquire);
         if &p.payload[..] == OFFLINE.as_bytes() && !p.retain && alive {
             inner.publish_nowait(topic, QoS::AtLeastOnce, true, Bytes::from_static(ONLINE.as_bytes()));
         }
@@ -621,7 +453,13 @@ fn on_publish<S: BusService>(inner: &Arc<Inner>, service: Option<&Arc<S>>, limit
         None => {
             let inner = inner.clone();
             tokio::spawn(async move {
-                let _ = inner.dead_letter("no handler: a plain client received it".into(), &topic, &p.payload).await;
+                let _ = inner
+                    .dead_letter(
+                        Refusal::new(Refusal::NO_HANDLER, "no handler: a plain client received it"),
+                        &topic,
+                        &p.payload,
+                    )
+                    .await;
             });
         }
     }
@@ -637,12 +475,11 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
         .and_then(|s| MessageId::parse(s).ok());
     let mut parsed = Envelope::parse(&p.payload);
     if let Ok(response) = &mut parsed {
-        if let Err(reason) = inner.security.open(&p.payload, response) {
+        if let Err(refusal) = inner.security.open(&p.payload, response) {
             // The waiter learns it (code `security`), and the bytes go to the dead-letter topic.
             let (inner2, topic2, payload) = (inner.clone(), topic.to_string(), p.payload.clone());
-            let why = reason.clone();
-            tokio::spawn(async move { inner2.dead_letter(why, &topic2, &payload).await });
-            response.payload.data = json!({ "code": "security", "message": reason });
+            response.payload.data = json!({ "code": refusal.code.as_ref(), "message": refusal.reason });
+            tokio::spawn(async move { inner2.dead_letter(refusal, &topic2, &payload).await });
             response.payload.metadata.status = Some(ReplyStatus::Error);
             response.security = None;
             let id = by_property.or(response.correlation_id.clone());
@@ -658,9 +495,9 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
             if let Err(e) = &parsed {
                 // The waiter gets the error, and the bytes go to the dead-letter topic too.
                 let inner = inner.clone();
-                let (reason, topic, payload) =
-                    (format!("invalid response envelope: {e}"), topic.to_string(), p.payload.clone());
-                tokio::spawn(async move { inner.dead_letter(reason, &topic, &payload).await });
+                let refusal = Refusal::new(Refusal::INVALID_RESPONSE, format!("invalid response envelope: {e}"));
+                let (topic, payload) = (topic.to_string(), p.payload.clone());
+                tokio::spawn(async move { inner.dead_letter(refusal, &topic, &payload).await });
             }
             let _ = waiter.send(parsed);
         }
@@ -669,9 +506,10 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
                 Err(e) => format!("invalid response envelope: {e}"),
                 Ok(_) => "response matches no pending request (it came after the timeout, or twice)".to_string(),
             };
+            let refusal = Refusal::new(Refusal::INVALID_RESPONSE, reason);
             let inner = inner.clone();
             let topic = topic.to_string();
-            tokio::spawn(async move { inner.dead_letter(reason, &topic, &p.payload).await });
+            tokio::spawn(async move { inner.dead_letter(refusal, &topic, &p.payload).await });
         }
     }
 }
@@ -693,9 +531,9 @@ async fn handle_message<S: BusService>(
     let mut envelope = match Envelope::parse(&p.payload) {
         Ok(envelope) => envelope,
         Err(e) => {
-            let reason = format!("invalid envelope: {e}");
-            service.refused(&topic, Refusal::InvalidEnvelope, &reason);
-            let _ = inner.dead_letter(reason, &topic, &p.payload).await;
+            let refusal = Refusal::new(Refusal::INVALID_ENVELOPE, format!("invalid envelope: {e}"));
+            service.refused(&topic, &refusal);
+            let _ = inner.dead_letter(refusal, &topic, &p.payload).await;
             // A requester that said where to answer, or a device, learns at once (and learns
             // every problem) instead of timing out or never knowing.
             let device =
@@ -715,15 +553,17 @@ async fn handle_message<S: BusService>(
             s.user.as_deref().unwrap_or_default(),
             s.device_id().unwrap_or_default()
         );
-        service.refused(&topic, Refusal::Identity, &reason);
-        refusal.answer(&envelope, correlation, "forbidden", reason).await;
+        let refused = Refusal::new(Refusal::IDENTITY, reason);
+        service.refused(&topic, &refused);
+        refusal.answer(&envelope, correlation, "forbidden", refused).await;
         return;
     }
     if envelope.is_expired(SystemTime::now()) {
         let ttl = envelope.ttl.unwrap_or_default();
         let reason = format!("expired: sent at {} with a ttl of {ttl} s", envelope.timestamp);
-        service.refused(&topic, Refusal::Expired, &reason);
-        let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
+        let refused = Refusal::new(Refusal::EXPIRED, reason.clone());
+        service.refused(&topic, &refused);
+        let _ = inner.dead_letter(refused, &topic, &p.payload).await;
         // A device with a wrong clock would otherwise never learn why nothing happens.
         if let Some(id) = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:")) {
             let answer = error_answer(&envelope, &inner.name, &ServiceError::new("expired", reason));
@@ -733,9 +573,10 @@ async fn handle_message<S: BusService>(
         }
         return;
     }
-    if let Err(reason) = inner.security.open(&p.payload, &mut envelope) {
-        service.refused(&topic, Refusal::Security, &reason);
-        let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
+    if let Err(refused) = inner.security.open(&p.payload, &mut envelope) {
+        service.refused(&topic, &refused);
+        let reason = refused.reason.clone();
+        let _ = inner.dead_letter(refused, &topic, &p.payload).await;
         let device = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:"));
         if envelope.message_type == MessageType::Request || response_topic.is_some() || device.is_some() {
             envelope.payload.data = Value::Null;
@@ -826,9 +667,10 @@ struct Refused<'a> {
 impl Refused<'_> {
     /// Dead-letters the message with `reason` and answers the sender where it can read it:
     /// its response topic, else (for a device) its errors topic, else a request's `source`.
-    async fn answer(&self, envelope: &Envelope, correlation: Option<Bytes>, code: &str, reason: String) {
+    async fn answer(&self, envelope: &Envelope, correlation: Option<Bytes>, code: &str, refusal: Refusal) {
         let inner = self.inner;
-        let _ = inner.dead_letter(reason.clone(), self.topic, self.payload).await;
+        let reason = refusal.reason.clone();
+        let _ = inner.dead_letter(refusal, self.topic, self.payload).await;
         let device = self.sender.as_ref().and_then(Sender::device_id);
         let target = match (self.response_topic, device) {
             (Some(t), _) => t.clone(),
@@ -900,12 +742,12 @@ async fn heartbeats(inner: Arc<Inner>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        if *inner.state.borrow() == LinkState::Online {
+        if inner.link.state() == LinkState::Online {
             let beat = inner.heartbeat();
             let props = envelope_properties(&beat, None, None);
             let _ = inner
-                .client
-                .publish_with_properties(inner.topics.heartbeat(), QoS::AtMostOnce, false, inner.sealed(&beat), props)
+                .link
+                .publish(inner.topics.heartbeat(), QoS::AtMostOnce, false, inner.sealed(&beat), Some(props))
                 .await;
         }
     }
@@ -943,20 +785,16 @@ impl ServiceHandle {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
-        if *inner.state.borrow() == LinkState::Online {
-            if inner.announce {
-                let _ = inner.client.publish(inner.status_topic.clone(), QoS::AtLeastOnce, true, OFFLINE).await;
-            }
-            let _ = inner.client.disconnect().await;
+        if inner.announce && inner.link.state() == LinkState::Online {
+            let _ = inner.link.publish(inner.status_topic.clone(), QoS::AtLeastOnce, true, OFFLINE, None).await;
         }
-        inner.stop.notify_one();
+        inner.link.close().await;
         if let Some(mut driver) = self.driver.take() {
             if tokio::time::timeout(Duration::from_secs(5), &mut driver).await.is_err() {
                 driver.abort();
             }
         }
         inner.pending.lock().unwrap().clear();
-        inner.state.send_replace(LinkState::Stopped);
         tracing::info!(service = %inner.name, instance = %inner.instance, "stopped");
     }
 
@@ -977,7 +815,7 @@ impl Drop for ServiceHandle {
         if let Some(d) = self.driver.take() {
             d.abort();
         }
-        self.bus.inner.state.send_replace(LinkState::Stopped);
+        self.bus.inner.link.abort();
         self.bus.inner.pending.lock().unwrap().clear();
     }
 }
@@ -994,17 +832,5 @@ mod tests {
         for bad in ["", "a/#/b", "a+", "a/b#", "#/a"] {
             assert!(!valid_filter(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let steps: Vec<u64> = [100, 200, 400, 800, 1000, 1000].to_vec();
-        for step in steps {
-            let d = b.delay().as_millis() as u64;
-            assert!(d >= step / 2 && d <= step, "{d} for step {step}");
-        }
-        b.reset();
-        assert!(b.delay() <= Duration::from_millis(100));
     }
 }

@@ -40,7 +40,7 @@ pub use signing::{canonical_bytes, SignatureError, SigningKey, VerifyingKey};
 
 /// Decodes hex digits (either case); `None` if the text is not an even number of them.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     s.as_bytes().chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok()).collect()

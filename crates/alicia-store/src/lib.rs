@@ -56,9 +56,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use alicia_config::mqtt::{DocClient, DocEvent};
 use alicia_envelope::{Envelope, Timestamp};
-use alicia_sdk::{Bus, BusService, Context, HandlerResult, QoS, ServiceConfig, ServiceError, ServiceHandle};
+use alicia_sdk::{
+    Bus, BusService, Context, HandlerResult, Link, LinkEvent, LinkOptions, QoS, ServiceConfig, ServiceError,
+    ServiceHandle,
+};
 use axum::extract::{Query as HttpQuery, State as HttpState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -337,7 +339,7 @@ fn http_api(shared: Arc<Shared>) -> axum::Router {
 pub struct StoreHandle {
     service: ServiceHandle,
     shared: Arc<Shared>,
-    docs: Arc<DocClient>,
+    docs: Link,
     http: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -411,9 +413,9 @@ pub async fn start(cfg: StoreConfig) -> Result<StoreHandle, StoreError> {
     let service = alicia_sdk::start(cfg.service.clone(), Service { shared: shared.clone() })?;
     let instance = service.bus().instance().to_string();
     let topics = ingest::Topics::new(&prefix);
+    let id = format!("{SERVICE_NAME}-{instance}-io");
     let (docs, mut events) =
-        DocClient::connect(&cfg.service, format!("{SERVICE_NAME}-{instance}-io"), topics.filters());
-    let docs = Arc::new(docs);
+        Link::connect(&cfg.service, LinkOptions::new(id, topics.filters()).with_label("data_store/io"));
     let mut tasks = Vec::new();
     {
         let mut ingest = ingest::Ingest::default();
@@ -421,8 +423,9 @@ pub async fn start(cfg: StoreConfig) -> Result<StoreHandle, StoreError> {
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
-                if let DocEvent::Message { topic, payload, .. } = ev {
-                    for r in ingest.records(&topics, &topic, &payload, ingest::now()) {
+                if let LinkEvent::Message(p) = ev {
+                    let topic = String::from_utf8_lossy(&p.topic);
+                    for r in ingest.records(&topics, &topic, &p.payload, ingest::now()) {
                         if tx.send(Msg::Record(r)).is_err() {
                             return;
                         }
@@ -456,7 +459,9 @@ pub async fn start(cfg: StoreConfig) -> Result<StoreHandle, StoreError> {
                                 {"name": "alicia_store_batches_total", "type": "counter", "help": "Committed batches.",
                                 "samples": [{"labels": {}, "value": c.batches.load(Ordering::Relaxed)}]}]
                         });
-                        docs.publish(&metrics_topic, snapshot.to_string(), QoS::AtMostOnce, true).await;
+                        if let Err(e) = docs.publish(&metrics_topic, QoS::AtMostOnce, true, snapshot.to_string(), None).await {
+                            tracing::debug!(error = %e, "metrics snapshot not published");
+                        }
                     }
                 }
             }

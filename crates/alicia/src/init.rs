@@ -28,6 +28,7 @@ pub const SERVICES: &[&str] = &[
     "gateway",
     "api",
     "cli",
+    ASSISTANT,
     "speaker_manager",
     "sensor_data",
     "actuator_control",
@@ -35,13 +36,42 @@ pub const SERVICES: &[&str] = &[
     "ha_bridge",
 ];
 
+/// The assistant, a voice service: only the topics it uses (see [`ASSISTANT_ACL`]), not the
+/// whole bus.
+const ASSISTANT: &str = "ai_service";
+
+/// The assistant's rights: the design document's ACL for `ai_service` (its voice topics, the
+/// transcripts), and what it needs besides. Commands go to the router's inbox, which the
+/// patterns below let every login write to, as they let it answer on reply topics.
+const ASSISTANT_ACL: &str = "\
+user ai_service
+# The design document's: the assistant's voice topics, and the transcripts.
+topic readwrite alicia/voice/ai/#
+topic read alicia/voice/stt/response
+# Its inbox, replies and presence; heartbeats and dead letters.
+topic readwrite alicia/services/ai_service/#
+topic readwrite alicia/system/services/ai_service/status
+topic write alicia/system/discovery/heartbeat
+topic write alicia/system/deadletter
+# What it understands by: the inventory, devices' states and readings.
+topic read alicia/system/registry/devices
+topic read alicia/devices/+/state
+topic read alicia/devices/+/telemetry
+# What it says: voice events, announcements for every speaker, refusals to devices.
+topic write alicia/voice/events
+topic write alicia/devices/speakers/announce
+topic write alicia/devices/+/errors
+
+";
+
 /// The MQTT user of Home Assistant's MQTT integration.
 pub const HOME_ASSISTANT: &str = "homeassistant";
 
 /// Exactly what Home Assistant needs on Alicia's broker for the bridge's entities: its
 /// discovery prefix (configs, its birth and will), the devices' states and availability,
 /// sensor_data's latest readings, the lights' HA-format states, and the bridge's command
-/// topics. Devices adopted from other software keep their own topics: add those by hand.
+/// topics; and denied what the ACL's patterns give every other login. Devices adopted from
+/// other software keep their own topics: add those by hand.
 const HOME_ASSISTANT_ACL: &str = "# Home Assistant (secrets/homeassistant.password): the ha_bridge's entities only.\n\
      user homeassistant\n\
      topic readwrite homeassistant/#\n\
@@ -50,7 +80,13 @@ const HOME_ASSISTANT_ACL: &str = "# Home Assistant (secrets/homeassistant.passwo
      topic read alicia/sensors/+\n\
      topic read alicia/ha/+/light/state\n\
      topic write alicia/ha/+/+/set\n\
-     topic write alicia/ha/+/+/press\n\n";
+     topic write alicia/ha/+/+/press\n\
+     # Not what the patterns below give every login: no service inboxes or replies, no\n\
+     # registrations, no broadcasts, no device of its own (a user's deny beats a pattern).\n\
+     topic deny alicia/services/#\n\
+     topic deny alicia/system/#\n\
+     topic deny alicia/broadcast/#\n\
+     topic deny alicia/devices/homeassistant/#\n\n";
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -115,7 +151,7 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         "# Written by `alicia init`. Mosquitto acl_file format.\n\
          # Core services: the whole bus, and the broker's statistics.\n",
     );
-    for service in SERVICES {
+    for service in SERVICES.iter().filter(|s| **s != ASSISTANT) {
         acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n"));
         if *service == "ha_bridge" {
             // It speaks for devices adopted from HA discovery, which chose their own topics.
@@ -123,6 +159,7 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         }
         acl.push('\n');
     }
+    acl.push_str(ASSISTANT_ACL);
     acl.push_str(HOME_ASSISTANT_ACL);
     acl.push_str(
         "# Devices log in with a client certificate whose CN is their id (%u) or a gateway token:\n\

@@ -1,0 +1,252 @@
+//! Wyoming's framing: one JSON header line (`type`, `version`, optional `data`, `data_length`,
+//! `payload_length`), then `data_length` bytes of JSON merged into `data`, then
+//! `payload_length` bytes of payload (audio). As the reference implementation (PyPI `wyoming`)
+//! reads and writes it.
+//!
+//! Hand-written: no maintained Rust crate implements Wyoming, and the framing is this small.
+//! Every length is bounded ([`Limits`]) so a peer cannot make the server buffer without limit.
+
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The protocol version we speak (the PyPI reference's, which we are tested against).
+pub const VERSION: &str = "1.10.0";
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: String,
+    pub data: Map<String, Value>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Event {
+    pub fn new(kind: &str) -> Self {
+        Event { kind: kind.to_string(), data: Map::new(), payload: None }
+    }
+
+    pub fn with_data(kind: &str, data: Value) -> Self {
+        let data = match data {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Event { kind: kind.to_string(), data, payload: None }
+    }
+
+    pub fn with_payload(mut self, payload: Vec<u8>) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(Value::as_str)
+    }
+
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.data.get(key).and_then(Value::as_u64)
+    }
+
+    /// `error` with a text and a code.
+    pub fn error(text: &str, code: &str) -> Self {
+        Event::with_data("error", serde_json::json!({"text": text, "code": code}))
+    }
+}
+
+/// Bounds on what a peer may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header: usize,
+    pub max_data: usize,
+    pub max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // An audio chunk is a few KB; 4 MB is generous for one.
+        Limits { max_header: 64 << 10, max_data: 1 << 20, max_payload: 4 << 20 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the header line is longer than {0} bytes")]
+    HeaderTooLong(usize),
+    #[error("the header is not a JSON object with a `type`: {0}")]
+    BadHeader(String),
+    #[error("{what} of {len} bytes is over the limit of {max}")]
+    TooLarge { what: &'static str, len: u64, max: usize },
+    #[error("the data is not a JSON object: {0}")]
+    BadData(String),
+    #[error("the connection closed in the middle of an event")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one event; `None` at a clean end of stream.
+pub async fn read_event<R: AsyncBufRead + Unpin>(r: &mut R, limits: &Limits) -> Result<Option<Event>, ProtocolError> {
+    let mut line = Vec::new();
+    // Read the header line without letting it grow past the limit.
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return if line.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { Err(ProtocolError::Truncated) };
+        }
+        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > limits.max_header {
+            return Err(ProtocolError::HeaderTooLong(limits.max_header));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if done {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                line.clear(); // blank lines between events are tolerated
+                continue;
+            }
+            break;
+        }
+    }
+    let header: Value = serde_json::from_slice(&line).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
+    let Value::Object(mut header) = header else { return Err(ProtocolError::BadHeader("not an object".into())) };
+    let kind = match header.remove("type") {
+        Some(Value::String(t)) if !t.is_empty() => t,
+        _ => return Err(ProtocolError::BadHeader("no `type`".into())),
+    };
+    let mut data = match header.remove("data") {
+        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => return Err(ProtocolError::BadData("`data` is not an object".into())),
+    };
+    let length = |key: &str| -> Result<u64, ProtocolError> {
+        match header.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| ProtocolError::BadHeader(format!("`{key}` is not a length"))),
+        }
+    };
+    let data_len = length("data_length")?;
+    let payload_len = length("payload_length")?;
+    if data_len > limits.max_data as u64 {
+        return Err(ProtocolError::TooLarge { what: "data", len: data_len, max: limits.max_data });
+    }
+    if payload_len > limits.max_payload as u64 {
+        return Err(ProtocolError::TooLarge { what: "payload", len: payload_len, max: limits.max_payload });
+    }
+    if data_len > 0 {
+        let bytes = read_exact(r, data_len as usize).await?;
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(m)) => data.extend(m),
+            Ok(_) => return Err(ProtocolError::BadData("not an object".into())),
+            Err(e) => return Err(ProtocolError::BadData(e.to_string())),
+        }
+    }
+    let payload = if payload_len > 0 { Some(read_exact(r, payload_len as usize).await?) } else { None };
+    Ok(Some(Event { kind, data, payload }))
+}
+
+async fn read_exact<R: AsyncBufRead + Unpin>(r: &mut R, n: usize) -> Result<Vec<u8>, ProtocolError> {
+    let mut buf = vec![0u8; n];
+    match r.read_exact(&mut buf).await {
+        Ok(_) => Ok(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProtocolError::Truncated),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The bytes of one event, as the reference writes them (data after the header line).
+pub fn encode(event: &Event) -> Vec<u8> {
+    let mut header = Map::new();
+    header.insert("type".into(), Value::String(event.kind.clone()));
+    header.insert("version".into(), Value::String(VERSION.into()));
+    let data = if event.data.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_vec(&event.data).expect("a JSON map serialises"))
+    };
+    if let Some(d) = &data {
+        header.insert("data_length".into(), d.len().into());
+    }
+    if let Some(p) = event.payload.as_ref().filter(|p| !p.is_empty()) {
+        header.insert("payload_length".into(), p.len().into());
+    }
+    let mut out = serde_json::to_vec(&header).expect("a JSON map serialises");
+    out.push(b'\n');
+    if let Some(d) = data {
+        out.extend_from_slice(&d);
+    }
+    if let Some(p) = event.payload.as_ref().filter(|p| !p.is_empty()) {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+pub async fn write_event<W: AsyncWrite + Unpin>(w: &mut W, event: &Event) -> std::io::Result<()> {
+    w.write_all(&encode(event)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(bytes: &[u8]) -> Vec<Result<Option<Event>, String>> {
+        let mut r = tokio::io::BufReader::new(bytes);
+        let mut out = Vec::new();
+        loop {
+            match read_event(&mut r, &Limits::default()).await {
+                Ok(None) => break,
+                Ok(Some(e)) => out.push(Ok(Some(e))),
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_the_references_layouts() {
+        let ev = Event::with_data("audio-chunk", serde_json::json!({"rate": 16000, "width": 2, "channels": 1}))
+            .with_payload(vec![1, 2, 3, 4]);
+        let bytes = encode(&ev);
+        let got = read_all(&bytes).await;
+        assert_eq!(got, [Ok(Some(ev))]);
+        // Data inline in the header (older peers), and data split between both.
+        let inline = b"{\"type\": \"transcript\", \"data\": {\"text\": \"hi\"}}\n";
+        let split = b"{\"type\": \"x\", \"data\": {\"a\": 1}, \"data_length\": 8}\n{\"b\": 2}";
+        let got = read_all(&[&inline[..], &split[..]].concat()).await;
+        let e0 = got[0].clone().unwrap().unwrap();
+        assert_eq!((e0.kind.as_str(), e0.str("text")), ("transcript", Some("hi")));
+        let e1 = got[1].clone().unwrap().unwrap();
+        assert_eq!((e1.u64("a"), e1.u64("b")), (Some(1), Some(2)));
+        // An event without data has no data_length.
+        assert_eq!(
+            String::from_utf8(encode(&Event::new("describe"))).unwrap(),
+            "{\"type\":\"describe\",\"version\":\"1.10.0\"}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_errors_not_panics() {
+        for (bytes, want) in [
+            (&b"not json\n"[..], "not a JSON object"),
+            (b"[1,2]\n", "not a JSON object"),
+            (b"{\"data\": {}}\n", "no `type`"),
+            (b"{\"type\": \"x\", \"payload_length\": 10}\nabc", "closed in the middle"),
+            (b"{\"type\": \"x\", \"payload_length\": 99999999999}\n", "over the limit"),
+            (b"{\"type\": \"x\", \"data_length\": -1}\n", "not a length"),
+            (b"{\"type\": \"x\", \"data_length\": 3}\n[1]", "not an object"),
+            (b"{\"type\": \"x\"", "closed in the middle"),
+        ] {
+            let got = read_all(bytes).await;
+            match got.last() {
+                Some(Err(e)) => assert!(e.contains(want), "{:?}: {e}", String::from_utf8_lossy(bytes)),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bytes)),
+            }
+        }
+        let long = vec![b'a'; 70 << 10];
+        assert!(read_all(&long).await.last().unwrap().as_ref().unwrap_err().contains("longer than"));
+    }
+}
