@@ -248,14 +248,13 @@ pub async fn client(config: ServiceConfig) -> ServiceHandle {
 /// in keys/signing/, one encryption key keys/enc-1.key.
 pub fn home_with_keys(services: &[&str]) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
-    let signing = home.path().join("keys").join("signing");
-    std::fs::create_dir_all(&signing).unwrap();
+    let layout = alicia_home::Home::new(home.path());
+    layout.create_dirs().unwrap();
     for s in services {
-        alicia_sdk::seal::SigningKey::generate(&signing.join(format!("{s}.key")), &signing.join(format!("{s}.pub")))
-            .unwrap();
+        alicia_sdk::seal::SigningKey::generate(&layout.signing_key(s), &layout.verifying_key(s)).unwrap();
     }
     let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
-    std::fs::write(home.path().join("keys").join("enc-1.key"), key).unwrap();
+    alicia_home::write_file(&layout.encryption_key(1), key.as_bytes(), alicia_home::Access::Secret).unwrap();
     home
 }
 
