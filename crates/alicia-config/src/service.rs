@@ -214,6 +214,7 @@ pub(crate) fn now() -> String {
 }
 
 struct Shared {
+    /// tokio's Mutex: the guard is held across `announce(..).await`, so updates are announced in order.
     store: Mutex<ConfigStore>,
     link: Link,
     topic: String,

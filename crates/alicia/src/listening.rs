@@ -7,7 +7,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 /// The addresses announced so far by this process.
 static ANNOUNCED: Mutex<Vec<(String, SocketAddr)>> = Mutex::new(Vec::new());
@@ -15,17 +16,13 @@ static ANNOUNCED: Mutex<Vec<(String, SocketAddr)>> = Mutex::new(Vec::new());
 /// Prints `<what> listening on ADDR` and remembers it.
 pub fn announce(what: &str, addr: SocketAddr) {
     println!("{what} listening on {addr}");
-    ANNOUNCED.lock().unwrap_or_else(|p| p.into_inner()).push((what.to_string(), addr));
+    ANNOUNCED.lock().push((what.to_string(), addr));
 }
 
 /// Writes what was announced to `<home>/alicia.addresses`.
 pub fn write(home: &Path) -> std::io::Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> = ANNOUNCED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(k, a)| (k.clone(), serde_json::Value::String(a.to_string())))
-        .collect();
+    let map: serde_json::Map<String, serde_json::Value> =
+        ANNOUNCED.lock().iter().map(|(k, a)| (k.clone(), serde_json::Value::String(a.to_string()))).collect();
     // Replaced whole: a CLI reading it while `alicia up` starts sees the old file or the new.
     let text = serde_json::Value::Object(map).to_string() + "\n";
     alicia_home::write_file(

@@ -153,7 +153,8 @@ fn main() -> anyhow::Result<()> {
                         .append(true)
                         .open(path)
                         .with_context(|| format!("log_dest file: cannot open {}", path.display()))?;
-                    fmt.with_writer(std::sync::Mutex::new(file)).with_ansi(false).boxed()
+                    // No lock: `&File` is `Write`, and each event is one write to a file opened to append.
+                    fmt.with_writer(std::sync::Arc::new(file)).with_ansi(false).boxed()
                 }
                 broker_log::Output::Syslog(socket) => {
                     let syslog = broker_log::Syslog::connect(socket)

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use alicia_config::Config;
@@ -17,6 +16,7 @@ use alicia_monitor::{ExtraMetrics, LogFeed};
 use alicia_sdk::{EnvelopeSecurity, Secret, ServiceConfig};
 use anyhow::Context;
 use clap::Args;
+use parking_lot::Mutex;
 
 /// The environment files `alicia init` puts in `<home>/config/` (and `up` adds when a home
 /// has none): the repository's `config/*.yaml`.
@@ -209,7 +209,7 @@ impl Services {
             self.config(MONITOR, broker, &cfg)?.with_name(MONITOR),
             cfg.monitoring.clone(),
         );
-        m.log_feed = self.log_feed.lock().ok().and_then(|mut f| f.take());
+        m.log_feed = self.log_feed.lock().take();
         m.environment = Some(env);
         m.default_heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
         let monitor = alicia_monitor::start(m).await.map_err(|e| anyhow::anyhow!("cannot start the monitor: {e}"))?;
