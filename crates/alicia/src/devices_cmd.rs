@@ -160,6 +160,11 @@ pub fn registration(id: &str, device_type: &str, location: Option<&str>, extra: 
         "light" => vec![cap("on_off", json!({})), cap("brightness", json!({"min": 0, "max": 100}))],
         "switch" | "plug" => vec![cap("on_off", json!({}))],
         "sensor" => vec![cap("temperature", json!({"unit": "°C", "device_class": "temperature"}))],
+        // docs/voice-protocol.md: audio on alicia/voice/sat/<id>/mic and .../snd.
+        "satellite" => vec![
+            cap("microphone", json!({"formats": ["pcm"], "sample_rate": 16000, "width": 2, "channels": 1})),
+            cap("audio_playback", json!({"supported_formats": ["pcm"], "min_volume": 0, "max_volume": 100})),
+        ],
         _ => Vec::new(),
     };
     for name in extra {
@@ -264,32 +269,7 @@ impl DevicesCommand {
     }
 
     fn service_config(&self) -> anyhow::Result<ServiceConfig> {
-        let home = self.home();
-        let broker = match self.broker {
-            Some(b) => b,
-            None => match crate::listening::running(&home, "mqtt") {
-                Some(running) => running,
-                None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
-            },
-        };
-        let mut cfg = ServiceConfig {
-            topic_prefix: self.prefix.clone(),
-            ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
-        };
-        let secret = |user: &str| home.join("secrets").join(format!("{user}.password"));
-        let user = match &self.user {
-            Some(u) => Some(u.clone()),
-            None if self.password_file.is_some() => bail!("--password-file needs --user"),
-            None => ["cli", "api"].into_iter().find(|u| secret(u).exists()).map(str::to_string),
-        };
-        if let Some(user) = user {
-            let file = self.password_file.clone().unwrap_or_else(|| secret(&user));
-            let password =
-                if file.exists() || self.password_file.is_some() { Some(Secret::from_file(&file)?) } else { None };
-            cfg.username = Some(user);
-            cfg.password = password;
-        }
-        Ok(cfg.with_name(format!("cli-{}", std::process::id())))
+        cli_config(&self.home(), self.broker, self.user.as_deref(), self.password_file.as_deref(), &self.prefix)
     }
 }
 
@@ -454,6 +434,41 @@ async fn watch(cmd: &DevicesCommand, as_json: bool) -> anyhow::Result<()> {
     };
     alicia_registry::watch_events(&cfg, print, stop).await?;
     Ok(())
+}
+
+/// The bus connection of a command-line tool (see the module documentation: `--broker`, else
+/// the running `alicia up`'s, else the home's `alicia.yaml`; `--user`, else `cli` or `api`).
+pub fn cli_config(
+    home: &Path,
+    broker: Option<SocketAddr>,
+    user: Option<&str>,
+    password_file: Option<&Path>,
+    prefix: &str,
+) -> anyhow::Result<ServiceConfig> {
+    let broker = match broker {
+        Some(b) => b,
+        None => match crate::listening::running(home, "mqtt") {
+            Some(running) => running,
+            None => home_broker(home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
+        },
+    };
+    let mut cfg = ServiceConfig {
+        topic_prefix: prefix.to_string(),
+        ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
+    };
+    let secret = |user: &str| home.join("secrets").join(format!("{user}.password"));
+    let user = match user {
+        Some(u) => Some(u.to_string()),
+        None if password_file.is_some() => bail!("--password-file needs --user"),
+        None => ["cli", "api"].into_iter().find(|u| secret(u).exists()).map(str::to_string),
+    };
+    if let Some(user) = user {
+        let file = password_file.map(Path::to_path_buf).unwrap_or_else(|| secret(&user));
+        let password = if file.exists() || password_file.is_some() { Some(Secret::from_file(&file)?) } else { None };
+        cfg.username = Some(user);
+        cfg.password = password;
+    }
+    Ok(cfg.with_name(format!("cli-{}", std::process::id())))
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ mod init;
 mod listening;
 mod models_cmd;
 mod up;
+mod voice;
+mod voice_cmd;
 mod wyoming_cmd;
 
 use anyhow::Context;
@@ -25,6 +27,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start and matched once: the size of `Up` (its flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole bus on this machine: the embedded broker, the security gateway, and the
@@ -91,6 +95,12 @@ enum Command {
     /// Serve speech to text and text to speech over the Wyoming protocol (Home Assistant's),
     /// on the fetched models (fetched first when missing).
     Wyoming(wyoming_cmd::WyomingArgs),
+    /// Speech to text over the bus: the WAV file's transcript, from the running stt_service
+    /// (through the router to `capability:speech_to_text`), with timings.
+    Transcribe(voice_cmd::TranscribeArgs),
+    /// Text to speech over the bus: the running tts_service's speech as a WAV file (or streamed
+    /// to a satellite), with timings.
+    Say(voice_cmd::SayArgs),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -104,11 +114,14 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match &cli.command {
-        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_level(a),
-        // The bus client's connection retries are reported as one clear error instead.
-        Command::Devices(_) => "error".to_string(),
         // whisper.cpp reports every model load at info.
-        Command::Wyoming(_) => "info,whisper_rs=warn".to_string(),
+        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => {
+            format!("{},whisper_rs=warn", broker_cmd::log_level(a))
+        }
+        // The bus client's connection retries are reported as one clear error instead.
+        Command::Devices(_) | Command::Transcribe(_) | Command::Say(_) => "error".to_string(),
+        // whisper.cpp reports every model load at info.
+        Command::Wyoming(_) | Command::Services { .. } => "info,whisper_rs=warn".to_string(),
         _ => "info".to_string(),
     };
     // The bus services analyse this process's own log lines (alert rules): `up` and
@@ -145,6 +158,8 @@ fn main() -> anyhow::Result<()> {
         Command::Devices(cmd) => devices_cmd::run(cmd),
         Command::Models(cmd) => models_cmd::run(cmd),
         Command::Wyoming(args) => wyoming_cmd::run(args),
+        Command::Transcribe(args) => voice_cmd::transcribe(args),
+        Command::Say(args) => voice_cmd::say(args),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;

@@ -49,6 +49,19 @@ pub struct ServicesArgs {
     /// [default: registry.heartbeat_timeout_secs].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_timeout: Option<u64>,
+    /// Serve Wyoming speech to text here (Home Assistant's Wyoming integration), backed by
+    /// stt_service over the bus [default when `stt_service.wyoming.enabled`:
+    /// <stt_service.wyoming.host, 127.0.0.1>:<port, 10300>]. Giving it enables the server.
+    #[arg(long, value_name = "ADDR")]
+    pub wyoming_asr: Option<SocketAddr>,
+    /// Serve Wyoming text to speech here, backed by tts_service [default when
+    /// `tts_service.wyoming.enabled`: <host, 127.0.0.1>:<port, 10200>].
+    #[arg(long, value_name = "ADDR")]
+    pub wyoming_tts: Option<SocketAddr>,
+    /// Do not download missing speech models: the voice services report themselves unavailable
+    /// (with the `alicia models fetch` command that fixes it) until the models are there.
+    #[arg(long)]
+    pub no_model_fetch: bool,
 }
 
 /// The services to start, from an Alicia home.
@@ -68,6 +81,7 @@ pub struct Running {
     config: alicia_config::ConfigServiceHandle,
     registry: Option<alicia_registry::RegistryHandle>,
     router: Option<alicia_router::RouterHandle>,
+    voice: Option<crate::voice::Voice>,
     monitor: alicia_monitor::MonitorHandle,
 }
 
@@ -190,6 +204,12 @@ impl Services {
             router = Some(alicia_router::start(r).await.context("cannot start the router")?);
         }
 
+        let voice = match self.start_voice(broker, &cfg).await {
+            Ok(v) => v,
+            // A Wyoming port that cannot be bound is a configuration error worth stopping for.
+            Err(e) => return Err(e.context("cannot start the voice services")),
+        };
+
         let mut m = alicia_monitor::MonitorConfig::new(
             self.config(MONITOR, broker, &cfg)?.with_name(MONITOR),
             cfg.monitoring.clone(),
@@ -201,7 +221,62 @@ impl Services {
         if let Some(metrics) = broker_metrics {
             monitor.set_extra_metrics(metrics);
         }
-        Ok(Running { config, registry, router, monitor })
+        Ok(Running { config, registry, router, voice, monitor })
+    }
+
+    /// The voice services (see `crate::voice`): `stt_service`, `tts_service` and the
+    /// Wyoming bridge, each as its own MQTT user.
+    async fn start_voice(&self, broker: SocketAddr, cfg: &Config) -> anyhow::Result<Option<crate::voice::Voice>> {
+        let login = |name: &str| -> Option<ServiceConfig> {
+            if self.home.join("passwd").exists() && !self.home.join("secrets").join(format!("{name}.password")).exists()
+            {
+                tracing::error!(
+                    "{name} not started: this home has no login for it (it was made before the voice services \
+                     existed): add one with `alicia passwd {home}/passwd {name}` (keep the password in \
+                     {home}/secrets/{name}.password, mode 0600) and give it the ACL block `alicia init` writes for it",
+                    home = self.home.display()
+                );
+                return None;
+            }
+            match self.config(name, broker, cfg) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("{name} not started: {e:#}");
+                    None
+                }
+            }
+        };
+        let (s, t) = (&cfg.stt_service, &cfg.tts_service);
+        let stt = if s.enabled { login(alicia_voice::stt::SERVICE_NAME) } else { None };
+        let tts = if t.enabled { login(alicia_voice::tts::SERVICE_NAME) } else { None };
+        let addr = |w: &alicia_config::WyomingConfig| -> anyhow::Result<Option<SocketAddr>> {
+            if !w.enabled {
+                return Ok(None);
+            }
+            let host = w.host.as_deref().unwrap_or("127.0.0.1");
+            let text = if host.contains(':') { format!("[{host}]:{}", w.port) } else { format!("{host}:{}", w.port) };
+            Ok(Some(text.parse().with_context(|| format!("wyoming address {text}: not an IP address and port"))?))
+        };
+        let asr = self.args.wyoming_asr.or(addr(&s.wyoming)?).filter(|_| s.enabled);
+        let tts_addr = self.args.wyoming_tts.or(addr(&t.wyoming)?).filter(|_| t.enabled);
+        let bridge = if asr.is_some() || tts_addr.is_some() {
+            login(alicia_voice::wyoming_bridge::SERVICE_NAME)
+                .map(|c| (c, asr, tts_addr, s.wyoming.zeroconf || t.wyoming.zeroconf))
+        } else {
+            None
+        };
+        if stt.is_none() && tts.is_none() && bridge.is_none() {
+            return Ok(None);
+        }
+        let setup = crate::voice::VoiceSetup {
+            stt,
+            tts,
+            bridge,
+            cfg: cfg.clone(),
+            home: self.home.clone(),
+            fetch: !self.args.no_model_fetch,
+        };
+        Ok(Some(crate::voice::Voice::start(setup).await?))
     }
 }
 
@@ -266,6 +341,9 @@ impl Running {
     /// Stops every service: each says `offline` and closes its connection while the broker
     /// is still there to hear it.
     pub async fn stop(self) {
+        if let Some(voice) = self.voice {
+            voice.stop().await;
+        }
         self.monitor.shutdown().await;
         if let Some(router) = self.router {
             router.shutdown().await;
