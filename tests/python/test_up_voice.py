@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 import brokers
 from pahoclient import Client
-from upkit import device_token, login
+from upkit import device_token, envelope, login
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary's services")
 
@@ -34,6 +35,19 @@ DESIGN_STT = json.loads((REPO / "tests/fixtures/design/voice_stt_request.json").
 
 def words(s: str) -> str:
     return " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())
+
+
+def word_distance(a: str, b: str) -> int:
+    """Words to insert, delete or replace to turn `a` into `b`. Piper samples noise on every
+    call, so Whisper tiny.en may mishear one word of its speech (espeak-ng's is the same every
+    time and must be heard exactly)."""
+    x, y = a.split(), b.split()
+    row = list(range(len(y) + 1))
+    for i, wx in enumerate(x, 1):
+        prev, row[0] = row[0], i
+        for j, wy in enumerate(y, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (wx != wy))
+    return row[-1]
 
 
 def espeak_wav(text: str, path: Path) -> Path:
@@ -147,7 +161,7 @@ def test_alicia_say_and_transcribe_go_through_the_services(voice):
         assert w.getnchannels() == 1 and w.getsampwidth() == 2 and w.getnframes() > w.getframerate()
     heard = alicia(home, "transcribe", str(out))
     assert heard.returncode == 0, heard.stderr.decode()
-    assert words(heard.stdout.decode()) == "dinner is ready in the kitchen"
+    assert word_distance(words(heard.stdout.decode()), "dinner is ready in the kitchen") <= 1, heard.stdout
     assert re.search(rb"round trip; stt_service .* transcribing [\d.]+ ms", heard.stderr), heard.stderr
     bad = tmp / "bad.wav"
     bad.write_bytes(b"not a wav")
@@ -210,13 +224,14 @@ def test_home_assistants_wyoming_client(voice):
         assert "en" in asr_info.asr[0].models[0].languages
         tts_info = await describe(tts_host, tts_port)
         assert tts_info.tts and tts_info.tts[0].voices[0].name == "en_US-joe-medium"
-        with wave.open(str(espeak_wav("set a timer for five minutes", tmp / "w.wav"))) as w:
+        with wave.open(str(espeak_wav("turn off the kitchen light", tmp / "w.wav"))) as w:
             pcm = w.readframes(w.getnframes())
             text = await transcribe(w.getframerate(), w.getsampwidth(), w.getnchannels(), pcm)
-        assert words(text) == "set a timer for five minutes"
+        assert words(text) == "turn off the kitchen light"
         (rate, width, channels), audio = await synthesize("The garage door is closed.")
         assert (width, channels) == (2, 1) and len(audio) > rate
-        assert words(await transcribe(rate, width, channels, audio)) == "the garage door is closed"
+        heard = words(await transcribe(rate, width, channels, audio))
+        assert word_distance(heard, "the garage door is closed") <= 1, heard
 
     asyncio.run(scenario())
 
@@ -275,17 +290,110 @@ def test_without_models_voice_is_unavailable_with_the_fix(tmp_path):
                 body = json.loads(r.read())
             return body["checks"]["services"]["unavailable"].get("stt_service")
         message = wait_for(unavailable, "stt_service reported unavailable in /ready")
-        assert "alicia models fetch" in message and "whisper-tiny.en" in message, message
+        # One command fetches what the whole voice needs (both services name the same one).
+        fix = "alicia models fetch whisper-tiny.en onnxruntime silero-vad piper-en_US-joe-medium"
+        assert message.endswith(f"to fix it run: {fix}"), message
 
         def alert():
             with urllib.request.urlopen(f"http://{x.addrs['http']}/alerts", timeout=2) as r:
                 active = json.loads(r.read())["active"]
             return [a for a in active if a["alert"] == "service_unavailable" and a["service"] == "tts_service"]
         found = wait_for(alert, "a service_unavailable alert for tts_service")
-        assert "alicia models fetch" in found[0]["message"] and found[0]["severity"] == "critical"
+        assert found[0]["message"].endswith(f"to fix it run: {fix}") and found[0]["severity"] == "critical"
+        # The log says it too, once per service (not on every retry), with the command.
+        time.sleep(11)  # past one retry (crate::voice::RETRY)
+        log = x.log_path.read_text().splitlines()
+        for service in ("stt_service", "tts_service"):
+            lines = [line for line in log if re.match(rf"^\S+ ERROR alicia::voice: {service} is unavailable", line)]
+            assert len(lines) == 1 and lines[0].endswith(f"to fix it: {fix}"), lines
         # The rest of the bus works, and the CLI says what is wrong.
         r = subprocess.run([brokers.alicia_bin(), "say", "hello", "--home", str(home), "--timeout", "2"],
                            capture_output=True, timeout=20, env=env)
         assert r.returncode != 0 and b"text_to_speech" in r.stderr, r.stderr
     finally:
         x.stop()
+
+
+def acl_blocks(text: str) -> dict[str, set[str]]:
+    """A Mosquitto ACL file's `user` blocks: each user's `topic` lines."""
+    blocks: dict[str, set[str]] = {}
+    user = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("user "):
+            user = line.split(None, 1)[1]
+            blocks.setdefault(user, set())
+        elif line.startswith("pattern "):
+            user = None
+        elif line.startswith("topic ") and user:
+            blocks[user].add(" ".join(line.split()))
+    return blocks
+
+
+def test_init_gives_the_voice_services_their_logins_acl_and_registry_entries(voice):
+    home, x, tmp = voice
+    # The design document's ACL lines for stt_service and tts_service, each in its user's block.
+    design = acl_blocks((REPO / "tests/fixtures/design/acl").read_text())
+    ours = acl_blocks((home / "acl").read_text())
+    for service in ("stt_service", "tts_service"):
+        assert design[service] and design[service] <= ours[service], (service, design[service] - ours[service])
+        assert "topic readwrite alicia/#" not in ours[service], "a voice service gets only its own topics"
+        users = [line.split(":", 1)[0] for line in (home / "passwd").read_text().splitlines()]
+        assert service in users
+        assert (home / "secrets" / f"{service}.password").stat().st_mode & 0o777 == 0o600
+    # The broker enforces them: stt_service may read voice commands, not what TTS is asked.
+    stt = login(x, home, "stt_service")
+    try:
+        granted = stt.subscribe([("alicia/voice/command/#", 1), ("alicia/voice/tts/#", 1)])
+        assert granted[0] == 1 and granted[1] >= 0x80, granted
+    finally:
+        stt.close()
+    # Both are capability providers in the registry, reached at their inboxes.
+    for service, capability in (("stt_service", "speech_to_text"), ("tts_service", "text_to_speech")):
+        d = registry_device(x, service)
+        assert capability in [c["name"] for c in d["capabilities"]], d
+        assert d["endpoints"]["control"] == f"alicia/services/{service}/inbox", d
+
+
+def test_a_tts_request_through_the_router_answers_with_a_wav_and_an_event(voice):
+    home, x, tmp = voice
+    c = login(x, home, "cli")
+    try:
+        reply = f"alicia/services/cli/reply/{uuid.uuid4().hex[:8]}"
+        c.subscribe(reply, qos=1)
+        c.subscribe("alicia/voice/tts/events", qos=1)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply
+        text = "The front door is locked."
+        request = envelope("cli", "capability:text_to_speech", "request", {"text": text, "session_id": "s-tts"})
+        c.publish("alicia/services/router/inbox", json.dumps(request), qos=1, properties=props)
+        seen = {}
+        while len(seen) < 2:
+            m = c.get(timeout=20)
+            seen.setdefault(m.topic, m)
+        answer = json.loads(seen[reply].payload)
+        assert answer["source"] == "tts_service" and answer["correlation_id"] == request["message_id"]
+        data = answer["payload"]["data"]
+        wav = base64.b64decode(data["audio_data"])
+        with wave.open(io.BytesIO(wav)) as w:
+            assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, data["sample_rate"])
+            assert w.getnframes() > w.getframerate(), "over a second of speech"
+        event = json.loads(seen["alicia/voice/tts/events"].payload)["payload"]["data"]
+        assert (event["event"], event["text"], event["requester"], event["session_id"]) == \
+            ("synthesized", text, "cli", "s-tts"), event
+        assert "audio_data" not in event
+        # An unknown voice: an error answer with the reason, and a dead letter.
+        c.subscribe("alicia/system/deadletter", qos=1)
+        bad = envelope("cli", "capability:text_to_speech", "request", {"text": "hello", "voice": "xx_nobody"})
+        c.publish("alicia/services/router/inbox", json.dumps(bad), qos=1, properties=props)
+        got = {}
+        while "reply" not in got or "dead" not in got:
+            m = c.get(timeout=20)
+            if m.topic == reply:
+                got["reply"] = json.loads(m.payload)
+            elif m.topic == "alicia/system/deadletter" and b"unknown_voice" in m.payload:
+                got["dead"] = m
+        r = got["reply"]
+        assert r["payload"]["metadata"]["status"] == "error" and r["payload"]["data"]["code"] == "unknown_voice", r
+    finally:
+        c.close()

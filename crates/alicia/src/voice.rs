@@ -123,6 +123,7 @@ async fn bring_up(setup: VoiceSetup, started: std::sync::Arc<Mutex<(Option<SttHa
     let mut policy = if setup.fetch { FetchPolicy::Fetch } else { FetchPolicy::Never };
     let mut reported: [Option<String>; 2] = [None, None];
     loop {
+        let mut failed: [Option<Unavailable>; 2] = [None, None];
         if let Some(service) = stt_todo.clone() {
             match start_stt(&setup, service.clone(), policy).await {
                 Ok(h) => {
@@ -130,12 +131,7 @@ async fn bring_up(setup: VoiceSetup, started: std::sync::Arc<Mutex<(Option<SttHa
                     started.lock().await.0 = Some(h);
                     stt_todo = None;
                 }
-                Err(u) => {
-                    report(&service, alicia_voice::stt::SERVICE_NAME, &u, &mut reported[0]).await;
-                    if !u.retry {
-                        stt_todo = None;
-                    }
-                }
+                Err(u) => failed[0] = Some(u),
             }
         }
         if let Some(service) = tts_todo.clone() {
@@ -145,12 +141,29 @@ async fn bring_up(setup: VoiceSetup, started: std::sync::Arc<Mutex<(Option<SttHa
                     started.lock().await.1 = Some(h);
                     tts_todo = None;
                 }
-                Err(u) => {
-                    report(&service, alicia_voice::tts::SERVICE_NAME, &u, &mut reported[1]).await;
-                    if !u.retry {
-                        tts_todo = None;
-                    }
+                Err(u) => failed[1] = Some(u),
+            }
+        }
+        // Both missing models: one command fetches what the whole voice needs, so each
+        // service names that one (not two commands that each fix half).
+        if let [Some(a), Some(b)] = &failed {
+            let both = merge_fixes(vec![a.clone(), b.clone()]);
+            if both.fix.as_deref().is_some_and(|f| f.starts_with("alicia models fetch ")) {
+                let ids = dedup_words(both.fix.as_deref().unwrap_or_default());
+                for u in failed.iter_mut().flatten() {
+                    u.fix = Some(ids.clone());
                 }
+            }
+        }
+        for (i, (todo, name)) in
+            [(&mut stt_todo, alicia_voice::stt::SERVICE_NAME), (&mut tts_todo, alicia_voice::tts::SERVICE_NAME)]
+                .into_iter()
+                .enumerate()
+        {
+            let (Some(u), Some(service)) = (failed[i].as_ref(), todo.clone()) else { continue };
+            report(&service, name, u, &mut reported[i]).await;
+            if !u.retry {
+                *todo = None;
             }
         }
         if stt_todo.is_none() && tts_todo.is_none() {
@@ -212,6 +225,18 @@ fn onnx(store: &ModelStore, policy: FetchPolicy) -> Result<(), Unavailable> {
         alicia_models::onnxruntime(store, policy, progress()).map_err(|e| Unavailable::of(&e, "ORT_DYLIB_PATH"))?;
     alicia_onnx::init(&lib).map_err(|e| Unavailable { reason: e.to_string(), fix: None, retry: false })?;
     Ok(())
+}
+
+/// `alicia models fetch a b a c` → `alicia models fetch a b c`.
+fn dedup_words(command: &str) -> String {
+    let ids = command.strip_prefix("alicia models fetch ").unwrap_or(command);
+    let mut seen: Vec<&str> = Vec::new();
+    for id in ids.split_whitespace() {
+        if !seen.contains(&id) {
+            seen.push(id);
+        }
+    }
+    format!("alicia models fetch {}", seen.join(" "))
 }
 
 /// Collects every missing model's id into one `alicia models fetch` command.
@@ -333,4 +358,26 @@ async fn start_tts(setup: &VoiceSetup, service: ServiceConfig, policy: FetchPoli
     let mut c = TtsServiceConfig::new(service, engine);
     c.timeout = Duration::from_secs(setup.cfg.tts_service.performance.timeout.max(1));
     alicia_voice::tts::start(c).await.map_err(|e| Unavailable { reason: e.to_string(), fix: None, retry: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_command_fetches_what_both_services_miss() {
+        let u = |fix: &str| Unavailable { reason: fix.into(), fix: Some(fix.into()), retry: true };
+        let both = merge_fixes(vec![
+            u("alicia models fetch whisper-tiny.en onnxruntime"),
+            u("alicia models fetch onnxruntime piper-x"),
+        ]);
+        assert_eq!(
+            dedup_words(both.fix.as_deref().unwrap()),
+            "alicia models fetch whisper-tiny.en onnxruntime piper-x"
+        );
+        assert!(both.retry);
+        let other =
+            merge_fixes(vec![u("set stt_service.whisper.model to one of: tiny.en"), u("alicia models fetch x")]);
+        assert_eq!(other.fix.as_deref(), Some("set stt_service.whisper.model to one of: tiny.en"));
+    }
 }
