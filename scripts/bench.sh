@@ -22,6 +22,7 @@ command -v python3 >/dev/null || { echo "bench.sh: python3 is needed to format t
 SCENARIOS=(
     "fan-in 10→1, QoS 0|--scenario fan-in --publishers 10 --qos 0 --messages 5000000 --duration 4"
     "fan-in 10→1, QoS 1|--scenario fan-in --publishers 10 --qos 1 --messages 5000000 --duration 4"
+    "fan-in 10→1, QoS 1, burst (no backlog window)|--scenario fan-in --publishers 10 --qos 1 --messages 5000000 --duration 4 --backlog 0"
     "fan-out 1→50, QoS 0|--scenario fan-out --subscribers 50 --qos 0 --messages 5000000 --duration 4"
     "pairs 10×(1→1), QoS 0|--scenario pairs --publishers 10 --qos 0 --messages 5000000 --duration 4"
     "pairs 10×(1→1), QoS 1|--scenario pairs --publishers 10 --qos 1 --messages 5000000 --duration 4"

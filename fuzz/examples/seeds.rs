@@ -160,7 +160,8 @@ fn main() {
             Packet::PubAck(ack_v5()),
             Packet::PubRec(Ack { reason: 0x80, ..Ack::new(2) }),
             Packet::PubRel(Ack::new(2)),
-            Packet::PubComp(ack_v5()),
+            // PUBREL/PUBCOMP carry only 0x00 or 0x92.
+            Packet::PubComp(Ack { reason: reason::PACKET_ID_NOT_FOUND, ..ack_v5() }),
         ]),
         ("subscribe-v311", V311, vec![subscribe(false)]),
         ("subscribe-v5", V5, vec![subscribe(true)]),
@@ -242,4 +243,51 @@ fn main() {
         }
     }
     println!("wrote {} seeds into {}", seeds.len(), root.display());
+
+    // `session`: three client headers (protocol, clean start, client id, expiry bits; see the
+    // target), then `[client][length][bytes]` records of valid packets in each client's
+    // protocol. Client 3 reconnects the first client's CONNECT (takeover or resume).
+    let rec = |client: u8, protocol: Protocol, packets: &[Packet]| -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in packets {
+            let mut b = BytesMut::new();
+            encode(p, protocol, &mut b, 0).unwrap();
+            assert!(b.len() <= 255, "a session record holds at most 255 bytes");
+            out.push(client);
+            out.push(b.len() as u8);
+            out.extend_from_slice(&b);
+        }
+        out
+    };
+    // 0x04: 3.1.1, clean, id "b"; 0x1D: 5, clean, id "a", expiry; 0x09: 3.1, not clean, id "a".
+    let mut a = vec![0x04, 0x1D, 0x09];
+    a.extend(rec(0, V311, &[subscribe(false)]));
+    a.extend(rec(1, V5, &[subscribe(true), publish(QoS::AtLeastOnce, true), publish(QoS::ExactlyOnce, true)]));
+    a.extend(rec(0, V311, &[Packet::PubAck(Ack::new(1)), Packet::PubRec(Ack::new(2)), Packet::PubComp(Ack::new(2))]));
+    a.extend(rec(2, V311, &[publish(QoS::ExactlyOnce, false), Packet::PubRel(Ack::new(7))]));
+    a.extend([3, 0]);
+    a.extend(rec(1, V5, &[Packet::PingReq, Packet::Disconnect(Disconnect::default())]));
+    let mut b = vec![0x1D, 0x1D, 0x05];
+    b.extend(rec(0, V5, &[subscribe(true)]));
+    b.extend(rec(1, V5, &[publish(QoS::AtLeastOnce, true)]));
+    b.extend([3, 0]);
+    b.extend(rec(2, V5, &[publish(QoS::AtMostOnce, true), Packet::Disconnect(Disconnect::default())]));
+    let dir = root.join("session");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("seed-three-clients"), &a).unwrap();
+    fs::write(dir.join("seed-takeover"), &b).unwrap();
+
+    // `deep_topics`: [limit][protocol] then ops [kind+qos][pattern length][pattern][levels u16].
+    // Levels index the target's list: 0 "a", 1 "+", 2 "#", 3 "", 4 "$SYS", 5 "$share".
+    let deep: [(&str, Vec<u8>); 4] = [
+        ("slashes-30000", vec![0, 1, 0, 0, 3, 0x75, 0x30, 1, 0, 3, 0x75, 0x30]),
+        ("a-20000-hash", vec![0, 1, 0, 1, 0, 0x4E, 0x20, 2, 0, 0, 0x4E, 0x20, 1, 0, 0, 0x4E, 0x20]),
+        ("plus-limit-200", vec![1, 0, 0, 1, 1, 0, 200, 0, 1, 1, 0, 201, 2, 0, 0, 0, 200]),
+        ("sys-and-share", vec![1, 1, 2, 1, 4, 0, 3, 2, 1, 5, 0, 3, 0, 0, 5, 0, 3]),
+    ];
+    let dir = root.join("deep_topics");
+    fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in deep {
+        fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    }
 }

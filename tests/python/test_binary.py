@@ -180,6 +180,6 @@ def test_up_gateway_device_login_then_mqtt_with_token(tmp_path):
             subprocess.run([brokers.alicia_bin(), "certs", *args, "--dir", str(other)], check=True,
                            capture_output=True, timeout=30)
         status, answer = login(other / "devices" / "sonos_kitchen_001.crt", other / "devices" / "sonos_kitchen_001.key")
-        assert status == 401 and answer["error"], answer
+        assert status == 401 and answer["error"] == "unauthorized" and answer["message"], answer
     finally:
         assert x.stop() == 0

@@ -106,7 +106,7 @@ def test_mtls_login_then_mqtt_with_token(tmp_path):
         ca = up.certs / "ca.crt"
         # No certificate: not a TLS error, a 401 that says what is missing.
         status, body = curl(up.https + "/auth/device", ca)
-        assert status == 401 and "no client certificate" in body["error"], body
+        assert status == 401 and "no client certificate" in body["message"], body
 
         cert = up.device("sonos_kitchen_001")
         status, body = curl(up.https + "/auth/device", ca, cert)
@@ -120,12 +120,12 @@ def test_mtls_login_then_mqtt_with_token(tmp_path):
         # Expired (issued with a past expiry date) and from another CA: refused, with the reason.
         old = up.device("old_speaker", "--not-after", "2020-01-01")
         status, body = curl(up.https + "/auth/device", ca, old)
-        assert (status, body.get("error")) == (401, "certificate has expired"), body
+        assert (status, body.get("message")) == (401, "certificate has expired"), body
         other = tmp_path / "other"
         assert up.alicia("certs", "ca", "--dir", str(other)).returncode == 0
         foreign = up.device("sonos_kitchen_001", certs=other)
         status, body = curl(up.https + "/auth/device", ca, foreign)
-        assert (status, body.get("error")) == (401, "certificate is not signed by this home's CA"), body
+        assert (status, body.get("message")) == (401, "certificate is not signed by this home's CA"), body
     finally:
         up.stop()
 
@@ -150,7 +150,7 @@ def test_revoked_certificate_refused_by_gateway_and_broker(tmp_path):
 
         # The gateway: on the very next request, without a restart.
         status, body = curl(up.https + "/auth/device", ca, cert)
-        assert (status, body.get("error")) == (401, "certificate has been revoked"), body
+        assert (status, body.get("message")) == (401, "certificate has been revoked"), body
         assert curl(up.https + "/auth/device", ca, keep)[0] == 200
 
         # The broker's TLS listener: after the reload `certs revoke` asked for.
@@ -173,7 +173,7 @@ def test_revoked_certificate_refused_by_gateway_and_broker(tmp_path):
         out = up.alicia("certs", "revoke", str(keep[0]), "--dir", str(up.certs))
         assert out.returncode == 0 and "already revoked" in out.stderr, out.stderr
         status, body = curl(up.https + "/auth/device", ca, keep)
-        assert (status, body.get("error")) == (401, "certificate has been revoked"), body
+        assert (status, body.get("message")) == (401, "certificate has been revoked"), body
     finally:
         up.stop()
 
@@ -192,7 +192,7 @@ def test_rate_limit_from_config(tmp_path):
         for _ in range(3):
             assert curl(up.https + "/auth/device", ca)[0] == 401
         status, body = curl(up.https + "/auth/device", ca)
-        assert (status, body.get("error")) == (429, "too many requests"), body
+        assert (status, body.get("message")) == (429, "too many requests"), body
         # One budget per client across HTTP and HTTPS.
         status, _ = curl(f"http://{up.addrs['gateway']}/auth/challenge", ca)
         assert status == 429

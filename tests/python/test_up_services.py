@@ -127,15 +127,15 @@ def test_device_registers_and_the_registry_api_shows_it(up):
     finally:
         dev.close()
 
-    # HTTP writes need a credential; errors carry a reason.
+    # HTTP writes need a credential; errors carry a code and a message.
     status, err = http("POST", f"{api}/devices/register", {"device_type": "speaker"})
     assert status == 401 and err["error"] == "unauthorized", err
     status, err = http("POST", f"{api}/devices/register", {"device_type": "speaker"}, auth="Basic Y2xpOm5vcGU=")
     assert status == 401, err
     status, err = http("POST", f"{api}/devices/register", b"{not json", auth=basic(home))
-    assert status == 400 and err["reason"]
+    assert status == 400 and err["message"]
     status, err = http("POST", f"{api}/devices/register", {"device_type": "speaker"}, auth=basic(home))
-    assert status == 422 and "device_id" in err["reason"]
+    assert status == 422 and "device_id" in err["message"]
     status, err = http("GET", f"{api}/devices/nothing_here")
     assert status == 404 and err["error"] == "not_found"
 
@@ -169,7 +169,7 @@ def test_registry_survives_a_restart_of_alicia_up(up):
     status, _ = http("DELETE", f"{api}/devices/hall_sensor", auth=basic(home))
     assert status == 200
     status, gone = http("GET", f"{api}/devices/hall_sensor")
-    assert status == 404 and "removed" in gone["reason"]
+    assert status == 404 and "removed" in gone["message"]
 
 
 def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_path):

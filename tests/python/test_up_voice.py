@@ -391,9 +391,10 @@ def test_a_tts_request_through_the_router_answers_with_a_wav_and_an_event(voice)
             m = c.get(timeout=20)
             if m.topic == reply:
                 got["reply"] = json.loads(m.payload)
-            elif m.topic == "alicia/system/deadletter" and b"unknown_voice" in m.payload:
-                got["dead"] = m
+            elif m.topic == "alicia/system/deadletter" and json.loads(m.payload).get("code") == "unknown_voice":
+                got["dead"] = json.loads(m.payload)
         r = got["reply"]
         assert r["payload"]["metadata"]["status"] == "error" and r["payload"]["data"]["code"] == "unknown_voice", r
+        assert got["dead"]["topic"] == "alicia/services/tts_service/inbox", got["dead"]
     finally:
         c.close()

@@ -21,6 +21,12 @@ pub enum Scenario {
     /// through Alicia's router (started in this process against the broker under test):
     /// reports both latencies and what routing adds at p99. `--duration` bounds each phase.
     Route,
+    /// Sentences to Alicia's assistant (`ai_service`, started in this process with the router
+    /// against the broker under test) in a home of 500 devices: from the text sent to the
+    /// device receiving its command, and to the answer; `--messages` requests from
+    /// `--publishers` askers at once, after the same commands sent straight to the router
+    /// (the reference). Needs Home Assistant's intents data (`--intents`).
+    AssistantText,
 }
 
 impl Scenario {
@@ -32,6 +38,7 @@ impl Scenario {
             Scenario::Pairs => "pairs",
             Scenario::Latency => "latency",
             Scenario::Route => "route",
+            Scenario::AssistantText => "assistant-text",
         }
     }
 }
@@ -88,6 +95,10 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// assistant-text: Home Assistant's intents data (`en.json` of the home-assistant-intents
+    /// package) [default: as `alicia up` finds it].
+    #[arg(long, value_name = "FILE")]
+    pub intents: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchArgs {
@@ -108,6 +119,7 @@ impl Default for BenchArgs {
             protocol: 4,
             json: false,
             quiet: false,
+            intents: None,
         }
     }
 }
@@ -145,12 +157,12 @@ impl Plan {
         let s = args.scenario;
         let publishers = args.publishers.unwrap_or(match s {
             Scenario::FanIn | Scenario::Pairs => 10,
-            Scenario::FanOut | Scenario::Latency | Scenario::Route => 1,
+            Scenario::FanOut | Scenario::Latency | Scenario::Route | Scenario::AssistantText => 1,
         });
         let subscribers = args.subscribers.unwrap_or(match s {
             Scenario::FanOut => 50,
             Scenario::Pairs => publishers,
-            Scenario::FanIn | Scenario::Latency | Scenario::Route => 1,
+            Scenario::FanIn | Scenario::Latency | Scenario::Route | Scenario::AssistantText => 1,
         });
         if publishers == 0 || subscribers == 0 {
             bail!("--publishers and --subscribers must be at least 1");

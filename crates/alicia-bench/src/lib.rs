@@ -7,6 +7,9 @@
 //! - **latency**: publishers at a fixed aggregate `--rate`; reports p50/p99/max latency.
 //! - **route**: envelopes for a device at `--rate`, straight to its topic and then through
 //!   Alicia's router, run in this process against the broker under test ([`route`]).
+//! - **assistant-text**: sentences to Alicia's assistant over the bus in a home of 500
+//!   devices, timed to the device's command and to the answer, against the same commands
+//!   sent straight to the router ([`assistant`]).
 //!
 //! Each run uses a fresh topic prefix `bench/<run-id>/`, so runs never see each other's
 //! messages. Throughput is deliveries received divided by the time from the first send to the
@@ -39,6 +42,7 @@
 //! are accepted as targets.
 
 mod args;
+pub mod assistant;
 mod conn;
 mod publisher;
 mod report;
@@ -68,6 +72,9 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Route {
         return route::cli(args).await;
     }
+    if args.scenario == Scenario::AssistantText {
+        return assistant::cli(args).await;
+    }
     let report = run(args).await?;
     if args.json {
         println!("{}", report.to_json());
@@ -81,8 +88,8 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
 /// what it measured. Fails if the target is not a loopback address, if a connection or
 /// subscription fails, or if the broker cannot be reached within `--duration`.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    if args.scenario == Scenario::Route {
-        anyhow::bail!("the route scenario reports through route::run");
+    if matches!(args.scenario, Scenario::Route | Scenario::AssistantText) {
+        anyhow::bail!("the {} scenario reports through its own module", args.scenario.name());
     }
     let plan = Arc::new(Plan::new(args).await?);
     let shared = Arc::new(Shared::new(plan.publishers, plan.backlog, plan.fanout));

@@ -226,7 +226,7 @@ fn template(device: &str) -> anyhow::Result<String> {
 }
 
 /// Publishes one QoS 1 message and waits for its PUBACK.
-async fn publish_now(conn: &mut Conn, topic: &str, payload: &[u8], retain: bool) -> anyhow::Result<()> {
+pub(crate) async fn publish_now(conn: &mut Conn, topic: &str, payload: &[u8], retain: bool) -> anyhow::Result<()> {
     let props = Properties::default();
     let p = PublishOut { dup: false, qos: QoS::AtLeastOnce, retain, topic, packet_id: 1, properties: &props, payload };
     encode_publish(&mut conn.wbuf, Protocol::V5, &p)?;

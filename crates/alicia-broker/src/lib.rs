@@ -16,6 +16,11 @@
 //! The public surface is what the binary and the tests use; everything else is private. See
 //! `ARCHITECTURE.md` at the repository root for the path of one PUBLISH.
 
+// Bytes from the network must never truncate silently or panic: casts that can lose bits,
+// unwrap and expect are errors here (tests excepted); each exception says why, locally.
+#![warn(clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 mod broker;
 mod config;
@@ -36,11 +41,15 @@ mod stats;
 mod sys;
 mod ws;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use alicia_codec::reason;
 pub use broker::Broker;
 pub use config::Config;
 pub use info::ConnInfo;
-pub use listener::{Listener, ListenerConfig, PreparedTls, TlsError, TlsFiles, TlsReloader, Transport};
+pub use listener::{server_config, Listener, ListenerConfig, PreparedTls, TlsError, TlsFiles, TlsReloader, Transport};
 pub use security::{
     Access, AllowAll, AuthMethod, Credentials, Identity, Refusal, Security, AUTH_PROPERTY, USER_PROPERTY,
 };

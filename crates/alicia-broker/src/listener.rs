@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -67,72 +64,28 @@ impl ListenerConfig {
     }
 }
 
-/// Why TLS settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read or parsed.
-    #[error("{path}: {why}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        why: String,
-    },
-    /// rustls refused the combination.
-    #[error("TLS configuration: {0}")]
-    Rustls(String),
-}
+pub use alicia_tls::TlsError;
 
-fn file_err(path: &std::path::Path, why: impl ToString) -> TlsError {
-    TlsError::File { path: path.to_path_buf(), why: why.to_string() }
-}
-
-/// Builds a rustls server configuration from Mosquitto-style files.
+/// Builds a rustls server configuration from Mosquitto-style files, through `alicia-tls`: X.509
+/// v1 certificates (the server's and clients') are accepted with the same checks as v3 ones.
 pub fn server_config(t: &TlsFiles) -> Result<ServerConfig, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.certfile)
-        .map_err(|e| file_err(&t.certfile, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_err(&t.certfile, e))?;
-    if certs.is_empty() {
-        return Err(file_err(&t.certfile, "no certificate found"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&t.keyfile).map_err(|e| file_err(&t.keyfile, e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let builder = match &t.cafile {
+    let key = alicia_tls::certified_key(&t.certfile, &t.keyfile)?;
+    let clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match &t.cafile {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
-                roots.add(cert.map_err(|e| file_err(ca, e))?).map_err(|e| file_err(ca, e))?;
-            }
-            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            if let Some(crl) = &t.crlfile {
-                let crls: Vec<CertificateRevocationListDer<'static>> = CertificateRevocationListDer::pem_file_iter(crl)
-                    .map_err(|e| file_err(crl, e))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| file_err(crl, e))?;
-                v = v.with_crls(crls);
-            }
-            if !t.require_certificate {
-                v = v.allow_unauthenticated();
-            }
-            builder.with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
+            let trust = alicia_tls::Trust::load(ca, t.crlfile.as_deref())?;
+            let policy = alicia_tls::Policy {
+                mandatory: t.require_certificate,
+                allow_unknown_revocation: false,
+                end_entity_only: false,
+            };
+            Some(Arc::new(alicia_tls::ClientVerifier::new(trust, policy, ca)?))
         }
         None if t.require_certificate => {
             return Err(TlsError::Rustls("require_certificate needs a cafile".into()));
         }
-        None => builder.with_no_client_auth(),
+        None => None,
     };
-    builder.with_single_cert(certs, key).map_err(|e| TlsError::Rustls(e.to_string()))
-}
-
-/// The Common Name of a DER certificate.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-    Some(cn)
+    alicia_tls::server_config(key, clients)
 }
 
 /// A bound listener; [`Listener::serve`] accepts connections until its task is dropped.
@@ -206,7 +159,7 @@ impl Listener {
                         let mut info = info;
                         info.has_certificate = cert.is_some();
                         if identity {
-                            info.cert_identity = cert.as_deref().and_then(common_name);
+                            info.cert_identity = cert.as_deref().and_then(alicia_tls::common_name);
                         }
                         over_transport(shared, tls, info, transport).await
                     }

@@ -34,7 +34,7 @@ impl Message {
             if left.is_zero() {
                 0
             } else {
-                left.as_secs().max(1).min(u32::MAX as u64) as u32
+                u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX)
             }
         })
     }

@@ -293,7 +293,8 @@ fn put_str(out: &mut BytesMut, s: &str) -> Result<(), alicia_codec::EncodeError>
 fn put_message(out: &mut BytesMut, m: &Message) -> Result<(), alicia_codec::EncodeError> {
     let expires = m.expires_at.map_or(0, |at| {
         let left = at.saturating_duration_since(Instant::now());
-        (SystemTime::now() + left).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+        u64::try_from((SystemTime::now() + left).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+            .unwrap_or(u64::MAX)
     });
     out.put_u64(expires);
     let mut packet = BytesMut::new();
@@ -413,7 +414,8 @@ impl Rd<'_> {
         let expires_at = if expires == 0 {
             None
         } else {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+            let now_ms = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+                .unwrap_or(u64::MAX);
             if expires <= now_ms {
                 return Ok(None); // expired while the broker was down
             }
@@ -521,8 +523,8 @@ fn replay(data: &[u8]) -> (Recovered, Option<String>) {
         if rest.len() < 8 {
             return (state, Some(format!("torn record at byte {pos}")));
         }
-        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
         if rest.len() < 8 + len {
             return (state, Some(format!("torn record at byte {pos}")));
         }

@@ -1126,6 +1126,7 @@ fn strip_problem_info(p: &mut Packet) {
 mod tests {
     //! The state machine driven by bytes: each test feeds what a client would send and checks
     //! the exact bytes the broker would write, without a socket or a runtime.
+    #![allow(clippy::cast_possible_truncation)] // short test packets
 
     use super::*;
     use crate::config::Config;
@@ -1221,18 +1222,20 @@ mod tests {
     fn malformed_and_protocol_errors() {
         let s = shared(Config::default());
         let cases: &[(&str, u8)] = &[
-            ("40 08 0001 00 04 23000170", 0x81), // PUBACK with a topic alias property
-            ("E0 03 00 01 00", 0x81),            // DISCONNECT with property identifier 0
-            ("82 06 1234 00 0000 00", 0x81),     // SUBSCRIBE with an empty filter
-            ("30 05 0002 612B 00", 0x81),        // wildcard in a topic name
-            ("C0 80 00", 0x81),                  // non-minimal remaining length
-            ("20 02 00 00", 0x82),               // CONNACK from a client
-            ("29 02 00 01", 0x82),               // ... even a malformed one
-            ("00 00", 0x82),                     // reserved packet type
-            ("F0 00", 0x82),                     // AUTH without an authentication method
+            ("40 09 0001 00 05 1100000001", 0x82), // PUBACK with a session expiry interval
+            ("40 08 0001 00 04 23000170", 0x81),   // PUBACK with a topic alias, then an undefined property
+            ("40 06 0001 00 02 0400", 0x81),       // PUBACK with undefined property 0x04
+            ("E0 03 00 01 00", 0x81),              // DISCONNECT with property identifier 0
+            ("82 06 1234 00 0000 00", 0x81),       // SUBSCRIBE with an empty filter
+            ("30 05 0002 612B 00", 0x81),          // wildcard in a topic name
+            ("C0 80 00", 0x81),                    // non-minimal remaining length
+            ("20 02 00 00", 0x82),                 // CONNACK from a client
+            ("29 02 00 01", 0x82),                 // ... even a malformed one
+            ("00 00", 0x82),                       // reserved packet type
+            ("F0 00", 0x82),                       // AUTH without an authentication method
             ("10 0E 0004 4D515454 05 02 003C 00 0001 62", 0x82), // second CONNECT
-            ("30 07 0001 74 02 0B01 78", 0x82),  // subscription identifier from a client
-            ("40 04 0001 FF 00", 0x82),          // PUBACK reason code 0xFF
+            ("30 07 0001 74 02 0B01 78", 0x82),    // subscription identifier from a client
+            ("40 04 0001 FF 00", 0x82),            // PUBACK reason code 0xFF
             ("30 0A 0000 00 7061796C6F6164", 0x82), // empty topic without alias (MQTT 5 §3.3.2.3.4)
             ("30 0A 0007 247368617265 2F 00", 0x82), // "$share/" as a topic name
         ];

@@ -89,8 +89,8 @@ async fn a_huge_client_id_does_not_corrupt_presence_frames() {
 async fn malformed_is_0x81_and_protocol_errors_are_0x82() {
     let (_b, addr) = start(Config::default()).await;
     let cases: &[(&str, &[u8], u8)] = &[
-        // §2.2.2.2: an identifier not valid for the packet type is a Malformed Packet.
-        ("PUBACK with a topic alias", &[0x40, 0x08, 0x00, 0x01, 0x00, 0x04, 0x23, 0x00, 0x01, 0x70], 0x81),
+        // A property identifier MQTT 5 does not define: the rest cannot be parsed.
+        ("PUBACK with property 0x04", &[0x40, 0x06, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00], 0x81),
         ("DISCONNECT with property 0x00", &[0xE0, 0x03, 0x00, 0x01, 0x00], 0x81),
         ("SUBSCRIBE with an empty filter", &[0x82, 0x06, 0x12, 0x34, 0x00, 0x00, 0x00, 0x00], 0x81),
         ("PUBLISH topic with a wildcard", &[0x30, 0x05, 0x00, 0x02, b'a', b'+', 0x00], 0x81),
@@ -99,6 +99,8 @@ async fn malformed_is_0x81_and_protocol_errors_are_0x82() {
             &[0x32, 0x0A, 0x00, 0x01, b't', 0x00, 0x01, 0x03, 0x0B, 0x80, 0x00, b'x'],
             0x81,
         ),
+        // A defined property where the packet does not allow it parses but does not conform.
+        ("PUBACK with a session expiry interval", &[0x40, 0x09, 0, 1, 0, 5, 0x11, 0, 0, 0, 1], 0x82),
         // Packets only a server sends are protocol errors whatever they contain.
         ("CONNACK from a client", &[0x20, 0x02, 0x00, 0x00], 0x82),
         ("SUBACK from a client", &[0x90, 0x03, 0x00, 0x01, 0x00], 0x82),

@@ -13,6 +13,11 @@
 //! Decoding is zero-copy: strings are [`ByteString`]s and payloads are [`Bytes`] that point into
 //! the frame that was read from the socket.
 
+// Bytes from the network must never truncate silently or panic: casts that can lose bits,
+// unwrap and expect are errors here (tests excepted); each exception says why, locally.
+#![warn(clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod decode;
 mod encode;
 mod error;

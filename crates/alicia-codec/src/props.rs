@@ -58,6 +58,11 @@ pub(crate) enum Ctx {
     Auth,
 }
 
+/// Whether MQTT 5 defines property `id` at all.
+fn defined(id: u8) -> bool {
+    matches!(id, 0x01..=0x03 | 0x08 | 0x09 | 0x0B | 0x11..=0x13 | 0x15..=0x19 | 0x1A | 0x1C | 0x1F | 0x21..=0x2A)
+}
+
 fn allowed(id: u8, ctx: Ctx) -> bool {
     use Ctx::*;
     match id {
@@ -87,6 +92,7 @@ impl Properties {
         let len = r.varint()? as usize;
         let mut r = r.sub(len)?;
         let mut p = Properties::default();
+        let mut misplaced = false;
         macro_rules! once {
             ($field:expr, $val:expr) => {{
                 if $field.is_some() {
@@ -97,10 +103,19 @@ impl Properties {
         }
         while r.remaining() > 0 {
             let id = r.varint()?;
-            // §2.2.2.2: an identifier that is not valid for the packet type is malformed.
+            // An identifier MQTT 5 does not define leaves the rest unparseable (its value's
+            // length is unknown): a Malformed Packet. A defined property where the packet type
+            // does not allow it parses, but does not conform: a Protocol Error. (Mosquitto
+            // draws the line in the same place.)
+            // The whole block is parsed first, so a truncated value after a misplaced property
+            // is still reported as malformed.
             let id = match u8::try_from(id) {
                 Ok(id) if allowed(id, ctx) => id,
-                _ => return Err(DecodeError::Malformed("property not allowed in this packet")),
+                Ok(id) if defined(id) => {
+                    misplaced = true;
+                    id
+                }
+                _ => return Err(DecodeError::Malformed("unknown property identifier")),
             };
             match id {
                 0x01 => {
@@ -180,8 +195,11 @@ impl Properties {
                 0x29 => once!(p.subscription_identifier_available, r.u8()?),
                 0x2A => once!(p.shared_subscription_available, r.u8()?),
                 // allowed() admits only the identifiers above.
-                _ => return Err(DecodeError::Malformed("property not allowed in this packet")),
+                _ => return Err(DecodeError::Malformed("unknown property identifier")),
             }
+        }
+        if misplaced {
+            return Err(DecodeError::Protocol("property not allowed in this packet"));
         }
         Ok(p)
     }

@@ -179,16 +179,15 @@ fn malformed_input_gives_reason_codes() {
 }
 
 #[test]
-fn duplicates_are_protocol_errors_and_misplaced_properties_malformed() {
+fn duplicate_and_misplaced_properties_are_protocol_errors_unknown_ones_malformed() {
     // PUBACK v5 with reason string twice.
     let mut buf = BytesMut::from(&[0x40u8, 0x0B, 0, 1, 0, 0x08, 0x1F, 0, 1, b'a', 0x1F, 0, 1, b'b'][..]);
     buf[1] = (buf.len() - 2) as u8;
     assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
-    // PUBLISH v5 carrying a session expiry interval: an identifier not valid for the packet
-    // type is a Malformed Packet (MQTT 5 §2.2.2.2).
+    // PUBLISH v5 carrying a session expiry interval: defined, but not allowed here.
     let mut buf = BytesMut::from(&[0x30u8, 0x09, 0, 1, b't', 5, 0x11, 0, 0, 0, 1][..]);
-    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::MALFORMED_PACKET);
-    // An unknown identifier too.
+    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
+    // An identifier MQTT 5 does not define: the rest cannot be parsed.
     let mut buf = BytesMut::from(&[0xE0u8, 0x03, 0x00, 0x01, 0x00][..]);
     assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::MALFORMED_PACKET);
 }

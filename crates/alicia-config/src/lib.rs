@@ -5,7 +5,7 @@
 //!
 //! [`load`]`(dir, env)` reads `<dir>/<env>.yaml` (`config/development.yaml`, `staging.yaml`,
 //! `production.yaml` at the repository root) into [`Config`]: sections `mqtt`, `router`,
-//! `registry`, `gateway`, `stt_service`, `tts_service`, `security`, `monitoring`, `logging`.
+//! `registry`, `gateway`, `stt_service`, `tts_service`, `ai_service`, `security`, `monitoring`, `logging`.
 //! Every key has a default, so a file names only what differs. Unknown keys are errors, and
 //! every error names the file, line, column and key:
 //!

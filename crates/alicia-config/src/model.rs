@@ -7,8 +7,18 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Names of the sections, in file order (also the keys of [`Config`] as JSON).
-pub const SECTIONS: &[&str] =
-    &["mqtt", "router", "registry", "gateway", "stt_service", "tts_service", "security", "monitoring", "logging"];
+pub const SECTIONS: &[&str] = &[
+    "mqtt",
+    "router",
+    "registry",
+    "gateway",
+    "stt_service",
+    "tts_service",
+    "ai_service",
+    "security",
+    "monitoring",
+    "logging",
+];
 
 /// The whole configuration of an Alicia deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -26,6 +36,8 @@ pub struct Config {
     pub stt_service: SttConfig,
     /// Text to speech.
     pub tts_service: TtsConfig,
+    /// The assistant: intents, device commands, answers.
+    pub ai_service: AiConfig,
     /// Envelope signing and encryption.
     pub security: SecurityConfig,
     /// Health monitor, alerts, log rules, containers.
@@ -328,6 +340,95 @@ impl Default for TtsPerformance {
     }
 }
 
+/// The assistant (`ai_service`, the design document's AI Service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiConfig {
+    pub enabled: bool,
+    /// The language of the sentences (`en`).
+    pub language: String,
+    /// Home Assistant's intents data: a `<language>.json` of the `home-assistant-intents`
+    /// package, or its `data` directory. Unset: `ALICIA_HA_INTENTS`, else the model store
+    /// (`ha-intents-<language>`, fetched there when missing).
+    pub intents: Option<PathBuf>,
+    /// More sentence files in the same format, merged in (relative paths: under the home).
+    pub extra_sentences: Vec<PathBuf>,
+    /// Understand the STT service's transcripts on `<prefix>/voice/stt/response`.
+    pub listen_transcripts: bool,
+    /// How long a question asked back waits for its answer, seconds.
+    pub dialogue_timeout_secs: u64,
+    /// "Volume up" without a number, in percent of a device's range.
+    pub volume_step_percent: f64,
+    /// Announce a finished timer on the satellite that set it (or its area's speakers).
+    pub announce_timers: bool,
+    /// `ttl` of device commands, seconds (0: none).
+    pub command_ttl_secs: u32,
+    /// What "play ..." can play: `{name, url, aliases}`.
+    pub media: Vec<MediaEntry>,
+    /// The optional language-model fallback for sentences no template matches.
+    pub llm: LlmFallback,
+}
+
+/// A local language model behind an OpenAI-compatible API (llama.cpp's `llama-server`,
+/// Ollama), offered the home's devices as tools. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmFallback {
+    pub enabled: bool,
+    /// Base URL, plain HTTP: `http://127.0.0.1:8080/v1` (llama-server),
+    /// `http://127.0.0.1:11434/v1` (Ollama).
+    pub url: String,
+    /// The model name the server expects.
+    pub model: String,
+    /// A file holding a bearer token, if the server wants one (first line).
+    pub api_key_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+    /// Most devices offered to the model (the satellite's area first).
+    pub max_devices: usize,
+}
+
+impl Default for LlmFallback {
+    fn default() -> Self {
+        LlmFallback {
+            enabled: false,
+            url: "http://127.0.0.1:8080/v1".into(),
+            model: "local".into(),
+            api_key_file: None,
+            timeout_secs: 20,
+            max_devices: 60,
+        }
+    }
+}
+
+impl Default for AiConfig {
+    fn default() -> Self {
+        AiConfig {
+            enabled: true,
+            language: "en".into(),
+            intents: None,
+            extra_sentences: Vec::new(),
+            listen_transcripts: true,
+            dialogue_timeout_secs: 30,
+            volume_step_percent: 10.0,
+            announce_timers: true,
+            command_ttl_secs: 30,
+            media: Vec::new(),
+            llm: LlmFallback::default(),
+        }
+    }
+}
+
+/// A piece of media the assistant can play by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaEntry {
+    pub name: String,
+    /// An http, https or file URL of a WAV, MP3 or FLAC.
+    pub url: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
 /// A Wyoming protocol server, so Home Assistant can use the service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -578,6 +679,27 @@ impl Config {
             "tts_service.piper.quality",
             "must be x_low, low, medium or high",
         );
+        let ai = &self.ai_service;
+        need(!ai.language.trim().is_empty(), "ai_service.language", "must not be empty");
+        need(ai.dialogue_timeout_secs >= 1, "ai_service.dialogue_timeout_secs", "must be at least 1");
+        need(
+            ai.volume_step_percent > 0.0 && ai.volume_step_percent <= 100.0,
+            "ai_service.volume_step_percent",
+            "must be more than 0 and at most 100",
+        );
+        if ai.llm.enabled {
+            need(ai.llm.url.starts_with("http://"), "ai_service.llm.url", "must be an http:// URL");
+            need(ai.llm.timeout_secs >= 1, "ai_service.llm.timeout_secs", "must be at least 1");
+            need(ai.llm.max_devices >= 1, "ai_service.llm.max_devices", "must be at least 1");
+        }
+        for (i, m) in ai.media.iter().enumerate() {
+            need(!m.name.trim().is_empty(), &format!("ai_service.media[{i}].name"), "must not be empty");
+            need(
+                ["http://", "https://", "file://"].iter().any(|p| m.url.starts_with(p)),
+                &format!("ai_service.media[{i}].url"),
+                "must be an http, https or file URL",
+            );
+        }
         need(
             self.security.max_requests_per_minute.is_none_or(|n| n >= 1),
             "security.max_requests_per_minute",

@@ -1,10 +1,11 @@
 //! Device certificate checks: chain to the home CA, validity dates, revocation, and the
 //! Common Name as the device id.
 //!
-//! The check is rustls' own client-certificate verifier (`WebPkiClientVerifier`, i.e.
-//! rustls-webpki with ring), the same one the broker's TLS listeners use, so a certificate the
-//! gateway accepts in a request body is exactly one the broker and the mTLS listener would
-//! accept. [`DeviceAuthority::client_verifier`] hands that verifier to an HTTPS listener.
+//! The check is `alicia-tls`'s client-certificate verifier (rustls-webpki with ring for v3
+//! certificates, the same checks by hand for X.509 v1 ones, which OpenSSL's `x509 -req` makes),
+//! the same one the broker's TLS listeners use, so a certificate the gateway accepts in a
+//! request body is exactly one the broker and the mTLS listener would accept.
+//! [`DeviceAuthority::client_verifier`] hands that verifier to an HTTPS listener.
 //!
 //! Revocation is a CRL file in PEM (`-----BEGIN X509 CRL-----`, one or more), the same file
 //! the broker's `crlfile` option reads; a certificate whose serial it lists is refused. Only
@@ -18,14 +19,14 @@
 //! topic level (`alicia/devices/<id>/#`), so a CN that is empty or contains `/`, `+`, `#` or a
 //! control character is refused as malformed.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
+use alicia_tls::{ClientVerifier, Policy, WatchedTrust};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, RootCertStore};
+use rustls::CertificateError;
 
 /// A device that proved its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,26 +69,13 @@ impl DeviceAuthError {
 
 /// The CA (and CRL) device certificates are checked against.
 pub struct DeviceAuthority {
-    verifier: Mutex<Arc<dyn ClientCertVerifier>>,
-    /// For an authority loaded from files: the CA text, the CRL path and what the CRL file
-    /// looked like when it was read.
-    watch: Option<Watch>,
+    trust: Trust,
 }
 
-struct Watch {
-    ca: Vec<u8>,
-    crl: PathBuf,
-    seen: Mutex<Option<FileStamp>>,
-}
-
-/// Size, modification time and inode: enough to notice a rewrite (also one by rename).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct FileStamp(u64, std::time::SystemTime, u64);
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(FileStamp(m.len(), m.modified().ok()?, m.ino()))
+/// A fixed trust (from PEM text) or one whose CRL file is watched.
+enum Trust {
+    Fixed(Arc<ClientVerifier>),
+    Watched(WatchedTrust),
 }
 
 impl std::fmt::Debug for DeviceAuthority {
@@ -96,61 +84,37 @@ impl std::fmt::Debug for DeviceAuthority {
     }
 }
 
+/// Devices may present certificates of a CA that has no CRL in the file, and only their own
+/// status is looked up: the home CA issues devices directly.
+const POLICY: Policy = Policy { mandatory: false, allow_unknown_revocation: true, end_entity_only: true };
+
+fn config_err(e: alicia_tls::TlsError) -> DeviceAuthError {
+    DeviceAuthError::Config(e.to_string())
+}
+
 impl DeviceAuthority {
     /// From the CA certificate(s) in PEM and optionally CRLs in PEM.
     pub fn new(ca_pem: &[u8], crl_pem: Option<&[u8]>) -> Result<Self, DeviceAuthError> {
-        Ok(Self { verifier: Mutex::new(Self::build(ca_pem, crl_pem)?), watch: None })
-    }
-
-    fn build(ca_pem: &[u8], crl_pem: Option<&[u8]>) -> Result<Arc<dyn ClientCertVerifier>, DeviceAuthError> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| DeviceAuthError::Config(format!("CA: {e}")))?;
-            roots.add(cert).map_err(|e| DeviceAuthError::Config(format!("CA: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(DeviceAuthError::Config("no CA certificate found".into()));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .only_check_end_entity_revocation()
-            .allow_unknown_revocation_status();
-        if let Some(crl_pem) = crl_pem {
-            let crls: Vec<CertificateRevocationListDer<'static>> =
-                CertificateRevocationListDer::pem_slice_iter(crl_pem)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| DeviceAuthError::Config(format!("CRL: {e}")))?;
-            builder = builder.with_crls(crls);
-        }
-        builder.build().map_err(|e| DeviceAuthError::Config(e.to_string()))
+        let origin = Path::new("CA");
+        let trust = alicia_tls::Trust::from_pem(ca_pem, crl_pem, origin).map_err(config_err)?;
+        let verifier = ClientVerifier::new(trust, POLICY, origin).map_err(config_err)?;
+        Ok(Self { trust: Trust::Fixed(Arc::new(verifier)) })
     }
 
     /// From a CA file (`certs/ca.crt`) and an optional CRL file; a CRL path that does not
     /// exist counts as an empty list. The CRL file is watched: a changed file is read again
     /// before the next check.
     pub fn load(ca_file: &Path, crl_file: Option<&Path>) -> Result<Self, DeviceAuthError> {
-        let ca = std::fs::read(ca_file).map_err(|e| DeviceAuthError::Config(format!("{}: {e}", ca_file.display())))?;
-        let Some(crl) = crl_file else { return Self::new(&ca, None) };
-        let seen = stamp(crl);
-        let verifier = Self::build(&ca, read_crl(crl)?.as_deref())?;
-        Ok(Self {
-            verifier: Mutex::new(verifier),
-            watch: Some(Watch { ca, crl: crl.to_path_buf(), seen: Mutex::new(seen) }),
-        })
+        let trust = WatchedTrust::load(ca_file, crl_file, POLICY).map_err(config_err)?;
+        Ok(Self { trust: Trust::Watched(trust) })
     }
 
     /// The verifier in force: for a watched CRL, rebuilt first if the file changed.
-    fn current(&self) -> Result<Arc<dyn ClientCertVerifier>, DeviceAuthError> {
-        if let Some(w) = &self.watch {
-            let now = stamp(&w.crl);
-            let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if now != *seen {
-                let verifier = Self::build(&w.ca, read_crl(&w.crl)?.as_deref())?;
-                *self.verifier.lock().unwrap_or_else(|p| p.into_inner()) = verifier;
-                *seen = now;
-            }
+    fn current(&self) -> Result<Arc<ClientVerifier>, DeviceAuthError> {
+        match &self.trust {
+            Trust::Fixed(v) => Ok(v.clone()),
+            Trust::Watched(w) => w.current().map_err(config_err),
         }
-        Ok(self.verifier.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// The verifier, for an HTTPS listener that asks for client certificates (8443). It is a
@@ -158,7 +122,10 @@ impl DeviceAuthority {
     /// uses it for handshake signatures only and leaves the certificate to
     /// [`DeviceAuthority::verify_chain`]).
     pub fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        self.verifier.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        match &self.trust {
+            Trust::Fixed(v) => v.clone(),
+            Trust::Watched(w) => w.snapshot(),
+        }
     }
 
     /// Checks a PEM certificate (the device's certificate first, then any intermediates).
@@ -217,15 +184,6 @@ impl DeviceAuthority {
         }
         let serial = parsed.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
         Ok(DeviceIdentity { device_id: cn.to_string(), serial })
-    }
-}
-
-/// The CRL file's text; `None` if there is no file.
-fn read_crl(path: &Path) -> Result<Option<Vec<u8>>, DeviceAuthError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(DeviceAuthError::Config(format!("{}: {e}", path.display()))),
     }
 }
 

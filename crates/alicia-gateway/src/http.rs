@@ -3,7 +3,7 @@
 //! - `POST /auth/challenge` — `{"challenge": C, "expires_in": 60}`: a single-use challenge for
 //!   the body form of `/auth/device`.
 //! - `POST /auth/device` — a device proves itself with its certificate and gets a token:
-//!   `{"token": JWT, "expires_in": seconds}`, or 401 `{"error": reason}` (also when there is
+//!   `{"token": JWT, "expires_in": seconds}`, or 401 `{"error": "unauthorized", "message": reason}` (also when there is
 //!   neither a certificate from the TLS layer nor a body: [`NO_CERTIFICATE`]). The certificate comes
 //!   from the TLS layer when the listener put a [`PeerCertificates`] extension on the request
 //!   (the mTLS listener on 8443 does; the handshake proved the key), otherwise from the body
@@ -15,7 +15,11 @@
 //!   closed networks only.
 //! - `POST /encrypt` — `{"plaintext": base64}` → `{"key_id": "enc-N", "ciphertext": base64}`.
 //! - `POST /decrypt` — `{"key_id", "ciphertext"}` → `{"plaintext": base64}`; tampered, unknown
-//!   or retired → 400 `{"error": reason}`.
+//!   or retired → 400 `{"error": "decryption_failed", "message": reason}`.
+//!
+//! Every error answer has the shape of [`alicia_sdk::ApiError`], the one every Alicia HTTP API
+//! uses: `{"error": code, "message": text}` (`unauthorized`, `invalid_request`,
+//! `decryption_failed`, `too_many_requests`, `internal`).
 //!
 //! `/encrypt` and `/decrypt` need `Authorization: Bearer <token>` (a token from
 //! `/auth/device`): otherwise anyone who reaches the port could decrypt the bus's secrets.
@@ -34,7 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -45,7 +49,9 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+
+use alicia_sdk::{ApiError, ApiResult};
 
 use crate::crypto::{KeyRing, Sealed};
 use crate::device_auth::{DeviceAuthority, DeviceIdentity};
@@ -175,10 +181,6 @@ pub async fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) -> 
     axum::serve(listener, router(gateway).into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
-fn error(status: StatusCode, reason: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": reason.into() }))).into_response()
-}
-
 #[derive(Deserialize)]
 struct CertificateBody {
     certificate: String,
@@ -186,10 +188,10 @@ struct CertificateBody {
     signature: Option<String>,
 }
 
-async fn auth_challenge(State(gw): State<Arc<Gateway>>) -> Response {
+async fn auth_challenge(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<Value>> {
     match gw.challenges.issue() {
-        Some(c) => Json(json!({ "challenge": c, "expires_in": CHALLENGE_TTL_SECS })).into_response(),
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "the system random number generator failed"),
+        Some(c) => Ok(Json(json!({ "challenge": c, "expires_in": CHALLENGE_TTL_SECS }))),
+        None => Err(ApiError::internal("the system random number generator failed")),
     }
 }
 
@@ -213,35 +215,34 @@ async fn auth_device(
     State(gw): State<Arc<Gateway>>,
     peer: Option<Extension<PeerCertificates>>,
     body: axum::body::Bytes,
-) -> Response {
+) -> ApiResult<Json<Value>> {
     let verified = match peer {
         Some(Extension(PeerCertificates(chain))) => gw.devices.verify_chain(&chain).map_err(|e| e.reason()),
         None if body.iter().all(u8::is_ascii_whitespace) => Err(NO_CERTIFICATE.to_string()),
         None => match serde_json::from_slice::<CertificateBody>(&body) {
             Ok(b) => verify_body(&gw, &b),
             Err(_) => {
-                return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"certificate\": PEM}");
+                return Err(ApiError::bad_request("invalid_request", "expected a JSON body {\"certificate\": PEM}"));
             }
         },
     };
     match verified {
-        Ok(id) => Json(json!({
+        Ok(id) => Ok(Json(json!({
             "token": gw.tokens.issue(&id.device_id),
             "expires_in": gw.tokens.lifetime().as_secs(),
-        }))
-        .into_response(),
-        Err(reason) => error(StatusCode::UNAUTHORIZED, reason),
+        }))),
+        Err(reason) => Err(ApiError::unauthorized(reason)),
     }
 }
 
-/// Checks `Authorization: Bearer <token>`; the error is the reason for a 401.
-fn bearer(gw: &Gateway, headers: &HeaderMap) -> Result<(), String> {
+/// Checks `Authorization: Bearer <token>`; a 401 otherwise.
+fn bearer(gw: &Gateway, headers: &HeaderMap) -> ApiResult<()> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| "missing Authorization: Bearer token".to_string())?;
-    gw.tokens.verify(token.trim()).map(|_| ()).map_err(|e| e.to_string())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    gw.tokens.verify(token.trim()).map(|_| ()).map_err(|e| ApiError::unauthorized(e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -249,34 +250,37 @@ struct EncryptBody {
     plaintext: String,
 }
 
-async fn encrypt(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(reason) = bearer(&gw, &headers) {
-        return error(StatusCode::UNAUTHORIZED, reason);
-    }
+async fn encrypt(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    bearer(&gw, &headers)?;
     let Ok(b) = serde_json::from_slice::<EncryptBody>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"plaintext\": base64}");
+        return Err(ApiError::bad_request("invalid_request", "expected a JSON body {\"plaintext\": base64}"));
     };
     let Ok(plain) = STANDARD.decode(b.plaintext.as_bytes()) else {
-        return error(StatusCode::BAD_REQUEST, "plaintext is not base64");
+        return Err(ApiError::bad_request("invalid_request", "plaintext is not base64").with_field("plaintext"));
     };
     let sealed = gw.keys.read().unwrap_or_else(|p| p.into_inner()).encrypt(&plain);
     match sealed {
-        Ok(s) => Json(s).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(s) => Ok(Json(s).into_response()),
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 
-async fn decrypt(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(reason) = bearer(&gw, &headers) {
-        return error(StatusCode::UNAUTHORIZED, reason);
-    }
+async fn decrypt(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    bearer(&gw, &headers)?;
     let Ok(sealed) = serde_json::from_slice::<Sealed>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"key_id\": ..., \"ciphertext\": base64}");
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "expected a JSON body {\"key_id\": ..., \"ciphertext\": base64}",
+        ));
     };
     let plain = gw.keys.read().unwrap_or_else(|p| p.into_inner()).decrypt(&sealed);
     match plain {
-        Ok(p) => Json(json!({ "plaintext": STANDARD.encode(p) })).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(p) => Ok(Json(json!({ "plaintext": STANDARD.encode(p) }))),
+        Err(e) => Err(ApiError::bad_request("decryption_failed", e.to_string())),
     }
 }
 
@@ -319,10 +323,8 @@ async fn rate_limit(State(gw): State<Arc<Gateway>>, req: Request, next: Next) ->
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
     match gw.limiter.check(ip, Instant::now()) {
         Ok(()) => next.run(req).await,
-        Err(secs) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            r
-        }
+        Err(secs) => ApiError::too_many_requests("too many requests")
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1)))
+            .into_response(),
     }
 }

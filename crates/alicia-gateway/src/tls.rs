@@ -23,8 +23,7 @@ use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request};
 use axum::serve::{IncomingStream, Listener};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
@@ -104,31 +103,23 @@ impl ClientCertVerifier for DeferredClientAuth {
 }
 
 /// The server configuration of the HTTPS listener: the server certificate chain and key (PEM
-/// files, e.g. `certs/server.crt` and `certs/server.key`), client certificates requested from
+/// files, e.g. `certs/server.crt` and `certs/server.key`; an X.509 v1 certificate as OpenSSL's
+/// `x509 -req` makes is accepted, through `alicia-tls`), client certificates requested from
 /// `devices`' CA but optional, HTTP/1.1 by ALPN.
 pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
     devices: &DeviceAuthority,
 ) -> Result<ServerConfig, TlsSetupError> {
-    let file_err = |p: &Path, e: &dyn std::fmt::Display| TlsSetupError::File {
-        path: p.display().to_string(),
-        reason: e.to_string(),
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| file_err(cert_file, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_err(cert_file, &e))?;
-    if chain.is_empty() {
-        return Err(file_err(cert_file, &"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| file_err(key_file, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = alicia_tls::certified_key(cert_file, key_file).map_err(|e| match e {
+        alicia_tls::TlsError::File { path, why } => {
+            TlsSetupError::File { path: path.display().to_string(), reason: why }
+        }
+        other => TlsSetupError::File { path: cert_file.display().to_string(), reason: other.to_string() },
+    })?;
     let verifier = Arc::new(DeferredClientAuth { inner: devices.client_verifier() });
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+    let mut config = alicia_tls::server_config(key, Some(verifier))
+        .map_err(|e| TlsSetupError::File { path: cert_file.display().to_string(), reason: e.to_string() })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

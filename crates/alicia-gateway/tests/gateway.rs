@@ -360,32 +360,33 @@ fn http_api() {
     ];
     for ((pem, key), reason) in refused {
         let r = auth(addr, &pem, &key);
-        assert_eq!((r.status, r.body["error"].as_str()), (401, Some(reason)));
+        assert_eq!((r.status, r.body["message"].as_str()), (401, Some(reason)));
+        assert_eq!(r.body["error"], "unauthorized", "{}", r.body);
     }
     let r = post(addr, "/auth/device", &json!({"certificate": "junk", "challenge": "x", "signature": ""}), None);
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("certificate is malformed"), "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().starts_with("certificate is malformed"), "{}", r.body);
     assert_eq!(post(addr, "/auth/device", &json!({"cert": 1}), None).status, 400);
 
     // A certificate alone is not proof: it is public.
     let r = post(addr, "/auth/device", &json!({ "certificate": pem }), None);
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("proof of possession required"));
+    assert!(r.body["message"].as_str().unwrap().starts_with("proof of possession required"));
     // Signed with another key.
     let r = auth(addr, &pem, &KeyPair::generate().unwrap());
     assert_eq!(r.status, 401);
-    assert!(r.body["error"].as_str().unwrap().starts_with("proof of possession failed"), "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().starts_with("proof of possession failed"), "{}", r.body);
     // A challenge answered once cannot be replayed; one not issued here is refused.
     let c = post(addr, "/auth/challenge", &json!({}), None).body["challenge"].as_str().unwrap().to_string();
     let sig = STANDARD.encode(key.sign(format!("alicia-device-auth:{c}").as_bytes()).unwrap());
     let body = json!({"certificate": pem, "challenge": c, "signature": sig});
     assert_eq!(post(addr, "/auth/device", &body, None).status, 200);
     let again = post(addr, "/auth/device", &body, None);
-    assert_eq!((again.status, again.body["error"].as_str()), (401, Some("challenge was already used")));
+    assert_eq!((again.status, again.body["message"].as_str()), (401, Some("challenge was already used")));
     let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 56]);
     let sig = STANDARD.encode(key.sign(format!("alicia-device-auth:{forged}").as_bytes()).unwrap());
     let r = post(addr, "/auth/device", &json!({"certificate": pem, "challenge": forged, "signature": sig}), None);
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("challenge was not issued by this gateway")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("challenge was not issued by this gateway")));
 
     // Encryption needs a token.
     let plain = STANDARD.encode("secret payload");
@@ -401,7 +402,7 @@ fn http_api() {
     raw[20] ^= 0x80;
     let t = post(addr, "/decrypt", &json!({"key_id": "enc-1", "ciphertext": STANDARD.encode(raw)}), Some(&token));
     assert_eq!(t.status, 400);
-    assert!(t.body["error"].as_str().unwrap().contains("tampered"));
+    assert!(t.body["message"].as_str().unwrap().contains("tampered"));
     assert_eq!(post(addr, "/encrypt", &json!({"plaintext": "%%"}), Some(&token)).status, 400);
 
     // Opting out of the proof: the certificate alone is enough (checks still apply).
@@ -420,7 +421,10 @@ fn http_rate_limit() {
     }
     let r = post(addr, "/auth/device", &json!({"certificate": device(&home, "d", 1, -1, 30)}), None);
     assert_eq!(r.status, 429);
-    assert_eq!(r.body["error"], "too many requests");
+    assert_eq!(
+        (r.body["error"].as_str(), r.body["message"].as_str()),
+        (Some("too_many_requests"), Some("too many requests"))
+    );
     let retry: u64 = r
         .headers
         .lines()
@@ -461,7 +465,7 @@ fn http_peer_certificate_from_tls_layer() {
     assert_eq!(TokenIssuer::new(&[0x42; 64]).unwrap().verify(token).unwrap().sub, "porch-camera");
     let revoked = serve(device(&home, "porch-camera", 66, -1, 30));
     let r = post(revoked, "/auth/device", &json!(null), None);
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has been revoked")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate has been revoked")));
 }
 
 // ---------------------------------------------------------------- HTTPS with client certificates
@@ -546,7 +550,7 @@ fn https_client_certificates_and_live_revocation() {
     let addr = rx.recv().unwrap();
 
     let r = post_tls(addr, &home.pem, None);
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some(alicia_gateway::http::NO_CERTIFICATE)));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some(alicia_gateway::http::NO_CERTIFICATE)));
 
     let (pem, key) = device_with_key(&home, "hall-sensor", 10, -1, 30);
     let r = post_tls(addr, &home.pem, Some((&pem, &key)));
@@ -556,17 +560,17 @@ fn https_client_certificates_and_live_revocation() {
 
     let (foreign, fkey) = device_with_key(&other, "hall-sensor", 10, -1, 30);
     let r = post_tls(addr, &home.pem, Some((&foreign, &fkey)));
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate is not signed by this home's CA")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate is not signed by this home's CA")));
     let (old, okey) = device_with_key(&home, "attic", 11, -30, -1);
     let r = post_tls(addr, &home.pem, Some((&old, &okey)));
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has expired")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate has expired")));
 
     // Revoke serial 10 by replacing the file, as `alicia certs revoke` does.
     let tmp = dir.path().join(".crl.tmp");
     std::fs::write(&tmp, crl(&home, &[10])).unwrap();
     std::fs::rename(&tmp, &crl_file).unwrap();
     let r = post_tls(addr, &home.pem, Some((&pem, &key)));
-    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("certificate has been revoked")));
+    assert_eq!((r.status, r.body["message"].as_str()), (401, Some("certificate has been revoked")));
     let (fresh, fkey) = device_with_key(&home, "hall-sensor", 12, -1, 30);
     assert_eq!(post_tls(addr, &home.pem, Some((&fresh, &fkey))).status, 200);
 
@@ -574,4 +578,74 @@ fn https_client_certificates_and_live_revocation() {
     std::fs::write(&crl_file, "-----BEGIN X509 CRL-----\nAAEC\n-----END X509 CRL-----\n").unwrap();
     let r = post_tls(addr, &home.pem, Some((&fresh, &fkey)));
     assert_eq!(r.status, 401, "{}", r.body);
+}
+
+/// Certificates made by the design document's `openssl` commands are X.509 v1 (OpenSSL 3's
+/// `x509 -req` without extensions). The HTTPS listener serves a v1 server certificate and a v1
+/// device certificate logs in with it, driven by the real curl; one from another CA does not.
+#[test]
+fn https_login_with_the_design_documents_v1_certificates() {
+    let have = |c: &str| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have("curl") || !std::process::Command::new("openssl").arg("version").status().is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: curl and openssl are needed (scripts/test.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/design/certificates.sh"))
+            .unwrap();
+    let other = r#"
+openssl genrsa -out other.key 2048
+openssl req -new -x509 -days 365 -key other.key -out other.crt -subj "/CN=Alicia-CA"
+openssl genrsa -out intruder.key 2048
+openssl req -new -key intruder.key -out intruder.csr -subj "/CN=device-001"
+openssl x509 -req -days 365 -in intruder.csr -CA other.crt -CAkey other.key -out intruder.crt
+"#;
+    for s in [script.as_str(), other] {
+        let out = std::process::Command::new("sh").arg("-ec").arg(s).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let devices = DeviceAuthority::load(&d.join("ca.crt"), Some(&d.join("crl.pem"))).unwrap();
+    let config = alicia_gateway::tls::server_config(&d.join("server.crt"), &d.join("server.key"), &devices)
+        .expect("a v1 server certificate is served");
+    let gw = Gateway::new(devices, TokenIssuer::new(&[0x42; 64]).unwrap(), KeyRing::from_keys([(1, [3; 32])]), 100);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            alicia_gateway::tls::serve_tls(listener, Arc::new(config), Arc::new(gw)).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    let login = |cert: &str| {
+        // The server certificate names alicia-bus-core: resolve that name to the listener, so
+        // curl checks the chain and the name.
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-X", "POST", "--resolve"])
+            .arg(format!("alicia-bus-core:{}:127.0.0.1", addr.port()))
+            .arg("--cacert")
+            .arg(d.join("ca.crt"))
+            .arg("--cert")
+            .arg(d.join(format!("{cert}.crt")))
+            .arg("--key")
+            .arg(d.join(format!("{cert}.key")))
+            .arg("-w")
+            .arg("\n%{http_code}")
+            .arg(format!("https://alicia-bus-core:{}/auth/device", addr.port()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "curl: {} {text}", String::from_utf8_lossy(&out.stderr));
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), serde_json::from_str::<Value>(body).unwrap_or(Value::Null))
+    };
+    let (code, body) = login("device");
+    assert_eq!(code, "200", "{body}");
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(TokenIssuer::new(&[0x42; 64]).unwrap().verify(token).unwrap().sub, "device-001");
+    let (code, body) = login("intruder");
+    assert_eq!((code.as_str(), body["message"].as_str()), ("401", Some("certificate is not signed by this home's CA")));
 }

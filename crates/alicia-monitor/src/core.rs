@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alicia_config::{MonitoringConfig, Severity};
-use alicia_sdk::{Bus, QoS};
+use alicia_sdk::{Bus, QoS, Refusal};
 use alicia_sdk::{Link, LinkEvent};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
@@ -308,7 +308,7 @@ impl Loop {
     async fn reject(&self, reason: String, topic: &str, payload: &[u8]) {
         self.shared.counters.snapshots_rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%topic, %reason, "metrics snapshot rejected");
-        let _ = self.shared.bus.dead_letter(reason, topic, payload).await;
+        let _ = self.shared.bus.dead_letter(Refusal::new("invalid_snapshot", reason), topic, payload).await;
     }
 
     async fn input(&mut self, input: Input) {

@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use alicia_sdk::LinkState;
+use alicia_sdk::{ApiError, ApiResult, LinkState};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +28,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/devices", get(devices))
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
+        .fallback(no_route)
         .with_state(shared)
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
 /// One self-contained page (no external resources, no build step) that polls the JSON
@@ -112,10 +118,15 @@ struct HistoryQuery {
     minutes: Option<u64>,
 }
 
-async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Json<Value> {
+async fn history(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    // axum's own rejection is plain text; every Alicia API answers in one JSON shape.
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()).with_field("minutes"))?;
     let h = s.history.read();
     let interval = s.cfg.read().history_interval_secs.max(1);
     let take = q.minutes.map(|m| (m.saturating_mul(60) / interval).max(1) as usize).unwrap_or(h.len());
     let points: Vec<&Value> = h.iter().skip(h.len().saturating_sub(take)).collect();
-    Json(json!({ "interval_secs": interval, "points": points }))
+    Ok(Json(json!({ "interval_secs": interval, "points": points })))
 }

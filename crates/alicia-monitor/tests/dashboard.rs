@@ -309,6 +309,12 @@ async fn history_stays_backward_compatible_without_data() {
     })
     .await;
     let p = points(&get_json(http, "/history").await.1).remove(0);
+    // Errors have the shape of every Alicia HTTP API (alicia_sdk::ApiError).
+    let (status, body) = get_json(http, "/history?minutes=soon").await;
+    assert_eq!((status, body["error"].as_str(), body["field"].as_str()), (400, Some("invalid_query"), Some("minutes")));
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    let (status, body) = get_json(http, "/nothing").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
     for key in [
         "timestamp",
         "cpu_ratio",

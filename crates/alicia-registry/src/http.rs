@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use alicia_sdk::{ApiError, ApiResult};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -25,14 +26,12 @@ pub(crate) struct Api {
 type Reg = State<Arc<Registry>>;
 
 /// The caller of a write, checked; a 401 answer otherwise.
-fn caller(api: &Api, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
+fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Principal> {
     let unauthorized = |why: String| {
-        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
-        r.headers_mut().insert(
+        ApiError::unauthorized(why).with_header(
             axum::http::header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer realm=\"alicia\", Basic realm=\"alicia\""),
-        );
-        Box::new(r)
+        )
     };
     let Some(auth) = &api.auth else {
         return Err(unauthorized("writes are disabled: this registry has no way to check credentials".into()));
@@ -42,20 +41,14 @@ fn caller(api: &Api, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
 }
 
 /// A device may act only for itself.
-fn may_act_for(who: &Principal, device_id: &str) -> Result<(), Box<Response>> {
+fn may_act_for(who: &Principal, device_id: &str) -> ApiResult<()> {
     match who {
         Principal::Service(_) => Ok(()),
         Principal::Device(id) if id == device_id => Ok(()),
-        Principal::Device(id) => Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("device {id:?} may register or remove only itself, not {device_id:?}"),
-        ))),
+        Principal::Device(id) => {
+            Err(ApiError::forbidden(format!("device {id:?} may register or remove only itself, not {device_id:?}")))
+        }
     }
-}
-
-fn error(status: StatusCode, error: &str, reason: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": error, "reason": reason.into() }))).into_response()
 }
 
 fn list(devices: &[Device]) -> Value {
@@ -63,23 +56,16 @@ fn list(devices: &[Device]) -> Value {
     json!({ "devices": devices, "count": devices.len() })
 }
 
-async fn register(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match caller(&api, &headers) {
-        Ok(who) => who,
-        Err(r) => return *r,
-    };
+async fn register(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let who = caller(&api, &headers)?;
     let reg = &api.reg;
     if body.iter().all(u8::is_ascii_whitespace) {
-        return error(StatusCode::BAD_REQUEST, "invalid_json", "the body is empty: send the registration as JSON");
+        return Err(ApiError::bad_request("invalid_json", "the body is empty: send the registration as JSON"));
     }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}")),
-    };
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
     if let Some(id) = value.get("device_id").and_then(Value::as_str) {
-        if let Err(r) = may_act_for(&who, id) {
-            return *r;
-        }
+        may_act_for(&who, id)?;
     }
     match reg.register(value, "HTTP POST /devices/register") {
         Ok((outcome, device)) => {
@@ -87,33 +73,27 @@ async fn register(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Re
                 Outcome::Registered => StatusCode::CREATED,
                 Outcome::Updated => StatusCode::OK,
             };
-            (status, Json(json!({ "status": outcome.as_str(), "device_id": device.reg.device_id }))).into_response()
+            Ok((status, Json(json!({ "status": outcome.as_str(), "device_id": device.reg.device_id }))).into_response())
         }
         Err(RegisterError::Invalid(e)) => {
-            let mut r = error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_registration", e.to_string());
+            let mut answer = ApiError::unprocessable("invalid_registration", e.to_string());
             if let Some(first) = e.0.first() {
                 // Every problem, and the first one's field for callers that read one.
-                let body = json!({
-                    "error": "invalid_registration", "reason": e.to_string(), "field": first.field,
-                    "errors": e.to_json(),
-                });
-                r = (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+                answer = answer.with_field(first.field.clone()).with_errors(e.to_json());
             }
-            r
+            Err(answer)
         }
-        Err(RegisterError::Registry(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(RegisterError::Registry(e)) => Err(ApiError::internal(e.to_string())),
     }
 }
 
-async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = caller(&api, &headers).and_then(|who| may_act_for(&who, &id)) {
-        return *r;
-    }
+async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller(&api, &headers).and_then(|who| may_act_for(&who, &id))?;
     let reg = &api.reg;
     match reg.unregister(&id, "unregistered via HTTP DELETE") {
-        Ok(Some(_)) => Json(json!({ "status": "removed", "device_id": id })).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", reg.not_found_reason(&id)),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Ok(Some(_)) => Ok(Json(json!({ "status": "removed", "device_id": id }))),
+        Ok(None) => Err(ApiError::not_found(reg.not_found_reason(&id))),
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 
@@ -121,26 +101,22 @@ async fn all(State(reg): Reg) -> Json<Value> {
     Json(list(&reg.list()))
 }
 
-async fn one(State(reg): Reg, Path(id): Path<String>) -> Response {
+async fn one(State(reg): Reg, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     match reg.get(&id) {
-        Some(d) => Json(d.to_json()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", reg.not_found_reason(&id)),
+        Some(d) => Ok(Json(d.to_json())),
+        None => Err(ApiError::not_found(reg.not_found_reason(&id))),
     }
 }
 
-async fn by_capability(State(reg): Reg, Path(capability): Path<String>) -> Response {
-    match reg.find(&capability) {
-        Ok(devices) => {
-            let mut answer = list(&devices);
-            answer["capability"] = json!(capability);
-            Json(answer).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+async fn by_capability(State(reg): Reg, Path(capability): Path<String>) -> ApiResult<Json<Value>> {
+    let devices = reg.find(&capability).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut answer = list(&devices);
+    answer["capability"] = json!(capability);
+    Ok(Json(answer))
 }
 
-async fn no_route(uri: Uri) -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {}", uri.path()))
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
 /// `POST /devices/register`, `DELETE /devices/{id}` (both with a credential, see

@@ -70,7 +70,7 @@
 //! `invalid_json`, 422 `invalid_registration` with `reason`, `field` and every problem in
 //! `errors`), `DELETE /devices/{id}`, `GET /devices` (`{"devices", "count"}`), `GET
 //! /devices/capability/{capability}` (by any of a device's capabilities), `GET /devices/{id}`
-//! (404 `{"error":"not_found", "reason"}`). Reads are open; writes need a credential
+//! (404 `{"error": "not_found", "message"}`, the shape of `alicia_sdk::ApiError`). Reads are open; writes need a credential
 //! ([`HttpAuth`]: a device's gateway token, for itself only, or a service's login): 401
 //! without one or with a bad one, 403 for a device acting for another. The discovery view ([`RegistryConfig::discovery_http`]; 8082): `GET /` or
 //! `/discovery` with the online and offline devices, last heartbeats and timeouts. Both act on

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use alicia_envelope::{Envelope, MessageType, Value};
-use alicia_sdk::{BusService, Context, HandlerResult, QoS, ServiceError, Subscription};
+use alicia_sdk::{BusService, Context, HandlerResult, QoS, Refusal, ServiceError, Subscription};
 use serde_json::json;
 
 use crate::model::{check_device_id, kind, Device, Invalid};
@@ -89,7 +89,7 @@ impl RegistryService {
         if expects_reply(ctx, env) {
             return Err(error.into());
         }
-        let _ = ctx.bus().dead_letter(error.to_string(), ctx.topic(), &env.to_vec()).await;
+        let _ = ctx.bus().dead_letter(Refusal::from(&error), ctx.topic(), &env.to_vec()).await;
         if let Err(e) = ctx.answer_refusal(env, answer_to(ctx, env, claimed), &error).await {
             tracing::warn!(error = %e, "cannot answer a refused message");
         }
@@ -156,8 +156,11 @@ impl RegistryService {
                 // A bus service's heartbeat (the SDK's); the registry tracks devices only.
                 self.reg.metrics.hb_service.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             } else {
-                let reason = "heartbeat names no device (source `device_id:ID` or data.device_id) and no service";
-                let _ = ctx.bus().dead_letter(reason, ctx.topic(), &env.to_vec()).await;
+                let refusal = Refusal::new(
+                    "invalid_heartbeat",
+                    "heartbeat names no device (source `device_id:ID` or data.device_id) and no service",
+                );
+                let _ = ctx.bus().dead_letter(refusal, ctx.topic(), &env.to_vec()).await;
             }
             return Ok(None);
         };

@@ -218,7 +218,7 @@ async fn restart(addr: std::net::SocketAddr) {
     assert_eq!(found["devices"][0]["device_id"], "sonos_kitchen_001", "the capability index survived");
     let (status, body) = http(reg.http_addr().unwrap(), "GET", "/devices/temp_living_001", None).await;
     assert_eq!(status, 404);
-    assert!(body["reason"].as_str().unwrap().contains("was removed at"), "the tombstone survived: {body}");
+    assert!(body["message"].as_str().unwrap().contains("was removed at"), "the tombstone survived: {body}");
     // The restarted registry publishes the inventory again (a broker without persistence lost it).
     let inv = inventory(addr, |v| Timestamp::parse(v["updated"].as_str().unwrap()).unwrap() >= restarted).await;
     assert_eq!(inv["devices"].as_array().unwrap().len(), 1);
@@ -277,22 +277,22 @@ async fn http_api_answers_as_the_seed_specifies() {
     // 4xx with reasons.
     let (status, body) = http(api, "GET", "/devices/ghost", None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    assert!(body["reason"].as_str().unwrap().contains("ghost"), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("ghost"), "{body}");
     let (status, body) = http(api, "POST", "/devices/register", Some("{\"device_id\": ")).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_json")));
-    assert!(!body["reason"].as_str().unwrap().is_empty());
+    assert!(!body["message"].as_str().unwrap().is_empty());
     let (status, body) = http(api, "POST", "/devices/register", None).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_json")));
     let no_caps = json!({"device_id": "lamp_1", "device_type": "light"}).to_string();
     let (status, body) = http(api, "POST", "/devices/register", Some(&no_caps)).await;
     assert_eq!((status, body["error"].as_str()), (422, Some("invalid_registration")));
-    assert!(body["reason"].as_str().unwrap().starts_with("`capabilities`: missing"), "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("`capabilities`: missing"), "{body}");
     let bad_topic = json!({"device_id": "lamp_1", "device_type": "light", "capabilities": ["on_off"],
                            "endpoints": {"command": "alicia/devices/#"}})
     .to_string();
     let (status, body) = http(api, "POST", "/devices/register", Some(&bad_topic)).await;
     assert_eq!(status, 422);
-    assert!(body["reason"].as_str().unwrap().starts_with("`endpoints.command`"), "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("`endpoints.command`"), "{body}");
     let (status, _) = http(api, "GET", "/nothing/here", None).await;
     assert_eq!(status, 404);
 
@@ -312,7 +312,7 @@ async fn http_api_answers_as_the_seed_specifies() {
     event(&mut obs, "removed", "temp_living_001").await;
     let (status, body) = http(api, "DELETE", "/devices/temp_living_001", None).await;
     assert_eq!(status, 404);
-    assert!(body["reason"].as_str().unwrap().contains("was removed at"), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("was removed at"), "{body}");
     let (_, body) = http(view, "GET", "/", None).await;
     assert_eq!(body["online"].as_array().unwrap().len(), 1);
 

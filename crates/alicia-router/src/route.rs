@@ -122,8 +122,13 @@ impl BusService for Router {
         alicia_sdk::ROUTER_SERVICE
     }
 
-    fn refused(&self, _topic: &str, kind: Refusal, _reason: &str) {
-        self.shared.metrics.dead_letter(kind.as_str());
+    fn refused(&self, _topic: &str, refusal: &Refusal) {
+        // The runtime's codes are its constants; anything else is counted as `other`.
+        let code = match refusal.code {
+            std::borrow::Cow::Borrowed(code) => code,
+            std::borrow::Cow::Owned(_) => "other",
+        };
+        self.shared.metrics.dead_letter(code);
     }
 
     async fn handle(&self, ctx: &Context, envelope: Envelope) -> HandlerResult {
@@ -226,14 +231,13 @@ async fn route(shared: &Shared, client: &AsyncClient, ctx: &Context, mut envelop
         Pushed::Queued => {}
         Pushed::Evicted(old) => {
             shared.metrics.dead_letter("queue_full");
-            let why =
-                format!("queue_full: the router's queue was full and a {} message took its place", priority.as_str());
-            let _ = ctx.bus().dead_letter(why, &old.source_topic, &old.payload).await;
+            let why = format!("the router's queue was full and a {} message took its place", priority.as_str());
+            let _ = ctx.bus().dead_letter(Refusal::new("queue_full", why), &old.source_topic, &old.payload).await;
         }
         Pushed::Closed(item) => {
             shared.metrics.dead_letter("stopping");
-            let _ =
-                ctx.bus().dead_letter("stopping: the router is shutting down", &item.source_topic, &item.payload).await;
+            let refusal = Refusal::new("stopping", "the router is shutting down");
+            let _ = ctx.bus().dead_letter(refusal, &item.source_topic, &item.payload).await;
         }
     }
 }
@@ -248,7 +252,7 @@ async fn refuse(shared: &Shared, ctx: &Context, mut envelope: Envelope, code: &'
     envelope.routing.hops = envelope.routing.hops.saturating_sub(1);
     envelope.routing.route.pop();
     let bus = ctx.bus();
-    let _ = bus.dead_letter(format!("{code}: {reason}"), ctx.topic(), &envelope.to_vec()).await;
+    let _ = bus.dead_letter(Refusal::new(code, reason.clone()), ctx.topic(), &envelope.to_vec()).await;
     let wants_answer = envelope.message_type == MessageType::Request
         || (ctx.response_topic().is_some() && envelope.message_type != MessageType::Response);
     if !wants_answer {
@@ -280,7 +284,7 @@ pub(crate) async fn forward(shared: Arc<Shared>, client: AsyncClient, bus: Bus) 
             Some(Ok(left)) => Some(left),
             Some(Err(_)) => {
                 shared.metrics.dead_letter("expired");
-                let why = "expired: its ttl ran out while it waited in the router's queue";
+                let why = Refusal::new(Refusal::EXPIRED, "its ttl ran out while it waited in the router's queue");
                 let _ = bus.dead_letter(why, &item.source_topic, &item.payload).await;
                 continue;
             }
@@ -292,7 +296,7 @@ pub(crate) async fn forward(shared: Arc<Shared>, client: AsyncClient, bus: Bus) 
             Err(e) => {
                 // Only when the connection task is gone (shutdown).
                 shared.metrics.dead_letter("stopping");
-                let why = format!("stopping: the router could not forward it ({e})");
+                let why = Refusal::new("stopping", format!("the router could not forward it ({e})"));
                 let _ = bus.dead_letter(why, &item.source_topic, &item.payload).await;
             }
         }

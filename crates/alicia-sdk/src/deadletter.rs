@@ -3,10 +3,13 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::Refusal;
+
 /// A message that could not be handled, published on `<prefix>/system/deadletter` as JSON:
 ///
 /// ```json
-/// {"reason": "`ttl` must be a whole number from 1 to 4294967295, found 0",
+/// {"code": "invalid_envelope",
+///  "reason": "invalid envelope: `ttl` must be a whole number from 1 to 4294967295, found 0",
 ///  "topic": "alicia/services/stt_service/inbox",
 ///  "payload": "{\"message_id\": ...}", "payload_encoding": "utf-8",
 ///  "reported_by": "stt_service/3f2a9c01b7de", "timestamp": "2025-01-15T10:30:00.123Z"}
@@ -17,7 +20,10 @@ use serde::{Deserialize, Serialize};
 /// original bytes are kept exactly: as text when they are UTF-8, otherwise in base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
-    /// Why the message was not handled.
+    /// Why, for programs: the [`Refusal`]'s code (empty in records from before codes existed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code: String,
+    /// Why the message was not handled, for people.
     pub reason: String,
     /// The topic it arrived on.
     pub topic: String,
@@ -32,19 +38,15 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// A record for `payload` received on `topic`.
-    pub fn new(
-        reason: impl Into<String>,
-        topic: impl Into<String>,
-        payload: &[u8],
-        reported_by: impl Into<String>,
-    ) -> Self {
+    /// A record for `payload` received on `topic`, refused for `refusal`.
+    pub fn new(refusal: &Refusal, topic: impl Into<String>, payload: &[u8], reported_by: impl Into<String>) -> Self {
         let (payload, payload_encoding) = match std::str::from_utf8(payload) {
             Ok(text) => (text.to_string(), "utf-8"),
             Err(_) => (base64::engine::general_purpose::STANDARD.encode(payload), "base64"),
         };
         DeadLetter {
-            reason: reason.into(),
+            code: refusal.code.to_string(),
+            reason: refusal.reason.clone(),
             topic: topic.into(),
             payload,
             payload_encoding: payload_encoding.into(),
@@ -73,10 +75,10 @@ mod tests {
 
     #[test]
     fn keeps_the_original_bytes() {
-        let text = DeadLetter::new("why", "t", b"{oops", "svc/1");
+        let text = DeadLetter::new(&Refusal::new("test", "why"), "t", b"{oops", "svc/1");
         assert_eq!((text.payload.as_str(), text.payload_encoding.as_str()), ("{oops", "utf-8"));
         assert_eq!(text.original().unwrap(), b"{oops");
-        let bin = DeadLetter::new("why", "t", &[0xff, 0x00, 0x80], "svc/1");
+        let bin = DeadLetter::new(&Refusal::new("test", "why"), "t", &[0xff, 0x00, 0x80], "svc/1");
         assert_eq!(bin.payload_encoding, "base64");
         assert_eq!(bin.original().unwrap(), [0xff, 0x00, 0x80]);
         let back: DeadLetter = serde_json::from_slice(&bin.to_vec()).unwrap();

@@ -121,6 +121,7 @@
 mod config;
 mod deadletter;
 mod error;
+pub mod http;
 mod identity;
 mod link;
 mod protection;
@@ -133,6 +134,7 @@ pub use alicia_seal as seal;
 pub use config::{Secret, ServiceConfig};
 pub use deadletter::DeadLetter;
 pub use error::SdkError;
+pub use http::{ApiError, ApiResult};
 pub use identity::{AuthMethod, Sender, AUTH_PROPERTY, USER_PROPERTY};
 pub use link::{Link, LinkEvent, LinkOptions, LinkState};
 pub use protection::{EnvelopeSecurity, ENCRYPTION_SCHEME};

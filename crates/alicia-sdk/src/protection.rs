@@ -53,6 +53,7 @@ use alicia_envelope::{Envelope, MessageType, Value};
 use alicia_seal::{KeyRing, Sealed, SigningKey, VerifyingKey};
 
 use crate::error::SdkError;
+use crate::Refusal;
 
 /// The value of `security.encryption` for an encrypted payload.
 pub const ENCRYPTION_SCHEME: &str = "aes-256-gcm";
@@ -209,8 +210,13 @@ impl EnvelopeSecurity {
     }
 
     /// Checks the signature of a received envelope (`raw`: the bytes as received, `envelope`:
-    /// them parsed) and decrypts its payload in place. The error is the dead-letter reason.
-    pub fn open(&self, raw: &[u8], envelope: &mut Envelope) -> Result<(), String> {
+    /// them parsed) and decrypts its payload in place. The error (code `security`) is what the
+    /// dead-letter record and the sender's answer carry.
+    pub fn open(&self, raw: &[u8], envelope: &mut Envelope) -> Result<(), Refusal> {
+        self.check(raw, envelope).map_err(|reason| Refusal::new(Refusal::SECURITY, reason))
+    }
+
+    fn check(&self, raw: &[u8], envelope: &mut Envelope) -> Result<(), String> {
         let security = envelope.security.clone().unwrap_or_default();
         match &security.signature {
             Some(signature) => {
@@ -312,17 +318,17 @@ mod tests {
         receiver.open(&routed, &mut Envelope::parse(&routed).unwrap()).unwrap();
         v["ttl"] = json!(3600);
         let tampered = serde_json::to_vec(&v).unwrap();
-        let err = receiver.open(&tampered, &mut Envelope::parse(&tampered).unwrap()).unwrap_err();
+        let err = receiver.open(&tampered, &mut Envelope::parse(&tampered).unwrap()).unwrap_err().reason;
         assert!(err.starts_with("bad signature by \"voice\""), "{err}");
 
         // Unsigned, or claiming another source.
         let plain = original.to_vec();
-        let err = receiver.open(&plain, &mut Envelope::parse(&plain).unwrap()).unwrap_err();
+        let err = receiver.open(&plain, &mut Envelope::parse(&plain).unwrap()).unwrap_err().reason;
         assert!(err.starts_with("unsigned envelope"), "{err}");
         let mut v: Value = serde_json::from_slice(&bytes).unwrap();
         v["source"] = json!("alarm");
         let forged = serde_json::to_vec(&v).unwrap();
-        let err = receiver.open(&forged, &mut Envelope::parse(&forged).unwrap()).unwrap_err();
+        let err = receiver.open(&forged, &mut Envelope::parse(&forged).unwrap()).unwrap_err().reason;
         assert!(err.contains("does not belong to the source \"alarm\""), "{err}");
 
         // Encrypted for another message id (moved ciphertext) or with an unknown key.
@@ -330,10 +336,10 @@ mod tests {
         v["message_id"] = json!(alicia_envelope::Uuid::new_v4().to_string());
         let moved = serde_json::to_vec(&v).unwrap();
         let lenient = EnvelopeSecurity::default().with_key_ring(ring());
-        let err = lenient.open(&moved, &mut Envelope::parse(&moved).unwrap()).unwrap_err();
+        let err = lenient.open(&moved, &mut Envelope::parse(&moved).unwrap()).unwrap_err().reason;
         assert!(err.starts_with("cannot decrypt payload"), "{err}");
         let other = EnvelopeSecurity::default().with_key_ring(KeyRing::from_keys([(2, [8; 32])]));
-        let err = other.open(&bytes, &mut Envelope::parse(&bytes).unwrap()).unwrap_err();
+        let err = other.open(&bytes, &mut Envelope::parse(&bytes).unwrap()).unwrap_err().reason;
         assert!(err.contains("unknown or retired key \"enc-1\""), "{err}");
         assert!(EnvelopeSecurity::default().encrypt_payloads(true).validate().is_err());
 

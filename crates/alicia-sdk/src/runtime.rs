@@ -285,9 +285,10 @@ impl Bus {
         }
     }
 
-    /// Publishes a [`DeadLetter`] for `payload` received on `topic`.
-    pub async fn dead_letter(&self, reason: impl Into<String>, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
-        self.inner.dead_letter(reason.into(), topic, payload).await
+    /// Publishes a [`DeadLetter`] for `payload` received on `topic`, with the refusal's code
+    /// and reason.
+    pub async fn dead_letter(&self, refusal: Refusal, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
+        self.inner.dead_letter(refusal, topic, payload).await
     }
 }
 
@@ -342,9 +343,9 @@ impl Inner {
         }
     }
 
-    async fn dead_letter(&self, reason: String, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
-        tracing::warn!(service = %self.name, %topic, %reason, "dead letter");
-        let record = DeadLetter::new(reason, topic, payload, self.reported_by());
+    async fn dead_letter(&self, refusal: Refusal, topic: &str, payload: &[u8]) -> Result<(), SdkError> {
+        tracing::warn!(service = %self.name, %topic, code = %refusal.code, reason = %refusal.reason, "dead letter");
+        let record = DeadLetter::new(&refusal, topic, payload, self.reported_by());
         self.link.publish(self.topics.deadletter(), QoS::AtLeastOnce, false, record.to_vec(), None).await
     }
 
@@ -452,7 +453,13 @@ fn on_publish<S: BusService>(inner: &Arc<Inner>, service: Option<&Arc<S>>, limit
         None => {
             let inner = inner.clone();
             tokio::spawn(async move {
-                let _ = inner.dead_letter("no handler: a plain client received it".into(), &topic, &p.payload).await;
+                let _ = inner
+                    .dead_letter(
+                        Refusal::new(Refusal::NO_HANDLER, "no handler: a plain client received it"),
+                        &topic,
+                        &p.payload,
+                    )
+                    .await;
             });
         }
     }
@@ -468,12 +475,11 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
         .and_then(|s| MessageId::parse(s).ok());
     let mut parsed = Envelope::parse(&p.payload);
     if let Ok(response) = &mut parsed {
-        if let Err(reason) = inner.security.open(&p.payload, response) {
+        if let Err(refusal) = inner.security.open(&p.payload, response) {
             // The waiter learns it (code `security`), and the bytes go to the dead-letter topic.
             let (inner2, topic2, payload) = (inner.clone(), topic.to_string(), p.payload.clone());
-            let why = reason.clone();
-            tokio::spawn(async move { inner2.dead_letter(why, &topic2, &payload).await });
-            response.payload.data = json!({ "code": "security", "message": reason });
+            response.payload.data = json!({ "code": refusal.code.as_ref(), "message": refusal.reason });
+            tokio::spawn(async move { inner2.dead_letter(refusal, &topic2, &payload).await });
             response.payload.metadata.status = Some(ReplyStatus::Error);
             response.security = None;
             let id = by_property.or(response.correlation_id.clone());
@@ -489,9 +495,9 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
             if let Err(e) = &parsed {
                 // The waiter gets the error, and the bytes go to the dead-letter topic too.
                 let inner = inner.clone();
-                let (reason, topic, payload) =
-                    (format!("invalid response envelope: {e}"), topic.to_string(), p.payload.clone());
-                tokio::spawn(async move { inner.dead_letter(reason, &topic, &payload).await });
+                let refusal = Refusal::new(Refusal::INVALID_RESPONSE, format!("invalid response envelope: {e}"));
+                let (topic, payload) = (topic.to_string(), p.payload.clone());
+                tokio::spawn(async move { inner.dead_letter(refusal, &topic, &payload).await });
             }
             let _ = waiter.send(parsed);
         }
@@ -500,9 +506,10 @@ fn on_response(inner: &Arc<Inner>, topic: &str, p: Publish) {
                 Err(e) => format!("invalid response envelope: {e}"),
                 Ok(_) => "response matches no pending request (it came after the timeout, or twice)".to_string(),
             };
+            let refusal = Refusal::new(Refusal::INVALID_RESPONSE, reason);
             let inner = inner.clone();
             let topic = topic.to_string();
-            tokio::spawn(async move { inner.dead_letter(reason, &topic, &p.payload).await });
+            tokio::spawn(async move { inner.dead_letter(refusal, &topic, &p.payload).await });
         }
     }
 }
@@ -524,9 +531,9 @@ async fn handle_message<S: BusService>(
     let mut envelope = match Envelope::parse(&p.payload) {
         Ok(envelope) => envelope,
         Err(e) => {
-            let reason = format!("invalid envelope: {e}");
-            service.refused(&topic, Refusal::InvalidEnvelope, &reason);
-            let _ = inner.dead_letter(reason, &topic, &p.payload).await;
+            let refusal = Refusal::new(Refusal::INVALID_ENVELOPE, format!("invalid envelope: {e}"));
+            service.refused(&topic, &refusal);
+            let _ = inner.dead_letter(refusal, &topic, &p.payload).await;
             // A requester that said where to answer, or a device, learns at once (and learns
             // every problem) instead of timing out or never knowing.
             let device =
@@ -546,15 +553,17 @@ async fn handle_message<S: BusService>(
             s.user.as_deref().unwrap_or_default(),
             s.device_id().unwrap_or_default()
         );
-        service.refused(&topic, Refusal::Identity, &reason);
-        refusal.answer(&envelope, correlation, "forbidden", reason).await;
+        let refused = Refusal::new(Refusal::IDENTITY, reason);
+        service.refused(&topic, &refused);
+        refusal.answer(&envelope, correlation, "forbidden", refused).await;
         return;
     }
     if envelope.is_expired(SystemTime::now()) {
         let ttl = envelope.ttl.unwrap_or_default();
         let reason = format!("expired: sent at {} with a ttl of {ttl} s", envelope.timestamp);
-        service.refused(&topic, Refusal::Expired, &reason);
-        let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
+        let refused = Refusal::new(Refusal::EXPIRED, reason.clone());
+        service.refused(&topic, &refused);
+        let _ = inner.dead_letter(refused, &topic, &p.payload).await;
         // A device with a wrong clock would otherwise never learn why nothing happens.
         if let Some(id) = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:")) {
             let answer = error_answer(&envelope, &inner.name, &ServiceError::new("expired", reason));
@@ -564,9 +573,10 @@ async fn handle_message<S: BusService>(
         }
         return;
     }
-    if let Err(reason) = inner.security.open(&p.payload, &mut envelope) {
-        service.refused(&topic, Refusal::Security, &reason);
-        let _ = inner.dead_letter(reason.clone(), &topic, &p.payload).await;
+    if let Err(refused) = inner.security.open(&p.payload, &mut envelope) {
+        service.refused(&topic, &refused);
+        let reason = refused.reason.clone();
+        let _ = inner.dead_letter(refused, &topic, &p.payload).await;
         let device = sender.as_ref().and_then(Sender::device_id).or(envelope.source.strip_prefix("device_id:"));
         if envelope.message_type == MessageType::Request || response_topic.is_some() || device.is_some() {
             envelope.payload.data = Value::Null;
@@ -657,9 +667,10 @@ struct Refused<'a> {
 impl Refused<'_> {
     /// Dead-letters the message with `reason` and answers the sender where it can read it:
     /// its response topic, else (for a device) its errors topic, else a request's `source`.
-    async fn answer(&self, envelope: &Envelope, correlation: Option<Bytes>, code: &str, reason: String) {
+    async fn answer(&self, envelope: &Envelope, correlation: Option<Bytes>, code: &str, refusal: Refusal) {
         let inner = self.inner;
-        let _ = inner.dead_letter(reason.clone(), self.topic, self.payload).await;
+        let reason = refusal.reason.clone();
+        let _ = inner.dead_letter(refusal, self.topic, self.payload).await;
         let device = self.sender.as_ref().and_then(Sender::device_id);
         let target = match (self.response_topic, device) {
             (Some(t), _) => t.clone(),

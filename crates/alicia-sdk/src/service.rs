@@ -1,5 +1,6 @@
 //! What a service implements: its name, what it listens to, and how it handles an envelope.
 
+use std::borrow::Cow;
 use std::future::Future;
 
 use alicia_envelope::{Envelope, Value};
@@ -65,36 +66,59 @@ pub trait BusService: Send + Sync + 'static {
     fn handle(&self, ctx: &Context, envelope: Envelope) -> impl Future<Output = HandlerResult> + Send;
 
     /// Told about each message the runtime refused before [`BusService::handle`] (it has
-    /// already gone to the dead-letter topic with `reason`): for a service's own metrics, e.g.
-    /// the router's dead letters by reason. Default: nothing.
-    fn refused(&self, _topic: &str, _kind: Refusal, _reason: &str) {}
+    /// already gone to the dead-letter topic with the refusal): for a service's own metrics,
+    /// e.g. the router's dead letters by code. Default: nothing.
+    fn refused(&self, _topic: &str, _refusal: &Refusal) {}
 }
 
-/// Why the runtime refused a message before the handler saw it (see [`BusService::refused`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// Not JSON, or not a valid envelope.
-    InvalidEnvelope,
-    /// `timestamp + ttl` had passed.
-    Expired,
-    /// A bad or (if required) missing signature, or a payload that cannot be decrypted.
-    Security,
-    /// A device (by its broker login) sent an envelope under another `source`.
-    Identity,
+/// Why a message was not handled: a stable machine-readable `code` and a `reason` for people.
+///
+/// Every dead letter carries one (`{"code", "reason", ...}` on the dead-letter topic, see
+/// [`crate::DeadLetter`]), so tools count and filter by code without parsing prose, and a
+/// code is never glued onto the text. Codes are `snake_case` constants chosen by the code
+/// that refuses; the runtime's own are the associated constants below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `invalid_envelope`, `expired`, `max_hops`, `invalid_telemetry`, ...
+    pub code: Cow<'static, str>,
+    /// What was wrong, for people (and for the sender, where the refusal is answered).
+    pub reason: String,
 }
 
 impl Refusal {
-    /// A short label: `invalid_envelope`, `expired`, `security`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::InvalidEnvelope => "invalid_envelope",
-            Refusal::Expired => "expired",
-            Refusal::Security => "security",
-            Refusal::Identity => "identity",
-        }
+    /// Not JSON, or not a valid envelope.
+    pub const INVALID_ENVELOPE: &'static str = "invalid_envelope";
+    /// `timestamp + ttl` had passed.
+    pub const EXPIRED: &'static str = "expired";
+    /// A bad or (if required) missing signature, or a payload that cannot be decrypted.
+    pub const SECURITY: &'static str = "security";
+    /// A device (by its broker login) sent an envelope under another `source`.
+    pub const IDENTITY: &'static str = "identity";
+    /// A response that is not a valid envelope, or that no request waits for.
+    pub const INVALID_RESPONSE: &'static str = "invalid_response";
+    /// A message for a client without a handler.
+    pub const NO_HANDLER: &'static str = "no_handler";
+
+    /// A refusal with this code and reason.
+    pub fn new(code: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
+        Refusal { code: code.into(), reason: reason.into() }
     }
 }
+
+/// A handler's error, dead-lettered: its code and message.
+impl From<&ServiceError> for Refusal {
+    fn from(e: &ServiceError) -> Self {
+        Refusal::new(e.code.clone(), e.message.clone())
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.code)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// An extra topic filter for [`BusService::subscriptions`].
 #[derive(Debug, Clone, PartialEq, Eq)]

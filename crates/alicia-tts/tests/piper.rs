@@ -41,6 +41,7 @@ fn words(s: &str) -> String {
 async fn tts_then_stt_recovers_the_text() {
     let tts = engine(TtsConfig::default());
     let opts = SpeakOptions { lead_in: 0.3, ..Default::default() };
+    let mut misheard = Vec::new();
     for text in [
         "Turn on the kitchen light.",
         "What is the weather like tomorrow?",
@@ -56,8 +57,40 @@ async fn tts_then_stt_recovers_the_text() {
         let wav = speech.to_wav();
         let heard = stt().transcribe_wav(&wav, Some("en")).await.unwrap();
         let (said, heard_words) = (words(text).replace("ten", "10"), words(&heard.text));
-        assert_eq!(heard_words, said, "{text:?} was heard as {:?}", heard.text);
+        let wrong = word_edits(&said, &heard_words);
+        // Piper samples noise on every call (the voice's noise_scale), so the same sentence sounds
+        // slightly different each run and tiny.en now and then mishears one word ("Pern on the
+        // kitchen light" was seen in CI). Intelligible means: no sentence off by more than one word,
+        // and at most one sentence not heard exactly.
+        assert!(wrong <= 1, "{text:?} was heard as {:?} ({wrong} words wrong)", heard.text);
+        if wrong > 0 {
+            misheard.push(format!("{text:?} as {:?}", heard.text));
+        }
     }
+    assert!(misheard.len() <= 1, "more than one sentence misheard: {misheard:?}");
+}
+
+/// Word-level edit distance (substitutions, insertions, deletions).
+fn word_edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split(' ').collect(), b.split(' ').collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, wa) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, wb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(wa != wb);
+            row.push(sub.min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+#[test]
+fn word_edits_counts_words() {
+    assert_eq!(word_edits("turn on the light", "turn on the light"), 0);
+    assert_eq!(word_edits("turn on the light", "pern on the light"), 1);
+    assert_eq!(word_edits("turn on the light", "turn the light"), 1);
+    assert_eq!(word_edits("turn on the light", "on light"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

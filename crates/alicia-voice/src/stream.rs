@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use alicia_audio::pcm::PcmFormat;
 use alicia_envelope::{Destination, Envelope, MessageType, ReplyStatus, Value};
-use alicia_sdk::{Bus, LastWill, Link, LinkEvent, LinkOptions, Publish, QoS, SdkError, Sender, ServiceConfig};
+use alicia_sdk::{Bus, LastWill, Link, LinkEvent, LinkOptions, Publish, QoS, Refusal, SdkError, Sender, ServiceConfig};
 use alicia_stt::stream::{StreamEvent, SttStream};
 use alicia_stt::vad::{Vad, VadConfig};
 use alicia_stt::SttError;
@@ -211,7 +211,7 @@ impl State {
     async fn refuse(&self, topic: &str, satellite: &str, payload: &[u8], code: &str, reason: String) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(satellite, code, %reason, "satellite message refused");
-        let _ = self.bus.dead_letter(format!("{code}: {reason}"), topic, payload).await;
+        let _ = self.bus.dead_letter(Refusal::new(code.to_string(), reason.clone()), topic, payload).await;
         self.send_snd(satellite, &sat::error(code, &reason, None)).await;
     }
 }
@@ -232,7 +232,7 @@ async fn on_mic(state: &Arc<State>, topic: &str, satellite: &str, p: Publish) {
             "identity: `{device}` sent on satellite `{satellite}`'s microphone topic; a satellite streams only on its own topics"
         );
         state.counters.refused.fetch_add(1, Ordering::Relaxed);
-        let _ = state.bus.dead_letter(reason.clone(), topic, &p.payload).await;
+        let _ = state.bus.dead_letter(Refusal::new(Refusal::IDENTITY, reason.clone()), topic, &p.payload).await;
         let mut answer = Envelope::new(
             state.bus.name(),
             Destination::device(device),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use alicia_audio::pcm::{PcmFormat, StreamConverter};
 use alicia_audio::AudioError;
 use alicia_envelope::{Envelope, MessageType, Value};
-use alicia_sdk::Subscription;
 use alicia_sdk::{Bus, BusService, Context, HandlerResult, SdkError, ServiceConfig, ServiceError, ServiceHandle};
+use alicia_sdk::{Refusal, Subscription};
 use alicia_stt::vad::VadConfig;
 use alicia_stt::{SttEngine, SttError, Transcript};
 use base64::Engine as _;
@@ -234,7 +234,7 @@ impl BusService for SttService {
         }
         if matches!(envelope.message_type, MessageType::Response | MessageType::Heartbeat) {
             let reason = format!("stt_service takes requests; a {} has nothing to transcribe", envelope.message_type);
-            ctx.bus().dead_letter(reason, ctx.topic(), &envelope.to_vec()).await?;
+            ctx.bus().dead_letter(Refusal::new("not_a_request", reason), ctx.topic(), &envelope.to_vec()).await?;
             return Ok(None);
         }
         if envelope.payload.data.get("action").and_then(Value::as_str) == Some("describe") {
@@ -316,9 +316,9 @@ impl SttService {
     /// on the dead-letter topic.
     async fn refuse(&self, ctx: &Context, envelope: &Envelope, e: ServiceError) -> HandlerResult {
         self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-        let reason = format!("stt_service refused the request: {}: {}", e.code, e.message);
-        tracing::debug!(message_id = %envelope.message_id, %reason);
-        let _ = ctx.bus().dead_letter(reason, ctx.topic(), &envelope.to_vec()).await;
+        let refusal = Refusal::new(e.code.clone(), format!("stt_service refused the request: {}", e.message));
+        tracing::debug!(message_id = %envelope.message_id, %refusal);
+        let _ = ctx.bus().dead_letter(refusal, ctx.topic(), &envelope.to_vec()).await;
         Err(e.into())
     }
 }

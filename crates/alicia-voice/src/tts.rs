@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use alicia_envelope::{Destination, Envelope, MessageType, ReplyStatus, Value};
 use alicia_sdk::{Bus, BusService, Context, HandlerResult, Link, LinkEvent, LinkOptions, QoS, SdkError, Sender};
-use alicia_sdk::{ServiceConfig, ServiceError, ServiceHandle, Subscription};
+use alicia_sdk::{Refusal, ServiceConfig, ServiceError, ServiceHandle, Subscription};
 use alicia_tts::{SpeakOptions, TtsEngine, TtsError};
 use base64::Engine as _;
 use serde_json::json;
@@ -390,7 +390,7 @@ impl BusService for TtsService {
         }
         if matches!(envelope.message_type, MessageType::Response | MessageType::Heartbeat) {
             let reason = format!("tts_service takes requests; a {} has nothing to say", envelope.message_type);
-            ctx.bus().dead_letter(reason, ctx.topic(), &envelope.to_vec()).await?;
+            ctx.bus().dead_letter(Refusal::new("not_a_request", reason), ctx.topic(), &envelope.to_vec()).await?;
             return Ok(None);
         }
         if envelope.payload.data.get("action").and_then(Value::as_str) == Some("describe") {
@@ -413,8 +413,8 @@ impl BusService for TtsService {
             Err(e) if e.code == "busy" || e.code == "timeout" => Err(e.into()),
             Err(e) => {
                 self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-                let reason = format!("tts_service refused the request: {}: {}", e.code, e.message);
-                let _ = ctx.bus().dead_letter(reason, ctx.topic(), &envelope.to_vec()).await;
+                let refusal = Refusal::new(e.code.clone(), format!("tts_service refused the request: {}", e.message));
+                let _ = ctx.bus().dead_letter(refusal, ctx.topic(), &envelope.to_vec()).await;
                 Err(e.into())
             }
         }
@@ -468,7 +468,7 @@ async fn satellites(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Lin
             let sender = p.properties.as_ref().and_then(|props| Sender::from_properties(&props.user_properties));
             if let Some(device) = sender.as_ref().and_then(Sender::device_id).filter(|d| *d != satellite) {
                 let reason = format!("identity: `{device}` sent on satellite `{satellite}`'s microphone topic");
-                let _ = shared.bus().dead_letter(reason, &topic, &p.payload).await;
+                let _ = shared.bus().dead_letter(Refusal::new(Refusal::IDENTITY, reason), &topic, &p.payload).await;
                 continue;
             }
         }
@@ -483,7 +483,7 @@ async fn satellites(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Lin
                     let _ = shared.speak_to(&satellite, &speak, "synthesize").await;
                 }
                 Err(e) => {
-                    let _ = shared.bus().dead_letter(format!("{}: {}", e.code, e.message), &topic, &p.payload).await;
+                    let _ = shared.bus().dead_letter(Refusal::from(&e), &topic, &p.payload).await;
                     let err = sat::error(&e.code, &e.message, data.get("session_id").and_then(Value::as_str));
                     let _ = shared
                         .link

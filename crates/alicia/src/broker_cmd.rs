@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alicia_broker::auth::{FileSecurity, LogType, MosquittoConf, SecurityConf};
+use alicia_broker::auth::{FileSecurity, MosquittoConf, SecurityConf};
 use alicia_broker::reason;
 use alicia_broker::{
     Access, Broker, Config, Credentials, Identity, ListenerConfig, Refusal, Security, TlsReloader, Transport,
@@ -91,6 +91,12 @@ pub struct BrokerArgs {
     /// anonymous), replacing any the client set (`identity_properties: true` in Alicia's YAML).
     #[arg(long)]
     pub identity_properties: bool,
+    /// Most levels a topic or filter may have (0 = no limit); deeper ones are refused.
+    #[arg(long, default_value_t = Config::default().max_topic_levels)]
+    max_topic_levels: usize,
+    /// Let clients publish to `$SYS/...` (the broker's own topics; refused by default).
+    #[arg(long)]
+    allow_sys_publish: bool,
     /// Send no Reason String to MQTT 5 clients when refusing or closing a connection (as
     /// Mosquitto does), only the reason code.
     #[arg(long)]
@@ -113,17 +119,13 @@ pub enum BrokerCommand {
     },
 }
 
-/// The log level a configuration file asks for (`log_type`), for when ALICIA_LOG is unset.
-pub fn log_level(args: &BrokerArgs) -> String {
-    let Some(conf) = args.config.as_ref().and_then(|p| load_conf(p).ok()) else { return "info".into() };
-    match conf.log_type {
-        Some(types) if types.iter().any(|t| matches!(t, LogType::Debug | LogType::All)) => "debug".into(),
-        Some(types) if types.iter().any(|t| matches!(t, LogType::Information | LogType::Notice)) => "info".into(),
-        Some(types) if types.iter().any(|t| matches!(t, LogType::Warning)) => "warn".into(),
-        Some(types) if !types.is_empty() => "error".into(),
-        Some(_) => "off".into(),
-        None => "info".into(),
-    }
+/// Where and how much to log, from the configuration file's `log_dest` and `log_type`. The
+/// whole configuration is checked first (files, certificates, passwords, ACL), so that a bad
+/// one is refused before anything (a log file, a store) is created.
+pub fn log_plan(args: &BrokerArgs) -> anyhow::Result<crate::broker_log::LogPlan> {
+    let plan = plan(args)?;
+    load_security_for(&plan, args.jwt_key.as_deref())?;
+    Ok(crate::broker_log::plan(plan.conf.as_ref()))
 }
 
 pub fn control(cmd: BrokerCommand) -> anyhow::Result<()> {
@@ -157,6 +159,10 @@ struct Plan {
     /// `None`: no configuration file, so no authentication (development and tests).
     security: Option<SecurityConf>,
     sys_interval: u64,
+    /// The configuration file as read, if there is one.
+    conf: Option<MosquittoConf>,
+    /// What the file asked for that is ignored or adjusted, to log once logging runs.
+    warnings: Vec<String>,
 }
 
 fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
@@ -174,16 +180,25 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         autosave_interval: args.autosave_interval,
         identity_properties: args.identity_properties,
         reason_strings: !args.no_reason_strings,
+        max_topic_levels: args.max_topic_levels,
+        allow_sys_publish: args.allow_sys_publish,
         ..Config::default()
     };
     let default_listener = ListenerConfig::tcp(SocketAddr::new(args.bind, args.port.unwrap_or(1883)));
     let Some(path) = &args.config else {
-        return Ok(Plan { config, listeners: vec![default_listener], security: None, sys_interval: args.sys_interval });
+        return Ok(Plan {
+            config,
+            listeners: vec![default_listener],
+            security: None,
+            sys_interval: args.sys_interval,
+            conf: None,
+            warnings: Vec::new(),
+        });
     };
     let conf = load_conf(path)?;
-    for w in &conf.warnings {
-        tracing::warn!("{w}");
-    }
+    // Every file the configuration names must be there before anything starts.
+    conf.check_files()?;
+    let warnings = conf.warnings.iter().map(ToString::to_string).collect();
     if let Some(v) = conf.max_inflight_messages {
         // Mosquitto uses it for both directions: its CONNACK's Receive Maximum is this value.
         config.max_inflight = if v == 0 { u16::MAX } else { v };
@@ -211,6 +226,12 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     let sys_interval = conf.sys_interval.map_or(args.sys_interval, u64::from);
     let mut listeners = Vec::new();
     for l in &conf.listeners {
+        if let Some(files) = l.tls() {
+            // Certificates and keys are read now, so that a bad one names its listener before
+            // the broker starts.
+            alicia_broker::server_config(&files)
+                .with_context(|| format!("{}:{}: listener {}", path.display(), l.line, l.port))?;
+        }
         let host = l.address.as_deref().unwrap_or("0.0.0.0");
         let addr = (host, l.port)
             .to_socket_addrs()
@@ -245,7 +266,7 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
         );
     }
     let security = Some(conf.security_for(0).clone());
-    Ok(Plan { config, listeners, security, sys_interval })
+    Ok(Plan { config, listeners, security, sys_interval, conf: Some(conf), warnings })
 }
 
 /// The pid file `alicia up` writes into its home unless given `--pid-file`.
@@ -406,15 +427,20 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let plan = plan(&args)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     // The environment's security section may set the gateway's rate limit (the design
     // document's `rate_limiting`, `max_requests_per_minute`).
     let rate_limit = match &services {
         Some(s) => s.check()?,
         None => None,
     };
+    // Everything is checked before the store is opened (which creates it).
+    let security = load_security_for(&plan, args.jwt_key.as_deref())?;
     let broker = Broker::open(plan.config).context("cannot open the persistence store")?;
-    if let Some(sec) = &plan.security {
-        broker.set_security(load_security(sec, args.jwt_key.as_deref())?);
+    if let Some(security) = security {
+        broker.set_security(security);
     }
     broker.spawn_sys(Duration::from_secs(plan.sys_interval));
     let mut reloaders: Vec<TlsReloader> = Vec::new();
@@ -505,6 +531,11 @@ pub async fn run(
         let _ = std::fs::remove_file(g.home.join(crate::listening::ADDRESSES_FILE));
     }
     Ok(())
+}
+
+/// The security of a plan, if it has any.
+fn load_security_for(plan: &Plan, jwt_key: Option<&Path>) -> anyhow::Result<Option<Box<dyn Security>>> {
+    plan.security.as_ref().map(|s| load_security(s, jwt_key)).transpose()
 }
 
 /// Password file, ACL and (optionally) JWT logins, loaded completely or not at all.

@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use alicia_broker::auth::{ListenerConf, MosquittoConf, SecurityConf};
+use alicia_broker::auth::{FileKind, FileOption, ListenerConf, MosquittoConf, SecurityConf};
 use alicia_broker::Transport;
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -103,6 +103,42 @@ pub fn load(path: &Path) -> anyhow::Result<MosquittoConf> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
     let b = file.broker;
+    // Every path, with the line it is on, for MosquittoConf::check_files.
+    let mut files = Vec::new();
+    let mut note = |option: &str, raw: &Path, kind: FileKind| {
+        let raw_s = raw.to_string_lossy();
+        let line =
+            text.lines().position(|l| l.contains(&format!("{option}:")) && l.contains(&*raw_s)).map_or(0, |i| i + 1);
+        files.push(FileOption {
+            origin: path.to_path_buf(),
+            line,
+            option: format!("broker.{option}"),
+            path: resolve(raw.to_path_buf()),
+            kind,
+        });
+    };
+    for (option, p) in [("password_file", &b.password_file), ("acl_file", &b.acl_file)] {
+        if let Some(p) = p {
+            note(option, p, FileKind::Read);
+        }
+    }
+    for l in &b.listeners {
+        if let Some(t) = &l.tls {
+            for (option, p) in [
+                ("cafile", t.cafile.as_ref()),
+                ("certfile", Some(&t.certfile)),
+                ("keyfile", Some(&t.keyfile)),
+                ("crlfile", t.crlfile.as_ref()),
+            ] {
+                if let Some(p) = p {
+                    note(option, p, FileKind::Read);
+                }
+            }
+        }
+    }
+    if let Some(p) = &b.persistence {
+        note("location", &p.location, FileKind::Directory);
+    }
     let security = SecurityConf {
         allow_anonymous: b.allow_anonymous,
         password_file: b.password_file.map(resolve),
@@ -147,6 +183,7 @@ pub fn load(path: &Path) -> anyhow::Result<MosquittoConf> {
         persistence_location: b.persistence.map(|p| resolve(p.location)),
         sys_interval: b.sys_interval,
         identity_properties: b.identity_properties,
+        files,
         ..MosquittoConf::default()
     })
 }

@@ -269,8 +269,44 @@ impl DevicesCommand {
     }
 
     fn service_config(&self) -> anyhow::Result<ServiceConfig> {
-        cli_config(&self.home(), self.broker, self.user.as_deref(), self.password_file.as_deref(), &self.prefix)
+        bus_config(Some(self.home()), self.broker, self.user.clone(), self.password_file.clone(), &self.prefix)
     }
+}
+
+/// How a command-line tool reaches the bus (see the module documentation): the broker and the
+/// login from the flags, else from the home.
+pub(crate) fn bus_config(
+    home: Option<PathBuf>,
+    broker: Option<SocketAddr>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    prefix: &str,
+) -> anyhow::Result<ServiceConfig> {
+    let home = home.unwrap_or_else(crate::init::default_home);
+    let broker = match broker {
+        Some(b) => b,
+        None => match crate::listening::running(&home, "mqtt") {
+            Some(running) => running,
+            None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
+        },
+    };
+    let mut cfg = ServiceConfig {
+        topic_prefix: prefix.to_string(),
+        ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
+    };
+    let secret = |user: &str| home.join("secrets").join(format!("{user}.password"));
+    let user = match user {
+        Some(u) => Some(u),
+        None if password_file.is_some() => bail!("--password-file needs --user"),
+        None => ["cli", "api"].into_iter().find(|u| secret(u).exists()).map(str::to_string),
+    };
+    if let Some(user) = user {
+        let file = password_file.clone().unwrap_or_else(|| secret(&user));
+        let password = if file.exists() || password_file.is_some() { Some(Secret::from_file(&file)?) } else { None };
+        cfg.username = Some(user);
+        cfg.password = password;
+    }
+    Ok(cfg.with_name(format!("cli-{}", std::process::id())))
 }
 
 pub fn run(cmd: DevicesCommand) -> anyhow::Result<()> {
@@ -434,41 +470,6 @@ async fn watch(cmd: &DevicesCommand, as_json: bool) -> anyhow::Result<()> {
     };
     alicia_registry::watch_events(&cfg, print, stop).await?;
     Ok(())
-}
-
-/// The bus connection of a command-line tool (see the module documentation: `--broker`, else
-/// the running `alicia up`'s, else the home's `alicia.yaml`; `--user`, else `cli` or `api`).
-pub fn cli_config(
-    home: &Path,
-    broker: Option<SocketAddr>,
-    user: Option<&str>,
-    password_file: Option<&Path>,
-    prefix: &str,
-) -> anyhow::Result<ServiceConfig> {
-    let broker = match broker {
-        Some(b) => b,
-        None => match crate::listening::running(home, "mqtt") {
-            Some(running) => running,
-            None => home_broker(home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
-        },
-    };
-    let mut cfg = ServiceConfig {
-        topic_prefix: prefix.to_string(),
-        ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
-    };
-    let secret = |user: &str| home.join("secrets").join(format!("{user}.password"));
-    let user = match user {
-        Some(u) => Some(u.to_string()),
-        None if password_file.is_some() => bail!("--password-file needs --user"),
-        None => ["cli", "api"].into_iter().find(|u| secret(u).exists()).map(str::to_string),
-    };
-    if let Some(user) = user {
-        let file = password_file.map(Path::to_path_buf).unwrap_or_else(|| secret(&user));
-        let password = if file.exists() || password_file.is_some() { Some(Secret::from_file(&file)?) } else { None };
-        cfg.username = Some(user);
-        cfg.password = password;
-    }
-    Ok(cfg.with_name(format!("cli-{}", std::process::id())))
 }
 
 #[cfg(test)]

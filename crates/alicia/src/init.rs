@@ -21,7 +21,7 @@ use crate::certs::write_secret;
 /// both the MQTT user name and the service's name on the bus (its envelopes' `source`, which
 /// is also the id of its signing key). `cli` is for the command-line tools (`alicia devices`).
 pub const SERVICES: &[&str] =
-    &["router", "device_registry", "config_service", "monitor", "gateway", "api", "cli", STT, TTS, WYOMING];
+    &["router", "device_registry", "config_service", "monitor", "gateway", "api", "cli", ASSISTANT, STT, TTS, WYOMING];
 
 /// The voice services (`alicia-voice`): only the topics they use (see [`VOICE_ACL`]), not the
 /// whole bus. `wyoming` is the bridge that serves Home Assistant's Wyoming clients from them.
@@ -69,6 +69,34 @@ user wyoming
 topic write alicia/voice/sat/+/mic
 topic read alicia/voice/sat/+/snd
 topic readwrite alicia/services/wyoming/#
+
+";
+
+/// The assistant, a voice service: only the topics it uses (see [`ASSISTANT_ACL`]), not the
+/// whole bus.
+const ASSISTANT: &str = "ai_service";
+
+/// The assistant's rights: the design document's ACL for `ai_service` (its voice topics, the
+/// transcripts), and what it needs besides. Commands go to the router's inbox, which the
+/// patterns below let every login write to, as they let it answer on reply topics.
+const ASSISTANT_ACL: &str = "\
+user ai_service
+# The design document's: the assistant's voice topics, and the transcripts.
+topic readwrite alicia/voice/ai/#
+topic read alicia/voice/stt/response
+# Its inbox, replies and presence; heartbeats and dead letters.
+topic readwrite alicia/services/ai_service/#
+topic readwrite alicia/system/services/ai_service/status
+topic write alicia/system/discovery/heartbeat
+topic write alicia/system/deadletter
+# What it understands by: the inventory, devices' states and readings.
+topic read alicia/system/registry/devices
+topic read alicia/devices/+/state
+topic read alicia/devices/+/telemetry
+# What it says: voice events, announcements for every speaker, refusals to devices.
+topic write alicia/voice/events
+topic write alicia/devices/speakers/announce
+topic write alicia/devices/+/errors
 
 ";
 
@@ -130,9 +158,10 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         "# Written by `alicia init`. Mosquitto acl_file format.\n\
          # Core services: the whole bus, and the broker's statistics.\n",
     );
-    for service in SERVICES.iter().filter(|s| !VOICE.contains(s)) {
+    for service in SERVICES.iter().filter(|s| **s != ASSISTANT && !VOICE.contains(s)) {
         acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n\n"));
     }
+    acl.push_str(ASSISTANT_ACL);
     acl.push_str(VOICE_ACL);
     acl.push_str(
         "# Devices log in with a client certificate whose CN is their id (%u) or a gateway token:\n\

@@ -2,11 +2,14 @@
 //! and hosts the command-line tools. Library crates hold the logic; this crate parses
 //! arguments, sets up logging and runs things.
 
+mod ask_cmd;
 mod broker_cmd;
+mod broker_log;
 mod broker_yaml;
 mod certs;
 mod devices_cmd;
 mod init;
+mod intents_data;
 mod listening;
 mod models_cmd;
 mod up;
@@ -101,6 +104,8 @@ enum Command {
     /// Text to speech over the bus: the running tts_service's speech as a WAV file (or streamed
     /// to a satellite), with timings.
     Say(voice_cmd::SayArgs),
+    /// Ask the assistant (`ai_service`, over the bus): prints each stage's result and time.
+    Ask(ask_cmd::AskCommand),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -113,16 +118,27 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let default_level = match &cli.command {
+    // The broker's configuration decides where its log goes (log_dest, log_type); it is
+    // checked whole first, so a bad one is refused before a log file or a store is created.
+    let log_plan = match &cli.command {
         // whisper.cpp reports every model load at info.
-        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => {
-            format!("{},whisper_rs=warn", broker_cmd::log_level(a))
+        Command::Up { args: a, .. } => {
+            let mut plan = broker_cmd::log_plan(a)?;
+            plan.filter = format!("{},whisper_rs=warn", plan.filter);
+            plan
         }
+        Command::Broker { args: a, action: None } => broker_cmd::log_plan(a)?,
         // The bus client's connection retries are reported as one clear error instead.
-        Command::Devices(_) | Command::Transcribe(_) | Command::Say(_) => "error".to_string(),
+        Command::Devices(_) | Command::Ask(_) | Command::Transcribe(_) | Command::Say(_) => {
+            broker_log::LogPlan { filter: "error".into(), outputs: vec![broker_log::Output::Stderr], notes: Vec::new() }
+        }
         // whisper.cpp reports every model load at info.
-        Command::Wyoming(_) | Command::Services { .. } => "info,whisper_rs=warn".to_string(),
-        _ => "info".to_string(),
+        Command::Wyoming(_) | Command::Services { .. } => broker_log::LogPlan {
+            filter: "info,whisper_rs=warn".into(),
+            outputs: vec![broker_log::Output::Stderr],
+            notes: Vec::new(),
+        },
+        _ => broker_log::plan(None),
     };
     // The bus services analyse this process's own log lines (alert rules): `up` and
     // `services` feed them to the monitor.
@@ -136,21 +152,40 @@ fn main() -> anyhow::Result<()> {
     {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        tracing_subscriber::registry()
-            // rustls warns about every TLS client that sends an IP address as its server name
-            // (OpenSSL's clients, mosquitto_pub among them, do when given `-h 127.0.0.1`): not a
-            // fault, and each warning would be a log alert. Its errors still show.
-            .with(
-                EnvFilter::try_from_env("ALICIA_LOG")
-                    .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},rustls=error"))),
-            )
-            .with(
-                tracing_subscriber::fmt::layer()
+        use tracing_subscriber::Layer;
+        type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+        let mut outputs: Vec<Box<dyn Layer<Base> + Send + Sync>> = Vec::new();
+        for o in &log_plan.outputs {
+            let fmt = tracing_subscriber::fmt::layer();
+            outputs.push(match o {
+                broker_log::Output::Stderr => fmt
                     .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-            )
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .boxed(),
+                broker_log::Output::Stdout => fmt.with_writer(std::io::stdout).with_ansi(false).boxed(),
+                broker_log::Output::File(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("log_dest file: cannot open {}", path.display()))?;
+                    fmt.with_writer(std::sync::Mutex::new(file)).with_ansi(false).boxed()
+                }
+                broker_log::Output::Syslog(socket) => {
+                    let syslog = broker_log::Syslog::connect(socket)
+                        .with_context(|| format!("log_dest syslog: cannot reach {}", socket.display()))?;
+                    fmt.with_writer(syslog).with_ansi(false).without_time().boxed()
+                }
+            });
+        }
+        tracing_subscriber::registry()
+            .with(EnvFilter::try_from_env("ALICIA_LOG").unwrap_or_else(|_| EnvFilter::new(&log_plan.filter)))
+            .with(outputs)
             .with(log_layer)
             .init();
+        for note in &log_plan.notes {
+            tracing::warn!("{note}");
+        }
     }
     match cli.command {
         Command::Passwd { file, user } => passwd(&file, &user),
@@ -160,6 +195,7 @@ fn main() -> anyhow::Result<()> {
         Command::Wyoming(args) => wyoming_cmd::run(args),
         Command::Transcribe(args) => voice_cmd::transcribe(args),
         Command::Say(args) => voice_cmd::say(args),
+        Command::Ask(cmd) => ask_cmd::run(cmd),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
@@ -194,7 +230,10 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(up::run_against(broker, Some(http), up::Services::new(home, services, log_feed)))
         }
-        Command::Bench(args) => {
+        Command::Bench(mut args) => {
+            if args.scenario == alicia_bench::Scenario::AssistantText && args.intents.is_none() {
+                args.intents = Some(intents_data::locate(None, "en")?);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(alicia_bench::cli(&args))
         }

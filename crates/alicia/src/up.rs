@@ -81,6 +81,7 @@ pub struct Running {
     config: alicia_config::ConfigServiceHandle,
     registry: Option<alicia_registry::RegistryHandle>,
     router: Option<alicia_router::RouterHandle>,
+    assistant: Option<alicia_assistant::AssistantHandle>,
     voice: Option<crate::voice::Voice>,
     monitor: alicia_monitor::MonitorHandle,
 }
@@ -204,6 +205,15 @@ impl Services {
             router = Some(alicia_router::start(r).await.context("cannot start the router")?);
         }
 
+        let mut assistant = None;
+        if cfg.ai_service.enabled {
+            match self.start_assistant(broker, &cfg).await {
+                Ok(a) => assistant = Some(a),
+                // The rest of the bus is useful without it; the reason is said once, clearly.
+                Err(e) => tracing::error!("ai_service not started: {e:#}"),
+            }
+        }
+
         let voice = match self.start_voice(broker, &cfg).await {
             Ok(v) => v,
             // A Wyoming port that cannot be bound is a configuration error worth stopping for.
@@ -221,7 +231,67 @@ impl Services {
         if let Some(metrics) = broker_metrics {
             monitor.set_extra_metrics(metrics);
         }
-        Ok(Running { config, registry, router, voice, monitor })
+        Ok(Running { config, registry, router, assistant, voice, monitor })
+    }
+
+    /// The assistant: its sentences (see `intents_data`), compiled off the runtime's threads,
+    /// and the service on the bus as user `ai_service`.
+    async fn start_assistant(
+        &self,
+        broker: SocketAddr,
+        cfg: &Config,
+    ) -> anyhow::Result<alicia_assistant::AssistantHandle> {
+        let name = alicia_assistant::SERVICE_NAME;
+        if self.home.join("passwd").exists() && !self.home.join("secrets").join(format!("{name}.password")).exists() {
+            anyhow::bail!(
+                "this home has no login for {name} (it was made before the assistant existed): add one with \
+                 `alicia passwd {home}/passwd {name}` (keep the password in {home}/secrets/{name}.password, mode 0600) \
+                 and give it the ACL block `alicia init` writes for it",
+                home = self.home.display()
+            );
+        }
+        let ai = cfg.ai_service.clone();
+        let under_home = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { self.home.join(p) };
+        let intents = ai.intents.as_deref().map(under_home);
+        let extra: Vec<PathBuf> = ai.extra_sentences.iter().map(|p| under_home(p)).collect();
+        let language = ai.language.clone();
+        let (file, engine) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let file = crate::intents_data::locate(intents.as_deref(), &language)?;
+            let engine = crate::intents_data::engine(&file, &extra)?;
+            Ok((file, engine))
+        })
+        .await??;
+        tracing::info!(sentences = engine.sentence_count(), from = %file.display(), "ai_service: sentences compiled");
+        let mut a =
+            alicia_assistant::AssistantConfig::new(self.config(name, broker, cfg)?, std::sync::Arc::new(engine));
+        a.listen_transcripts = ai.listen_transcripts;
+        a.dialogue_timeout = Duration::from_secs(ai.dialogue_timeout_secs);
+        a.volume_step_percent = ai.volume_step_percent;
+        a.announce_timers = ai.announce_timers;
+        a.command_ttl = (ai.command_ttl_secs > 0).then_some(ai.command_ttl_secs);
+        a.media = ai
+            .media
+            .iter()
+            .map(|m| alicia_assistant::MediaItem {
+                name: m.name.clone(),
+                url: m.url.clone(),
+                aliases: m.aliases.clone(),
+            })
+            .collect();
+        if ai.llm.enabled {
+            let mut l = alicia_assistant::llm::LlmConfig::new(ai.llm.url.clone());
+            l.model = ai.llm.model.clone();
+            l.timeout = Duration::from_secs(ai.llm.timeout_secs);
+            l.max_devices = ai.llm.max_devices;
+            if let Some(f) = &ai.llm.api_key_file {
+                let f = under_home(f);
+                let key =
+                    Secret::from_file(&f).with_context(|| format!("ai_service.llm.api_key_file {}", f.display()))?;
+                l.api_key = Some(key.expose().to_string());
+            }
+            a.llm = Some(l);
+        }
+        Ok(alicia_assistant::start(a).await?)
     }
 
     /// The voice services (see `crate::voice`): `stt_service`, `tts_service` and the
@@ -345,6 +415,9 @@ impl Running {
             voice.stop().await;
         }
         self.monitor.shutdown().await;
+        if let Some(assistant) = self.assistant {
+            assistant.shutdown().await;
+        }
         if let Some(router) = self.router {
             router.shutdown().await;
         }

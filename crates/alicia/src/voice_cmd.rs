@@ -165,12 +165,11 @@ pub fn say(args: SayArgs) -> anyhow::Result<()> {
 /// router knows no provider yet), asks again until the timeout. Returns the answer and the
 /// round trip in milliseconds.
 fn ask(bus: &BusArgs, to: Destination, data: Value) -> anyhow::Result<(Envelope, f64)> {
-    let home = bus.home.clone().unwrap_or_else(crate::init::default_home);
-    let cfg = crate::devices_cmd::cli_config(
-        &home,
+    let cfg = crate::devices_cmd::bus_config(
+        bus.home.clone(),
         bus.broker,
-        bus.user.as_deref(),
-        bus.password_file.as_deref(),
+        bus.user.clone(),
+        bus.password_file.clone(),
         &bus.prefix,
     )?;
     let broker = format!("{}:{}", cfg.host, cfg.port);

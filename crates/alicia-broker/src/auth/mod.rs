@@ -16,7 +16,7 @@ pub mod passwd;
 use std::path::{Path, PathBuf};
 
 pub use acl::Acl;
-pub use conf::{ListenerConf, LogDest, LogType, MosquittoConf, SecurityConf, Warning};
+pub use conf::{FileKind, FileOption, ListenerConf, LogDest, LogType, MosquittoConf, SecurityConf, Warning};
 pub use files::FileSecurity;
 pub use passwd::{hash_password, set_user, PasswordFile};
 
