@@ -4,8 +4,8 @@
 //! satellite; a question is forgotten after the dialogue timeout, on "never mind", or when
 //! the next utterance is not an answer to it (then it is understood on its own).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use alicia_intents::home::edit_budget;
@@ -43,7 +43,7 @@ impl Dialogues {
 
     /// Opens (or replaces) the session's question.
     pub fn ask(&self, session: &str, pending: Pending) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock();
         if open.len() >= MAX_SESSIONS && !open.contains_key(session) {
             let timeout = self.timeout;
             open.retain(|_, p| p.asked.elapsed() < timeout);
@@ -58,21 +58,17 @@ impl Dialogues {
 
     /// Takes the session's open question, if it has one that has not timed out.
     pub fn take(&self, session: &str) -> Option<Pending> {
-        let p = self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(session)?;
+        let p = self.open.lock().remove(session)?;
         (p.asked.elapsed() < self.timeout).then_some(p)
     }
 
     /// Forgets the session's question.
     pub fn forget(&self, session: &str) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(session);
+        self.open.lock().remove(session);
     }
 
     pub fn is_open(&self, session: &str) -> bool {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(session)
-            .is_some_and(|p| p.asked.elapsed() < self.timeout)
+        self.open.lock().get(session).is_some_and(|p| p.asked.elapsed() < self.timeout)
     }
 }
 

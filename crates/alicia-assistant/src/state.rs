@@ -4,8 +4,8 @@
 //! `docs/device-protocol.md` defines them. Questions ("is the coffee maker on", "what is the
 //! temperature in the kitchen") are answered from here, without asking the device.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use serde_json::{json, Map, Value};
 
@@ -54,7 +54,7 @@ fn parse(payload: &[u8]) -> Option<Value> {
 
 impl DeviceStates {
     fn with<R>(&self, id: &str, f: impl FnOnce(&mut Known) -> R) -> Option<R> {
-        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known.write();
         if !known.contains_key(id) && known.len() >= MAX_DEVICES {
             return None;
         }
@@ -100,13 +100,13 @@ impl DeviceStates {
 
     /// The state document, if the device published one.
     pub fn state(&self, device_id: &str) -> Option<Map<String, Value>> {
-        self.known.read().unwrap_or_else(|e| e.into_inner()).get(device_id).and_then(|k| k.state.clone())
+        self.known.read().get(device_id).and_then(|k| k.state.clone())
     }
 
     /// The latest reading of a quantity: from telemetry, else a key of that name in the state
     /// document (`{"temperature": 21.5}`).
     pub fn reading(&self, device_id: &str, quantity: &str) -> Option<Reading> {
-        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        let known = self.known.read();
         let k = known.get(device_id)?;
         if let Some(r) = k.readings.get(quantity) {
             return Some(r.clone());
@@ -117,7 +117,7 @@ impl DeviceStates {
 
     /// A number in the state document (`volume`, `brightness`, `level`).
     pub fn number(&self, device_id: &str, key: &str) -> Option<f64> {
-        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        let known = self.known.read();
         known.get(device_id)?.state.as_ref()?.get(key)?.as_f64()
     }
 }

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use alicia_intents::normalize::normalize_words;
@@ -168,8 +170,8 @@ impl Timers {
         (Arc::new(Timers { entries: Mutex::new(HashMap::new()), next: AtomicU64::new(1), done }), rx)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.entries.lock()
     }
 
     fn spawn(self: &Arc<Self>, id: u64, ends: Instant) -> JoinHandle<()> {
@@ -333,7 +335,7 @@ impl Timers {
 
 impl Drop for Timers {
     fn drop(&mut self) {
-        for e in self.entries.get_mut().unwrap_or_else(|e| e.into_inner()).values() {
+        for e in self.entries.get_mut().values() {
             if let Some(t) = &e.task {
                 t.abort();
             }

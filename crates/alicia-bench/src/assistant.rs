@@ -15,7 +15,9 @@
 //! costs: the hop to the assistant, recognition, planning and the assistant's own publish.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use alicia_codec::{Protocol, QoS};
@@ -257,7 +259,7 @@ impl Arrivals {
     async fn wait(&self, session: &str, until: Instant) -> Option<(Instant, String, String)> {
         loop {
             let notified = self.notify.notified();
-            if let Some(v) = self.seen.lock().unwrap().remove(session) {
+            if let Some(v) = self.seen.lock().remove(session) {
                 return Some(v);
             }
             if tokio::time::timeout_at(until.into(), notified).await.is_err() {
@@ -347,7 +349,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<AssistantReport> {
                                     if let (Some(s), Destination::DeviceId(d)) = (session, &env.destination) {
                                         let command =
                                             env.payload.data["command"].as_str().unwrap_or_default().to_string();
-                                        let mut seen = arrivals.seen.lock().unwrap();
+                                        let mut seen = arrivals.seen.lock();
                                         seen.entry(s.to_string()).or_insert((now, d.clone(), command));
                                         drop(seen);
                                         arrivals.notify.notify_waiters();

@@ -1,7 +1,6 @@
 //! The configuration service: the effective configuration (file + environment + persisted
 //! updates), get/update over the bus, atomic persistence, and the retained announcement.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -202,25 +201,12 @@ impl ConfigStore {
     }
 }
 
+/// The state file holds the configuration, which may name secrets: owner-only.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    alicia_home::write_file(path, bytes, alicia_home::Access::Secret).map_err(|e| e.source)
 }
 
 pub(crate) fn now() -> String {
@@ -228,6 +214,7 @@ pub(crate) fn now() -> String {
 }
 
 struct Shared {
+    /// tokio's Mutex: the guard is held across `announce(..).await`, so updates are announced in order.
     store: Mutex<ConfigStore>,
     link: Link,
     topic: String,

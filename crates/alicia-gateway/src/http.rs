@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -45,6 +45,7 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use parking_lot::{Mutex, RwLock};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::CertificateDer;
@@ -152,7 +153,7 @@ impl Challenges {
         if now >= issued + CHALLENGE_TTL_SECS {
             return Err("challenge has expired");
         }
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut used = self.used.lock();
         used.retain(|_, expires| *expires > now);
         if used.insert(challenge.to_string(), issued + CHALLENGE_TTL_SECS).is_some() {
             return Err("challenge was already used");
@@ -258,7 +259,7 @@ async fn encrypt(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: axum:
     let Ok(plain) = STANDARD.decode(b.plaintext.as_bytes()) else {
         return Err(ApiError::bad_request("invalid_request", "plaintext is not base64").with_field("plaintext"));
     };
-    let sealed = gw.keys.read().unwrap_or_else(|p| p.into_inner()).encrypt(&plain);
+    let sealed = gw.keys.read().encrypt(&plain);
     match sealed {
         Ok(s) => Ok(Json(s).into_response()),
         Err(e) => Err(ApiError::internal(e.to_string())),
@@ -277,7 +278,7 @@ async fn decrypt(
             "expected a JSON body {\"key_id\": ..., \"ciphertext\": base64}",
         ));
     };
-    let plain = gw.keys.read().unwrap_or_else(|p| p.into_inner()).decrypt(&sealed);
+    let plain = gw.keys.read().decrypt(&sealed);
     match plain {
         Ok(p) => Ok(Json(json!({ "plaintext": STANDARD.encode(p) }))),
         Err(e) => Err(ApiError::bad_request("decryption_failed", e.to_string())),
@@ -298,7 +299,7 @@ impl RateLimiter {
 
     /// `Ok` if `ip` may make one more request now, else the seconds until it may.
     fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = self.clients.lock();
         if clients.len() > 10_000 {
             clients.retain(|_, (start, _)| now.duration_since(*start) < self.window);
         }

@@ -69,7 +69,8 @@ impl Access {
 static TEMP: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces `path` with `bytes`, atomically and durably (see the crate documentation), with the
-/// permissions `access` says. Creates the parent directory if missing.
+/// permissions `access` says. The directory must exist: which directories exist, with which
+/// modes, is [`Home::create_dirs`]'s business, and a typo in a path should fail, not create one.
 pub fn write_file(path: &Path, bytes: &[u8], access: Access) -> Result<(), HomeError> {
     write_with(path, access, |f| f.write_all(bytes)).map_err(|e| match e {
         WriteError::Home(e) => e,
@@ -97,7 +98,6 @@ pub fn write_with<E: std::error::Error + 'static>(
     fill: impl FnOnce(&mut File) -> Result<(), E>,
 ) -> Result<(), WriteError<E>> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err(dir))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), TEMP.fetch_add(1, Ordering::Relaxed)));
     let written = (|| -> Result<(), WriteError<E>> {
@@ -125,6 +125,63 @@ pub fn write_with<E: std::error::Error + 'static>(
 pub fn create_dir(dir: &Path, mode: u32) -> Result<(), HomeError> {
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(err(dir))
+}
+
+/// A certificate directory: a home's `certs/`, or any directory `alicia certs --dir` manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    /// The certificates in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Certs { dir: dir.into() }
+    }
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// `ca.crt`: the certificate authority's certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    /// `ca.key` (0600): the certificate authority's key.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    /// `server.crt`: the broker's and the gateway's certificate.
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+    /// `server.key` (0600).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    /// `crl.pem`: the certificate revocation list.
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+    /// `devices/`: device certificates, keys and registrations.
+    pub fn devices_dir(&self) -> PathBuf {
+        self.dir.join("devices")
+    }
+    /// `services/`: service certificates and keys.
+    pub fn services_dir(&self) -> PathBuf {
+        self.dir.join("services")
+    }
+    /// `devices/<id>.crt`.
+    pub fn device_cert(&self, id: &str) -> PathBuf {
+        self.devices_dir().join(format!("{id}.crt"))
+    }
+    /// `devices/<id>.key`.
+    pub fn device_key(&self, id: &str) -> PathBuf {
+        self.devices_dir().join(format!("{id}.key"))
+    }
+    /// `devices/<id>.registration.json`.
+    pub fn device_registration(&self, id: &str) -> PathBuf {
+        self.devices_dir().join(format!("{id}.registration.json"))
+    }
 }
 
 /// The Alicia home directory and the paths inside it (see the crate documentation).
@@ -225,42 +282,42 @@ impl Home {
     pub fn certs_dir(&self) -> PathBuf {
         self.root.join("certs")
     }
-
+    /// The certificate directory's files (see [`Certs`]).
+    pub fn certs(&self) -> Certs {
+        Certs::new(self.certs_dir())
+    }
     /// The certificate authority's certificate.
     pub fn ca_cert(&self) -> PathBuf {
-        self.certs_dir().join("ca.crt")
+        self.certs().ca_cert()
     }
-
     /// The broker's server certificate.
     pub fn server_cert(&self) -> PathBuf {
-        self.certs_dir().join("server.crt")
+        self.certs().server_cert()
     }
-
     /// The broker's server key.
     pub fn server_key(&self) -> PathBuf {
-        self.certs_dir().join("server.key")
+        self.certs().server_key()
     }
-
     /// The certificate revocation list.
     pub fn crl(&self) -> PathBuf {
-        self.certs_dir().join("crl.pem")
+        self.certs().crl()
     }
-
     /// `certs/devices/<id>.crt`.
     pub fn device_cert(&self, id: &str) -> PathBuf {
-        self.certs_dir().join("devices").join(format!("{id}.crt"))
+        self.certs().device_cert(id)
     }
-
     /// `certs/devices/<id>.key`.
     pub fn device_key(&self, id: &str) -> PathBuf {
-        self.certs_dir().join("devices").join(format!("{id}.key"))
+        self.certs().device_key(id)
     }
-
     /// `certs/devices/<id>.registration.json`: the registration `alicia devices add` wrote.
     pub fn device_registration(&self, id: &str) -> PathBuf {
-        self.certs_dir().join("devices").join(format!("{id}.registration.json"))
+        self.certs().device_registration(id)
     }
-
+    /// `keys/enc-<n>.key`: one key of the encryption key ring.
+    pub fn encryption_key(&self, n: u32) -> PathBuf {
+        self.keys_dir().join(format!("enc-{n}.key"))
+    }
     /// `config/`: the environment files.
     pub fn environments_dir(&self) -> PathBuf {
         self.root.join("config")
@@ -294,7 +351,8 @@ impl Home {
     /// Creates the home's directories with their modes: `secrets/`, `keys/`, `keys/signing/`
     /// and `data/` only for the owner (0700), the others 0755.
     pub fn create_dirs(&self) -> Result<(), HomeError> {
-        create_dir(&self.root, 0o755)?;
+        // The root keeps the mode it has (a user's 0700 home must not become readable).
+        std::fs::create_dir_all(&self.root).map_err(err(&self.root))?;
         for d in [self.secrets_dir(), self.keys_dir(), self.signing_dir(), self.data_dir()] {
             create_dir(&d, 0o700)?;
         }
@@ -317,6 +375,8 @@ mod tests {
     fn writes_replace_whole_files_with_the_right_mode() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("sub").join("a.password");
+        assert!(write_file(&secret, b"one", Access::Secret).is_err(), "no directory is created");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
         write_file(&secret, b"one", Access::Secret).unwrap();
         assert_eq!((std::fs::read(&secret).unwrap(), mode(&secret)), (b"one".to_vec(), 0o600));
         write_file(&secret, b"two", Access::Secret).unwrap();

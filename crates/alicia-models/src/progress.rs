@@ -1,8 +1,8 @@
 //! Progress of long steps (downloads, conversion): indicatif bars on a terminal, plain lines
 //! otherwise (CI logs, services' logs), nothing when asked for quiet.
 
+use parking_lot::Mutex;
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -96,7 +96,7 @@ impl Task {
         match &self.inner {
             Inner::Bar(b) => b.inc(n),
             Inner::Lines(l) => {
-                let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
+                let mut l = l.lock();
                 l.done += n;
                 let pct = l.total.filter(|t| *t > 0).map(|t| l.done * 100 / t);
                 let due = match pct {
@@ -122,7 +122,7 @@ impl Task {
         match self.inner {
             Inner::Bar(b) => b.finish_with_message(msg.to_string()),
             Inner::Lines(l) => {
-                let l = l.into_inner().unwrap_or_else(|e| e.into_inner());
+                let l = l.into_inner();
                 eprintln!("{}: {msg} ({}, {:.1} s)", l.label, mb(l.done), l.start.elapsed().as_secs_f64());
             }
             Inner::Quiet => {}

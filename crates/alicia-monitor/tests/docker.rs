@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alicia_monitor::{EngineState, MonitorConfig};
@@ -15,6 +15,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::{get_json, monitoring, parse_prometheus, series};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -104,7 +105,7 @@ async fn unreachable_engine_is_reported_not_fatal() {
 async fn fake_engine(calls: Arc<Mutex<Vec<String>>>, req: Request<Body>) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    calls.lock().unwrap().push(format!("{path}?{query}"));
+    calls.lock().push(format!("{path}?{query}"));
     // Versioned (`/v1.49/containers/json`) or not (`/version`).
     let path = path.trim_start_matches('/');
     let tail = match path.split_once('/') {
@@ -187,7 +188,7 @@ async fn fake_engine_containers_are_monitored() {
     assert_eq!(m[&series("alicia_container_healthy", &[("container", "web"), ("health", "unhealthy")])], 0.0);
 
     // Only running containers are asked for stats and logs; logs since the last poll, bounded.
-    let calls = calls.lock().unwrap().clone();
+    let calls = calls.lock().clone();
     assert!(calls.iter().any(|c| c.contains("/containers/json?") && c.contains("all=true")), "{calls:?}");
     assert!(calls.iter().any(|c| c.contains("/containers/aaa111/logs?") && c.contains("tail=100")), "{calls:?}");
     assert!(!calls.iter().any(|c| c.contains("bbb222/stats") || c.contains("bbb222/logs")), "{calls:?}");

@@ -7,7 +7,9 @@
 //! the first `init` wins and later calls (from the other engine) reuse it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -37,7 +39,7 @@ static LOADING: Mutex<()> = Mutex::new(());
 
 /// Loads ONNX Runtime from `library` (once per process); returns the library actually in use.
 pub fn init(library: &Path) -> Result<PathBuf, OnnxError> {
-    let _guard = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = LOADING.lock();
     if let Some(l) = LOADED.get() {
         return Ok(l.path.clone());
     }

@@ -1,8 +1,8 @@
 //! What the router knows of devices: the registry's retained inventory, kept current by its
 //! events, and how a `device_id:` or `capability:` destination resolves against it.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -251,7 +251,7 @@ pub struct RoundRobin {
 impl RoundRobin {
     /// The next turn for `capability` near `location` (`""`: anywhere).
     pub fn next(&self, capability: &str, location: &str) -> usize {
-        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut turns = self.turns.lock();
         let n = turns.entry((capability.to_string(), location.to_string())).or_insert(0);
         let turn = *n;
         *n = n.wrapping_add(1);

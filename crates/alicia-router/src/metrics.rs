@@ -1,9 +1,9 @@
 //! The router's metrics, published per the metrics contract on
 //! `<prefix>/system/metrics/<service>`.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -59,7 +59,7 @@ impl Metrics {
 
     /// One dead letter, for `reason` (a short label).
     pub fn dead_letter(&self, reason: &'static str) {
-        *self.dead.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_insert(0) += 1;
+        *self.dead.lock().entry(reason).or_insert(0) += 1;
     }
 
     /// Envelopes forwarded to destinations of `kind` so far.
@@ -69,7 +69,7 @@ impl Metrics {
 
     /// Dead letters for `reason` so far.
     pub fn dead_letter_count(&self, reason: &str) -> u64 {
-        self.dead.lock().unwrap_or_else(|e| e.into_inner()).get(reason).copied().unwrap_or(0)
+        self.dead.lock().get(reason).copied().unwrap_or(0)
     }
 
     /// The metrics contract's snapshot.
@@ -78,13 +78,8 @@ impl Metrics {
             .iter()
             .map(|k| json!({"labels": {"destination": k.label()}, "value": self.routed_count(*k)}))
             .collect();
-        let dead: Vec<Value> = self
-            .dead
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(reason, n)| json!({"labels": {"reason": reason}, "value": n}))
-            .collect();
+        let dead: Vec<Value> =
+            self.dead.lock().iter().map(|(reason, n)| json!({"labels": {"reason": reason}, "value": n})).collect();
         let mut cumulative = 0;
         let mut buckets: Vec<Value> = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
         for (i, b) in self.buckets.iter().enumerate() {

@@ -7,8 +7,8 @@
 //! silently); when there is nothing less urgent to evict, the caller waits for room, which
 //! slows down the router's reading of its inbox (backpressure) instead of growing memory.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
 use alicia_envelope::Priority;
 use tokio::sync::Notify;
@@ -58,8 +58,8 @@ impl<T> PriorityQueue<T> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock()
     }
 
     /// Queues `item` at `priority`, waiting for room if the queue is full of items at least as

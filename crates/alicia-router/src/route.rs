@@ -2,12 +2,13 @@
 //! the priority queue onto the router's plain MQTT connection).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use alicia_envelope::{Destination, Envelope, MessageType, Value};
 use alicia_sdk::{Bus, BusService, Context, HandlerResult, Refusal, Topics};
 use bytes::Bytes;
+use parking_lot::RwLock;
 use rumqttc_notls::v5::mqttbytes::v5::PublishProperties;
 use rumqttc_notls::v5::mqttbytes::QoS;
 use rumqttc_notls::v5::AsyncClient;
@@ -71,7 +72,7 @@ impl Shared {
     }
 
     pub fn inventory(&self) -> Arc<Inventory> {
-        self.inventory.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inventory.read().clone()
     }
 
     /// A message on the registry's inventory or events topic.
@@ -79,14 +80,14 @@ impl Shared {
         let outcome = if topic == inventory_topic {
             Inventory::from_document(payload).map(|inv| {
                 tracing::debug!(devices = inv.len(), "registry inventory");
-                *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inv);
+                *self.inventory.write() = Arc::new(inv);
                 self.inventory_seen.send_replace(true);
             })
         } else {
             let mut inv = (*self.inventory()).clone();
             inv.apply_event(payload).map(|changed| {
                 if changed {
-                    *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inv);
+                    *self.inventory.write() = Arc::new(inv);
                 }
             })
         };

@@ -6,12 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use alicia_envelope::{Destination, Envelope};
 use alicia_router::RouterConfig;
 use alicia_sdk::{BusService, Context, DeadLetter, EnvelopeSecurity, HandlerResult};
 use common::*;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 const ROUTER_INBOX: &str = "alicia/services/router/inbox";
@@ -25,7 +26,7 @@ impl BusService for Recorder {
     }
 
     async fn handle(&self, _ctx: &Context, envelope: Envelope) -> HandlerResult {
-        self.0.lock().unwrap().push(envelope);
+        self.0.lock().push(envelope);
         Ok(None)
     }
 }
@@ -61,11 +62,11 @@ async fn signed_envelope_routed_and_verified(addr: SocketAddr) {
 
     // The service verified the signature (it requires one) and read the plaintext.
     let deadline = std::time::Instant::now() + WAIT;
-    while seen.lock().unwrap().is_empty() {
+    while seen.lock().is_empty() {
         assert!(std::time::Instant::now() < deadline, "stt never got the routed envelope");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let got = seen.lock().unwrap()[0].clone();
+    let got = seen.lock()[0].clone();
     assert_eq!(got.message_id, envelope.message_id);
     assert_eq!(got.payload.data["text"], secret);
 
@@ -79,7 +80,7 @@ async fn signed_envelope_routed_and_verified(addr: SocketAddr) {
     assert!(letter.reason.contains("bad signature by \"tester\""), "{}", letter.reason);
     assert_eq!(letter.original().unwrap(), tampered);
     dead.quiet(std::time::Duration::from_millis(300)).await;
-    assert_eq!(seen.lock().unwrap().len(), 1, "the tampered envelope was never handled");
+    assert_eq!(seen.lock().len(), 1, "the tampered envelope was never handled");
     router.shutdown().await;
 }
 

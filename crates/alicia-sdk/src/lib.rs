@@ -22,6 +22,10 @@
 //!
 //! [`connect`] gives a plain client (requests and publishing only) for tools and tests.
 //!
+//! A new service starts from the template in `examples/hello_service/` (configuration section,
+//! `BusService`, metrics snapshot, health, tests on both brokers); `examples/README.md` is
+//! "writing a new service" in ten steps.
+//!
 //! # Topics
 //!
 //! `P` is the topic prefix (`alicia` by default, [`ServiceConfig::topic_prefix`]); `NAME` the

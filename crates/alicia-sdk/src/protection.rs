@@ -97,15 +97,16 @@ impl EnvelopeSecurity {
     /// [`EnvelopeSecurity::require_signed`] and [`EnvelopeSecurity::encrypt_payloads`].
     pub fn from_home(home: &Path, name: &str) -> Result<Self, SdkError> {
         let mut s = Self::default();
-        let signing = home.join("keys").join("signing");
-        let own = signing.join(format!("{name}.key"));
+        let home = alicia_home::Home::new(home);
+        let signing = home.signing_dir();
+        let own = home.signing_key(name);
         if own.exists() {
             s = s.with_signing_key(name, SigningKey::load(&own).map_err(key_error)?);
         }
         if signing.is_dir() {
             s = s.trust_dir(&signing)?;
         }
-        match KeyRing::load(&home.join("keys")) {
+        match KeyRing::load(&home.keys_dir()) {
             Ok(ring) => s = s.with_key_ring(ring),
             Err(alicia_seal::CryptoError::Empty) => {}
             Err(e) => return Err(key_error(e)),

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use alicia_envelope::{Destination, Envelope, EnvelopeError, MessageId, MessageType, ReplyStatus, Uuid, Value};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use rumqttc_notls::v5::mqttbytes::v5::{Filter, LastWill, Publish, PublishProperties};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -257,7 +258,7 @@ impl Bus {
         let id = envelope.message_id.clone();
         let destination = envelope.destination.clone();
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().unwrap().insert(id.clone(), tx);
+        self.inner.pending.lock().insert(id.clone(), tx);
         let _forget = PendingGuard { inner: &self.inner, id: id.clone() };
 
         // The reply topic is subscribed on every connect: wait for that before sending, or a
@@ -300,7 +301,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.inner.pending.lock().unwrap().remove(&self.id);
+        self.inner.pending.lock().remove(&self.id);
     }
 }
 
@@ -350,7 +351,7 @@ impl Inner {
     }
 
     fn take_pending(&self, id: &str) -> Option<Pending> {
-        self.pending.lock().unwrap().remove(id)
+        self.pending.lock().remove(id)
     }
 
     fn heartbeat(&self) -> Envelope {
@@ -794,7 +795,7 @@ impl ServiceHandle {
                 driver.abort();
             }
         }
-        inner.pending.lock().unwrap().clear();
+        inner.pending.lock().clear();
         tracing::info!(service = %inner.name, instance = %inner.instance, "stopped");
     }
 
@@ -816,7 +817,7 @@ impl Drop for ServiceHandle {
             d.abort();
         }
         self.bus.inner.link.abort();
-        self.bus.inner.pending.lock().unwrap().clear();
+        self.bus.inner.pending.lock().clear();
     }
 }
 

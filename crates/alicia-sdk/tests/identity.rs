@@ -8,11 +8,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use alicia_envelope::{Destination, Envelope};
 use alicia_sdk::{AuthMethod, BusService, Context, HandlerResult, Sender};
 use common::*;
+use parking_lot::Mutex;
 use rumqttc_notls::v5::mqttbytes::v5::PublishProperties;
 use serde_json::json;
 
@@ -26,7 +27,7 @@ impl BusService for Who {
     }
 
     async fn handle(&self, ctx: &Context, envelope: Envelope) -> HandlerResult {
-        self.0.lock().unwrap().push(ctx.sender().cloned());
+        self.0.lock().push(ctx.sender().cloned());
         if envelope.payload.data.get("fail").is_some() {
             return Err(alicia_sdk::ServiceError::new("refused", "asked to fail").into());
         }
@@ -57,11 +58,11 @@ async fn identity(addr: std::net::SocketAddr) {
     let svc_msg = Envelope::event("bridge", Destination::service("who"), json!({}));
     watch.publish_with(inbox, svc_msg.to_vec(), stamped("zigbee_bridge", "password")).await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while who.0.lock().unwrap().len() < 2 {
+    while who.0.lock().len() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "handled in time");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let seen = who.0.lock().unwrap().clone();
+    let seen = who.0.lock().clone();
     assert!(seen.contains(&Some(Sender { user: Some("sonos_kitchen_001".into()), auth: AuthMethod::Certificate })));
     assert!(seen.contains(&Some(Sender { user: Some("zigbee_bridge".into()), auth: AuthMethod::Password })));
 
@@ -74,7 +75,7 @@ async fn identity(addr: std::net::SocketAddr) {
     let answer = Envelope::parse(&p.payload).unwrap();
     assert_eq!(answer.reply_error().unwrap().code, "forbidden");
     assert_eq!(answer.correlation_id.as_ref(), Some(&lie.message_id));
-    assert_eq!(who.0.lock().unwrap().len(), 2, "the handler never saw it");
+    assert_eq!(who.0.lock().len(), 2, "the handler never saw it");
 
     // Not an envelope at all, from a device: every problem, on its errors topic.
     let broken = json!({"message_id": "", "source": "sonos_kitchen_001", "message_type": "shout"}).to_string();
@@ -103,11 +104,11 @@ async fn identity(addr: std::net::SocketAddr) {
     svc.wait_online(WAIT).await.unwrap();
     watch.publish_with(inbox, lie.to_vec(), stamped("sonos_kitchen_001", "token")).await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while who.0.lock().unwrap().is_empty() {
+    while who.0.lock().is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "handled in time");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(who.0.lock().unwrap()[0], None);
+    assert_eq!(who.0.lock()[0], None);
     svc.shutdown().await;
 }
 

@@ -29,7 +29,7 @@ async fn signed_and_encrypted(addr: SocketAddr) {
     let secret = "the door code is 4321";
     let answer = tester.request(Destination::service("stt"), json!({ "text": secret }), WAIT).await.unwrap();
     assert_eq!(answer.payload.data["echo"]["text"], secret);
-    assert_eq!(log.lock().unwrap().len(), 1);
+    assert_eq!(log.lock().len(), 1);
 
     // What the router (or anyone on the bus) sees: addressing in clear, the content not.
     let request = wire.next_on("alicia/services/stt/inbox").await;
@@ -58,7 +58,7 @@ async fn signed_and_encrypted(addr: SocketAddr) {
     assert!(letter.reason.starts_with("bad signature by \"tester\""), "{}", letter.reason);
     assert_eq!(letter.original().unwrap(), tampered);
     assert!(letter.reported_by.starts_with("stt/"));
-    assert_eq!(log.lock().unwrap().len(), 1, "the handler never saw it");
+    assert_eq!(log.lock().len(), 1, "the handler never saw it");
 
     // Unsigned (a client without keys): refused, and its request fails with code `security`.
     let plain = client(config(addr)).await;
@@ -84,7 +84,7 @@ async fn signed_and_encrypted(addr: SocketAddr) {
     let letter: DeadLetter = serde_json::from_slice(&dead.next_on("alicia/system/deadletter").await.payload).unwrap();
     // Signed by a key stt does not trust for `tester`, so that is found first.
     assert!(letter.reason.starts_with("bad signature by \"tester\""), "{}", letter.reason);
-    assert_eq!(log.lock().unwrap().len(), 1);
+    assert_eq!(log.lock().len(), 1);
 }
 
 /// A service that trusts signatures but does not require them, with encryption only on the
@@ -103,12 +103,12 @@ async fn signed_events(addr: SocketAddr) {
     alarm.wait_online(WAIT).await.unwrap();
     let id = alarm.publish(Destination::service("lamp"), json!({ "flash": true })).await.unwrap();
     for _ in 0..100 {
-        if !log.lock().unwrap().is_empty() {
+        if !log.lock().is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(log.lock().unwrap().iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(log.lock().iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), vec![id]);
 
     // `alarm`'s key signing as `lamp`: the key id must be the source.
     let key = SigningKey::load(&home.path().join("keys/signing/alarm.key")).unwrap();
@@ -119,7 +119,7 @@ async fn signed_events(addr: SocketAddr) {
     dead.publish("alicia/services/lamp/inbox", bytes, None).await;
     let letter: DeadLetter = serde_json::from_slice(&dead.next().await.payload).unwrap();
     assert!(letter.reason.starts_with("bad signature by \"lamp\""), "{}", letter.reason);
-    assert_eq!(log.lock().unwrap().len(), 1);
+    assert_eq!(log.lock().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

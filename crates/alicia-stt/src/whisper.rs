@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
 
 use crate::SttError;
@@ -319,7 +320,7 @@ fn worker(
 ) {
     loop {
         let job = {
-            let guard = rx.lock().unwrap_or_else(|e| e.into_inner());
+            let guard = rx.lock();
             guard.recv()
         };
         let Ok(job) = job else { return };

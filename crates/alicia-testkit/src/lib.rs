@@ -6,12 +6,13 @@
 //! depend on being inside the embedded one), and the harness is the same each time.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alicia_broker::{Broker, Config};
 use alicia_envelope::Uuid;
 use alicia_sdk::{BusService, ServiceConfig, ServiceHandle};
+use parking_lot::Mutex;
 use rumqttc_notls::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc_notls::v5::mqttbytes::QoS;
 use rumqttc_notls::v5::{AsyncClient, Event, MqttOptions};
@@ -98,25 +99,25 @@ impl Proxy {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { return };
-                let target = *up.lock().unwrap();
+                let target = *up.lock();
                 let task = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                cs.lock().unwrap().push(task);
+                cs.lock().push(task);
             }
         });
         Proxy { addr, upstream, conns, accept }
     }
 
     pub fn set_upstream(&self, addr: SocketAddr) {
-        *self.upstream.lock().unwrap() = addr;
+        *self.upstream.lock() = addr;
     }
 
     /// Drops every open connection.
     pub fn cut(&self) {
-        for task in self.conns.lock().unwrap().drain(..) {
+        for task in self.conns.lock().drain(..) {
             task.abort();
         }
     }
@@ -248,14 +249,13 @@ pub async fn client(config: ServiceConfig) -> ServiceHandle {
 /// in keys/signing/, one encryption key keys/enc-1.key.
 pub fn home_with_keys(services: &[&str]) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
-    let signing = home.path().join("keys").join("signing");
-    std::fs::create_dir_all(&signing).unwrap();
+    let layout = alicia_home::Home::new(home.path());
+    layout.create_dirs().unwrap();
     for s in services {
-        alicia_sdk::seal::SigningKey::generate(&signing.join(format!("{s}.key")), &signing.join(format!("{s}.pub")))
-            .unwrap();
+        alicia_sdk::seal::SigningKey::generate(&layout.signing_key(s), &layout.verifying_key(s)).unwrap();
     }
     let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
-    std::fs::write(home.path().join("keys").join("enc-1.key"), key).unwrap();
+    alicia_home::write_file(&layout.encryption_key(1), key.as_bytes(), alicia_home::Access::Secret).unwrap();
     home
 }
 

@@ -6,7 +6,9 @@
 //! (fail closed) until it is fixed; a CRL path that does not exist counts as an empty list.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::load::Trust;
 use crate::verify::{ClientVerifier, Policy};
@@ -67,7 +69,7 @@ impl WatchedTrust {
 
     /// The verifier in force, rebuilt first if the CRL file changed.
     pub fn current(&self) -> Result<Arc<ClientVerifier>, TlsError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         if let Some(crl) = &self.crl {
             let now = stamp(crl);
             if now != state.0 {
@@ -81,7 +83,7 @@ impl WatchedTrust {
     /// The verifier as it is now, without looking at the file (for a TLS listener's handshake
     /// signature checks, which do not depend on the CRL).
     pub fn snapshot(&self) -> Arc<ClientVerifier> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+        self.state.lock().1.clone()
     }
 }
 

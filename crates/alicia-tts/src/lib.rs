@@ -17,8 +17,10 @@ mod voice;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 pub use voice::{Voice, VoiceConfig};
 
@@ -253,12 +255,12 @@ impl TtsEngine {
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Arc<Vec<i16>>> {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.cache.lock();
         c.lru.as_mut()?.get(key).cloned()
     }
 
     fn remember(&self, key: CacheKey, samples: Arc<Vec<i16>>) {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.cache.lock();
         let size = samples.len() * 2;
         if size > c.max_bytes {
             return;
@@ -279,7 +281,7 @@ impl TtsEngine {
 
     /// Entries and bytes in the cache.
     pub fn cache_usage(&self) -> (usize, usize) {
-        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.cache.lock();
         (c.lru.as_ref().map_or(0, |l| l.len()), c.bytes)
     }
 

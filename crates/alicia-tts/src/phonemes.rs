@@ -9,10 +9,10 @@
 //! intonation and pauses), so clauses are split here first and each clause's punctuation is put
 //! back after its phonemes, as Piper's own phonemizer does.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -90,7 +90,7 @@ fn spawn(voice: &str) -> Result<Child, TtsError> {
 }
 
 fn take_spare(voice: &str) -> Option<Child> {
-    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut spares = SPARES.lock();
     let i = spares.iter().position(|(v, _)| v == voice)?;
     let (_, mut child) = spares.swap_remove(i);
     // One that died while waiting (killed, or the voice does not exist) is not used.
@@ -102,13 +102,13 @@ fn take_spare(voice: &str) -> Option<Child> {
 
 /// Starts a waiting espeak-ng for `voice` (in the background) unless one is there.
 pub fn prepare(voice: &str) {
-    if SPARES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(v, _)| v == voice) {
+    if SPARES.lock().iter().any(|(v, _)| v == voice) {
         return;
     }
     let voice = voice.to_string();
     std::thread::spawn(move || {
         if let Ok(child) = spawn(&voice) {
-            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+            let mut spares = SPARES.lock();
             if spares.iter().any(|(v, _)| *v == voice) {
                 drop(spares);
                 let mut child = child;

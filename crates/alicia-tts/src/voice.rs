@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
 
 use alicia_onnx::ort;
 use ort::session::Session;
 use ort::value::Tensor;
+use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
 
 use crate::phonemes::{self, PhonemeIds};
@@ -162,14 +162,14 @@ impl Voice {
     }
 
     fn acquire(&self) -> Result<Session, TtsError> {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool.lock();
         if pool.free.is_empty() {
             if pool.waiting >= self.queue {
                 return Err(TtsError::Busy { waiting: pool.waiting, limit: self.queue });
             }
             pool.waiting += 1;
             while pool.free.is_empty() {
-                pool = self.freed.wait(pool).unwrap_or_else(|e| e.into_inner());
+                self.freed.wait(&mut pool);
             }
             pool.waiting -= 1;
         }
@@ -177,7 +177,7 @@ impl Voice {
     }
 
     fn release(&self, s: Session) {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).free.push(s);
+        self.pool.lock().free.push(s);
         self.freed.notify_one();
     }
 

@@ -269,9 +269,6 @@ fn plan(args: &BrokerArgs) -> anyhow::Result<Plan> {
     Ok(Plan { config, listeners, security, sys_interval, conf: Some(conf), warnings })
 }
 
-/// The pid file `alicia up` writes into its home unless given `--pid-file`.
-pub const UP_PID_FILE: &str = "alicia.pid";
-
 /// Where the gateway's HTTPS listener goes unless `--gateway-tls` says otherwise.
 pub const DEFAULT_GATEWAY_TLS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 8443);
 
@@ -323,13 +320,13 @@ impl GatewayConf {
     /// The defaults for a home: `certs/ca.crt`, `certs/crl.pem`, `certs/server.crt`/`.key`, 60
     /// requests per minute.
     pub fn defaults(home: &Path) -> Self {
-        let certs = home.join("certs");
+        let home = alicia_home::Home::new(home);
         Self {
             max_requests_per_minute: alicia_gateway::http::DEFAULT_MAX_REQUESTS_PER_MINUTE,
-            cafile: certs.join("ca.crt"),
-            crlfile: certs.join(crate::certs::CRL_FILE),
-            certfile: certs.join("server.crt"),
-            keyfile: certs.join("server.key"),
+            cafile: home.ca_cert(),
+            crlfile: home.crl(),
+            certfile: home.server_cert(),
+            keyfile: home.server_key(),
         }
     }
 
@@ -381,8 +378,9 @@ impl GatewaySetup {
     fn build(&self, conf: &GatewayConf) -> anyhow::Result<alicia_gateway::http::Gateway> {
         let devices = alicia_gateway::DeviceAuthority::load(&conf.cafile, Some(conf.crlfile.as_path()))
             .map_err(|e| anyhow::anyhow!("device authority: {}", e.reason()))?;
-        let tokens = TokenIssuer::from_key_file(&self.home.join("keys").join("jwt.key"))?;
-        let keys = alicia_gateway::KeyRing::load(&self.home.join("keys"))?;
+        let home = alicia_home::Home::new(&self.home);
+        let tokens = TokenIssuer::from_key_file(&home.jwt_key())?;
+        let keys = alicia_gateway::KeyRing::load(&home.keys_dir())?;
         Ok(alicia_gateway::http::Gateway::new(devices, tokens, keys, conf.max_requests_per_minute))
     }
 
@@ -504,10 +502,10 @@ pub async fn run(
     use std::io::Write;
     std::io::stdout().flush()?;
     // `alicia up` always leaves its pid in the home, for `alicia certs revoke` to signal.
-    let pid_file = args.pid_file.clone().or_else(|| gateway.as_ref().map(|g| g.home.join(UP_PID_FILE)));
+    let pid_file =
+        args.pid_file.clone().or_else(|| gateway.as_ref().map(|g| alicia_home::Home::new(&g.home).pid_file()));
     if let Some(pid_file) = &pid_file {
-        std::fs::write(pid_file, format!("{}\n", std::process::id()))
-            .with_context(|| format!("cannot write {}", pid_file.display()))?;
+        crate::certs::write_public(pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     }
     loop {
         tokio::select! {
@@ -528,7 +526,7 @@ pub async fn run(
         let _ = std::fs::remove_file(pid_file);
     }
     if let Some(g) = &gateway {
-        let _ = std::fs::remove_file(g.home.join(crate::listening::ADDRESSES_FILE));
+        let _ = std::fs::remove_file(alicia_home::Home::new(&g.home).addresses_file());
     }
     Ok(())
 }

@@ -7,10 +7,9 @@
 //! revocation list (`alicia certs revoke`). Keys are written with mode 0600 and never printed. A client certificate's Common Name is its device id or service name, which
 //! the broker uses as the MQTT user name (`use_identity_as_username`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use alicia_home::{Access, Certs, Home};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use rcgen::{
@@ -124,7 +123,7 @@ fn parse_date(s: &str) -> anyhow::Result<time::OffsetDateTime> {
 
 /// The certificate directory: `--dir`, else the Alicia home's `certs/`.
 fn dir_or_home(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| crate::init::default_home().join("certs"))
+    dir.unwrap_or_else(|| Home::default_location().certs_dir())
 }
 
 pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
@@ -141,12 +140,12 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
         }
         CertsCommand::Device { id, dir, validity } => {
             let dir = dir_or_home(dir);
-            let p = issue(&dir.join("devices"), &id, &id, &[], Some(&validity))?;
+            let p = issue(&Certs::new(&dir).devices_dir(), &id, &id, &[], Some(&validity))?;
             eprintln!("issued {}", p.display());
         }
         CertsCommand::Service { name, dir, validity } => {
             let dir = dir_or_home(dir);
-            let p = issue(&dir.join("services"), &name, &name, &[], Some(&validity))?;
+            let p = issue(&Certs::new(&dir).services_dir(), &name, &name, &[], Some(&validity))?;
             eprintln!("issued {}", p.display());
         }
         CertsCommand::Revoke { target, serial, dir } => {
@@ -167,7 +166,7 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
         }
         CertsCommand::Crl { dir } => {
             let dir = dir_or_home(dir);
-            let crl = dir.join(CRL_FILE);
+            let crl = Certs::new(&dir).crl();
             if crl.exists() {
                 eprintln!("{} exists", crl.display());
             } else {
@@ -179,17 +178,15 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a file readable only by its owner.
+/// Writes a file readable only by its owner (atomically and durably, mode 0600 from the
+/// start: [`alicia_home::write_file`]).
 pub fn write_secret(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
+    Ok(alicia_home::write_file(path, data, Access::Secret)?)
+}
+
+/// Writes a file everyone may read (a certificate, a revocation list), atomically and durably.
+pub fn write_public(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    Ok(alicia_home::write_file(path, data, Access::Public)?)
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -201,7 +198,7 @@ fn validity(params: &mut CertificateParams, days: i64) {
 /// Creates `ca.crt` and `ca.key` in `dir`.
 pub fn create_ca(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let crt = dir.join("ca.crt");
+    let crt = Certs::new(dir).ca_cert();
     if crt.exists() {
         bail!("{} exists: refusing to replace the certificate authority", crt.display());
     }
@@ -212,8 +209,8 @@ pub fn create_ca(dir: &Path) -> anyhow::Result<PathBuf> {
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     validity(&mut p, 3650);
     let cert = p.self_signed(&key)?;
-    write_secret(&dir.join("ca.key"), key.serialize_pem().as_bytes())?;
-    std::fs::write(&crt, cert.pem())?;
+    write_secret(&Certs::new(dir).ca_key(), key.serialize_pem().as_bytes())?;
+    write_public(&crt, cert.pem().as_bytes())?;
     Ok(crt)
 }
 
@@ -223,12 +220,13 @@ pub fn issue_server(dir: &Path, hosts: &[String]) -> anyhow::Result<PathBuf> {
 }
 
 fn load_ca(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
-    let crt = match std::fs::read_to_string(dir.join("ca.crt")) {
+    let certs = Certs::new(dir);
+    let crt = match std::fs::read_to_string(certs.ca_cert()) {
         Ok(crt) => crt,
         Err(e) => bail!("no certificate authority in {}: {e}; {}", dir.display(), where_the_ca_is(dir)),
     };
     let key =
-        std::fs::read_to_string(dir.join("ca.key")).with_context(|| format!("cannot read {}/ca.key", dir.display()))?;
+        std::fs::read_to_string(certs.ca_key()).with_context(|| format!("cannot read {}", certs.ca_key().display()))?;
     let key = KeyPair::from_pem(&key).context("ca.key is not a private key")?;
     Issuer::from_ca_cert_pem(&crt, key).context("ca.crt is not a certificate")
 }
@@ -236,7 +234,7 @@ fn load_ca(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
 /// Issues a device's client certificate (`devices/ID.crt` and `.key`) in the certificate
 /// directory `dir`; its CN is `id`.
 pub fn issue_device(dir: &Path, id: &str, validity: &Validity) -> anyhow::Result<PathBuf> {
-    issue(&dir.join("devices"), id, id, &[], Some(validity))
+    issue(&Certs::new(dir).devices_dir(), id, id, &[], Some(validity))
 }
 
 /// Revokes the certificate `target` names (a device id, service name or file) and asks a
@@ -251,7 +249,7 @@ pub fn revoke_named(dir: &Path, target: &str) -> anyhow::Result<bool> {
 /// The host names and addresses of the broker's certificate (`server.crt`), as devices must
 /// write them to verify it.
 pub fn server_hosts(dir: &Path) -> Vec<String> {
-    let Ok(pem) = std::fs::read(dir.join("server.crt")) else { return Vec::new() };
+    let Ok(pem) = std::fs::read(Certs::new(dir).server_cert()) else { return Vec::new() };
     let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else { return Vec::new() };
     let Ok(cert) = pem.parse_x509() else { return Vec::new() };
     let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
@@ -270,25 +268,25 @@ pub fn server_hosts(dir: &Path) -> Vec<String> {
 
 /// What to do about a missing CA: never make a second one when a home has the first.
 fn where_the_ca_is(dir: &Path) -> String {
-    let home = crate::init::default_home();
-    let home_ca = home.join("certs").join("ca.crt");
-    if home_ca.exists() && home.join("certs") != dir {
+    let home = Home::default_location();
+    let home_ca = home.ca_cert();
+    if home_ca.exists() && home.certs_dir() != dir {
         format!(
             "the Alicia home {} has its certificate authority in {}: issue with `--dir {}` (or without --dir)",
-            home.display(),
+            home.root().display(),
             home_ca.display(),
-            home.join("certs").display()
+            home.certs_dir().display()
         )
-    } else if home.join("alicia.yaml").exists() {
+    } else if home.exists() {
         format!(
             "the Alicia home {} has no certificate authority: restore certs/ca.crt and ca.key from a backup \
              (a new CA would not be trusted by the devices and broker that trust the old one)",
-            home.display()
+            home.root().display()
         )
     } else {
         format!(
             "create the Alicia home and its CA with `alicia init` (or `alicia up`), or give --dir (home: {})",
-            home.display()
+            home.root().display()
         )
     }
 }
@@ -322,7 +320,7 @@ fn issue(out_dir: &Path, name: &str, cn: &str, hosts: &[String], client: Option<
     let cert = p.signed_by(&key, &issuer)?;
     write_secret(&out_dir.join(format!("{name}.key")), key.serialize_pem().as_bytes())?;
     let crt = out_dir.join(format!("{name}.crt"));
-    std::fs::write(&crt, cert.pem())?;
+    write_public(&crt, cert.pem().as_bytes())?;
     Ok(crt)
 }
 
@@ -381,7 +379,7 @@ struct Revoked {
 
 /// The entries of the CRL in `dir` (none if there is no file), and its number.
 fn read_crl(dir: &Path) -> anyhow::Result<(Vec<Revoked>, u64)> {
-    let path = dir.join(CRL_FILE);
+    let path = Certs::new(dir).crl();
     let pem = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
@@ -429,10 +427,10 @@ fn write_crl(dir: &Path, entries: &[Revoked]) -> anyhow::Result<PathBuf> {
         key_identifier_method: KeyIdMethod::Sha256,
     };
     let crl = params.signed_by(&issuer).context("cannot sign the revocation list")?;
-    let path = dir.join(CRL_FILE);
-    let tmp = dir.join(format!(".{CRL_FILE}.tmp"));
-    std::fs::write(&tmp, crl.pem()?).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    let path = Certs::new(dir).crl();
+    // Replaced atomically: the gateway and the broker re-read it when it changes and must never
+    // see half a list.
+    write_public(&path, crl.pem()?.as_bytes())?;
     Ok(path)
 }
 
@@ -441,7 +439,7 @@ pub fn revoke(dir: &Path, serial: &[u8]) -> anyhow::Result<(PathBuf, bool)> {
     let (mut entries, _) = read_crl(dir)?;
     let strip = |s: &[u8]| s.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>();
     if entries.iter().any(|r| strip(&r.serial) == strip(serial)) {
-        return Ok((dir.join(CRL_FILE), false));
+        return Ok((Certs::new(dir).crl(), false));
     }
     entries.push(Revoked { serial: serial.to_vec(), when: time::OffsetDateTime::now_utc() });
     Ok((write_crl(dir, &entries)?, true))
@@ -449,7 +447,7 @@ pub fn revoke(dir: &Path, serial: &[u8]) -> anyhow::Result<(PathBuf, bool)> {
 
 /// Writes an empty revocation list if `dir` has none (for `alicia init`).
 pub fn ensure_crl(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join(CRL_FILE);
+    let path = Certs::new(dir).crl();
     if path.exists() {
         return Ok(path);
     }
@@ -467,18 +465,18 @@ fn is_alicia_up(cmdline: &[u8]) -> bool {
 /// After a revocation: the gateway reads the list by itself; the broker needs a reload. If the
 /// home (the certificate directory's parent) has a running `alicia up`, signal it.
 fn tell_broker(dir: &Path) {
-    let home = dir.parent().unwrap_or(Path::new("."));
-    if let Ok(config) = std::fs::read_to_string(home.join("alicia.yaml")) {
+    let home = Home::new(dir.parent().unwrap_or(Path::new(".")));
+    if let Ok(config) = std::fs::read_to_string(home.config_file()) {
         if !config.contains("crlfile") {
             eprintln!(
                 "warning: {} has no crlfile: add `crlfile: {}/{CRL_FILE}` to the broker's TLS listener so \
                  the broker honours revocations",
-                home.join("alicia.yaml").display(),
+                home.config_file().display(),
                 dir.file_name().map_or("certs".into(), |n| n.to_string_lossy())
             );
         }
     }
-    let pid_file = home.join(crate::broker_cmd::UP_PID_FILE);
+    let pid_file = home.pid_file();
     // A pid file left behind by a killed `alicia up` may name another program by now: only an
     // alicia process is signalled.
     let pid = std::fs::read_to_string(&pid_file)

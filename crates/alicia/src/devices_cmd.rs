@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alicia_envelope::{Destination, Value};
+use alicia_home::Home;
 use alicia_sdk::{SdkError, Secret, ServiceConfig};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -100,7 +101,7 @@ enum DevicesAction {
 
 /// The broker of the home's alicia.yaml: its first listener without TLS speaking MQTT.
 fn home_broker(home: &Path) -> anyhow::Result<Option<SocketAddr>> {
-    let path = home.join("alicia.yaml");
+    let path = Home::new(home).config_file();
     if !path.exists() {
         return Ok(None);
     }
@@ -131,7 +132,7 @@ fn home_broker(home: &Path) -> anyhow::Result<Option<SocketAddr>> {
 
 /// The port of the home's first MQTT-over-TLS listener (devices connect there).
 fn home_tls_port(home: &Path) -> anyhow::Result<Option<u16>> {
-    let path = home.join("alicia.yaml");
+    let path = Home::new(home).config_file();
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let yaml: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
@@ -204,13 +205,13 @@ fn add(
     extra: &[String],
     host: Option<&str>,
 ) -> anyhow::Result<()> {
-    if !home.join("alicia.yaml").exists() {
+    let layout = Home::new(home);
+    if !layout.exists() {
         bail!("no Alicia home at {}: run `alicia up` (or `alicia init`) first", home.display());
     }
     alicia_registry::check_device_id("device id", id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let certs = home.join("certs");
-    let crt = certs.join("devices").join(format!("{id}.crt"));
-    let key = certs.join("devices").join(format!("{id}.key"));
+    let certs = layout.certs_dir();
+    let (crt, key) = (layout.device_cert(id), layout.device_key(id));
     if crt.exists() && key.exists() {
         println!("{id} already has a certificate: {}", crt.display());
     } else {
@@ -218,9 +219,8 @@ fn add(
         println!("issued {} (key {}, mode 0600)", crt.display(), key.display());
     }
     let message = registration(id, device_type, location, extra);
-    let file = certs.join("devices").join(format!("{id}.registration.json"));
-    std::fs::write(&file, serde_json::to_string_pretty(&message)? + "\n")
-        .with_context(|| format!("cannot write {}", file.display()))?;
+    let file = layout.device_registration(id);
+    crate::certs::write_public(&file, (serde_json::to_string_pretty(&message)? + "\n").as_bytes())?;
     println!("wrote its registration message (the design document's format) to {}", file.display());
     // The running instance's port first (it may have been started with other ports).
     let port = match crate::listening::running(home, "mqtts") {
@@ -229,7 +229,7 @@ fn add(
     };
     let hosts = crate::certs::server_hosts(&certs);
     let host = host.map(str::to_string).or_else(|| hosts.first().cloned()).unwrap_or_else(|| "localhost".into());
-    let ca = certs.join("ca.crt");
+    let ca = layout.ca_cert();
     let tls = format!(
         "-h {host} -p {port} --cafile {} --cert {} --key {}",
         shell(&ca.display().to_string()),
@@ -294,7 +294,8 @@ pub(crate) fn bus_config(
         topic_prefix: prefix.to_string(),
         ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
     };
-    let secret = |user: &str| home.join("secrets").join(format!("{user}.password"));
+    let layout = Home::new(home);
+    let secret = |user: &str| layout.password_file(user);
     let user = match user {
         Some(u) => Some(u),
         None if password_file.is_some() => bail!("--password-file needs --user"),
@@ -432,8 +433,9 @@ async fn run_async(cmd: DevicesCommand) -> anyhow::Result<()> {
                 Err(e) if e.to_string().contains("not_found") => println!("{id} was not registered"),
                 Err(e) => return Err(e),
             }
-            let certs = cmd.home().join("certs");
-            if !*keep_certificate && certs.join("devices").join(format!("{id}.crt")).exists() {
+            let home = Home::new(cmd.home());
+            let certs = home.certs_dir();
+            if !*keep_certificate && home.device_cert(id).exists() {
                 let newly = crate::certs::revoke_named(&certs, id)?;
                 println!("{} its certificate", if newly { "revoked" } else { "already revoked" });
             }

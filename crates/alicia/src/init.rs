@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::certs::write_secret;
+use alicia_home::Home;
 
 /// The core services that get broker credentials and an envelope signing key. Each name is
 /// both the MQTT user name and the service's name on the bus (its envelopes' `source`, which
@@ -117,41 +118,33 @@ pub struct Ports {
 
 /// Creates a configuration in `home`. Refuses to touch an existing one.
 pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathBuf> {
-    let config = home.join("alicia.yaml");
+    let h = Home::new(home);
+    let config = h.config_file();
     if config.exists() {
         bail!("{} exists: refusing to overwrite a configuration", config.display());
     }
-    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
-    for d in ["secrets", "keys", "data"] {
-        std::fs::create_dir_all(home.join(d))?;
-        set_mode(&home.join(d), 0o700)?;
-    }
-    let certs = home.join("certs");
-    if !certs.join("ca.crt").exists() {
+    // secrets/, keys/, keys/signing/, data/ owner-only; certs/ and config/ readable.
+    h.create_dirs().with_context(|| format!("cannot create {}", home.display()))?;
+    let certs = h.certs_dir();
+    if !h.ca_cert().exists() {
         crate::certs::create_ca(&certs)?;
     }
     crate::certs::issue_server(&certs, hosts)?;
     crate::certs::ensure_crl(&certs)?;
 
-    let passwd = home.join("passwd");
+    let passwd = h.passwd();
     for service in SERVICES {
         let password = random_hex(24)?;
         alicia_broker::auth::set_user(&passwd, service, &password)?;
-        write_secret(&home.join("secrets").join(format!("{service}.password")), password.as_bytes())?;
+        write_secret(&h.password_file(service), password.as_bytes())?;
     }
-    write_secret(&home.join("keys").join("jwt.key"), random_hex(64)?.as_bytes())?;
-    write_secret(&home.join("keys").join("enc-1.key"), random_hex(32)?.as_bytes())?;
+    write_secret(&h.jwt_key(), random_hex(64)?.as_bytes())?;
+    write_secret(&h.encryption_key(1), random_hex(32)?.as_bytes())?;
     // One Ed25519 key pair per core service, for signing envelopes (alicia_seal's docs say how
     // the files are shared with services on other machines).
-    let signing = home.join("keys").join("signing");
-    std::fs::create_dir_all(&signing)?;
-    set_mode(&signing, 0o700)?;
     for service in SERVICES {
-        alicia_gateway::signing::SigningKey::generate(
-            &signing.join(format!("{service}.key")),
-            &signing.join(format!("{service}.pub")),
-        )
-        .map_err(|e| anyhow::anyhow!("signing key for {service}: {e}"))?;
+        alicia_gateway::signing::SigningKey::generate(&h.signing_key(service), &h.verifying_key(service))
+            .map_err(|e| anyhow::anyhow!("signing key for {service}: {e}"))?;
     }
 
     let mut acl = String::from(
@@ -179,11 +172,11 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
          # Satellites (a microphone and a speaker) stream on their own voice topics only.\n\
          pattern readwrite alicia/voice/sat/%u/#\n",
     );
-    std::fs::write(home.join("acl"), acl)?;
+    crate::certs::write_public(&h.acl(), acl.as_bytes())?;
     // The environments of the services (`alicia up --env`), not secret.
-    crate::up::write_environment_files(&home.join("config"))?;
+    crate::up::write_environment_files(&h.environments_dir())?;
 
-    std::fs::write(
+    crate::certs::write_public(
         &config,
         format!(
             "# Written by `alicia init`. Paths are relative to this file.\n\
@@ -216,26 +209,14 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
              \x20 keyfile: certs/server.key\n",
             mqtt = ports.mqtt,
             mqtts = ports.mqtts,
-        ),
+        )
+        .as_bytes(),
     )?;
     Ok(config)
-}
-
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
 }
 
 /// Where Alicia keeps its configuration: `$ALICIA_HOME`, else `$XDG_CONFIG_HOME/alicia`, else
 /// `~/.config/alicia`.
 pub fn default_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("ALICIA_HOME") {
-        return PathBuf::from(h);
-    }
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME") {
-        return PathBuf::from(x).join("alicia");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".config").join("alicia")
+    Home::default_location().root().to_path_buf()
 }

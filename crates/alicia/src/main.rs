@@ -169,7 +169,8 @@ fn main() -> anyhow::Result<()> {
                         .append(true)
                         .open(path)
                         .with_context(|| format!("log_dest file: cannot open {}", path.display()))?;
-                    fmt.with_writer(std::sync::Mutex::new(file)).with_ansi(false).boxed()
+                    // No lock: `&File` is `Write`, and each event is one write to a file opened to append.
+                    fmt.with_writer(std::sync::Arc::new(file)).with_ansi(false).boxed()
                 }
                 broker_log::Output::Syslog(socket) => {
                     let syslog = broker_log::Syslog::connect(socket)
@@ -199,13 +200,14 @@ fn main() -> anyhow::Result<()> {
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
-            eprintln!("created {} (secrets are in {}, mode 0600)", config.display(), dir.join("secrets").display());
+            let secrets = alicia_home::Home::new(&dir).secrets_dir();
+            eprintln!("created {} (secrets are in {}, mode 0600)", config.display(), secrets.display());
             Ok(())
         }
         Command::Up { home, gateway, services, mut args } => {
             let home = home.unwrap_or_else(init::default_home);
             if args.config.is_none() {
-                let config = home.join("alicia.yaml");
+                let config = alicia_home::Home::new(&home).config_file();
                 if !config.exists() {
                     init::init(&home, &with_default_hosts(Vec::new()), init::Ports { mqtt: 1883, mqtts: 8883 })?;
                     tracing::info!(home = %home.display(), "first start: created a configuration (see `alicia init --help`)");
@@ -213,7 +215,7 @@ fn main() -> anyhow::Result<()> {
                 args.config = Some(config);
             }
             if args.jwt_key.is_none() {
-                let key = home.join("keys").join("jwt.key");
+                let key = alicia_home::Home::new(&home).jwt_key();
                 args.jwt_key = key.exists().then_some(key);
             }
             if args.http.is_none() {

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use alicia_config::Config;
@@ -17,6 +16,7 @@ use alicia_monitor::{ExtraMetrics, LogFeed};
 use alicia_sdk::{EnvelopeSecurity, Secret, ServiceConfig};
 use anyhow::Context;
 use clap::Args;
+use parking_lot::Mutex;
 
 /// The environment files `alicia init` puts in `<home>/config/` (and `up` adds when a home
 /// has none): the repository's `config/*.yaml`.
@@ -91,6 +91,11 @@ impl Services {
         Services { home, args, log_feed: Mutex::new(log_feed), trust_broker_identity: false }
     }
 
+    /// Where each file of the home is (`alicia_home` owns the layout).
+    fn layout(&self) -> alicia_home::Home {
+        alicia_home::Home::new(&self.home)
+    }
+
     /// The same, for services on Alicia's embedded broker, which stamps publishers' identities.
     pub fn on_embedded_broker(mut self) -> Self {
         self.trust_broker_identity = true;
@@ -103,7 +108,7 @@ impl Services {
         if let Some(dir) = &self.args.config_dir {
             return Ok(dir.clone());
         }
-        let dir = self.home.join("config");
+        let dir = self.layout().environments_dir();
         write_environment_files(&dir)?;
         Ok(dir)
     }
@@ -112,7 +117,7 @@ impl Services {
     /// updates the configuration service persisted (in `<home>/data`).
     fn load(&self) -> anyhow::Result<alicia_config::ConfigStore> {
         let dir = self.config_dir()?;
-        let data = self.home.join("data");
+        let data = self.layout().data_dir();
         std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
         alicia_config::ConfigStore::open(&dir, &self.args.environment, &data)
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))
@@ -141,7 +146,7 @@ impl Services {
         config.topic_prefix = cfg.mqtt.topic_prefix.clone();
         config.keep_alive = Duration::from_secs(cfg.mqtt.keep_alive_secs);
         config.heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
-        let secret = self.home.join("secrets").join(format!("{name}.password"));
+        let secret = self.layout().password_file(name);
         if secret.exists() {
             let password = Secret::from_file(&secret).with_context(|| format!("cannot read {}", secret.display()))?;
             config.username = Some(name.to_string());
@@ -224,7 +229,7 @@ impl Services {
             self.config(MONITOR, broker, &cfg)?.with_name(MONITOR),
             cfg.monitoring.clone(),
         );
-        m.log_feed = self.log_feed.lock().ok().and_then(|mut f| f.take());
+        m.log_feed = self.log_feed.lock().take();
         m.environment = Some(env);
         m.default_heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
         let monitor = alicia_monitor::start(m).await.map_err(|e| anyhow::anyhow!("cannot start the monitor: {e}"))?;
@@ -242,7 +247,7 @@ impl Services {
         cfg: &Config,
     ) -> anyhow::Result<alicia_assistant::AssistantHandle> {
         let name = alicia_assistant::SERVICE_NAME;
-        if self.home.join("passwd").exists() && !self.home.join("secrets").join(format!("{name}.password")).exists() {
+        if self.layout().passwd().exists() && !self.layout().password_file(name).exists() {
             anyhow::bail!(
                 "this home has no login for {name} (it was made before the assistant existed): add one with \
                  `alicia passwd {home}/passwd {name}` (keep the password in {home}/secrets/{name}.password, mode 0600) \
@@ -359,22 +364,21 @@ const MONITOR: &str = "monitor";
 /// password changed with `alicia passwd` or an ACL edit applies at once.
 fn registry_http_auth(home: &Path) -> alicia_registry::HttpAuth {
     use alicia_registry::{Credential, Principal};
-    let home = home.to_path_buf();
+    let home = alicia_home::Home::new(home);
     std::sync::Arc::new(move |cred: &Credential| match cred {
         Credential::Bearer(token) => {
-            let tokens = alicia_gateway::tokens::TokenIssuer::from_key_file(&home.join("keys").join("jwt.key"))
+            let tokens = alicia_gateway::tokens::TokenIssuer::from_key_file(&home.jwt_key())
                 .map_err(|_| "no token can be checked here".to_string())?;
             let claims = tokens.verify(token).map_err(|e| format!("token refused: {e}"))?;
             Ok(Principal::Device(claims.sub))
         }
         Credential::Basic { user, password } => {
-            let passwd = alicia_broker::auth::PasswordFile::load(home.join("passwd"))
+            let passwd = alicia_broker::auth::PasswordFile::load(home.passwd())
                 .map_err(|_| "no password can be checked here".to_string())?;
             if !passwd.verify(user, password) {
                 return Err("wrong user name or password".into());
             }
-            let acl =
-                alicia_broker::auth::Acl::load(home.join("acl")).map_err(|_| "the ACL cannot be read".to_string())?;
+            let acl = alicia_broker::auth::Acl::load(home.acl()).map_err(|_| "the ACL cannot be read".to_string())?;
             let topic = "alicia/system/discovery/register";
             if !acl.check("", Some(user), topic, alicia_broker::Access::Write) {
                 return Err(format!("user {user:?} may not register devices (the ACL does not let it write {topic})"));
@@ -390,7 +394,7 @@ pub fn write_environment_files(dir: &Path) -> anyhow::Result<()> {
     for (env, text) in ENVIRONMENT_FILES {
         let path = dir.join(format!("{env}.yaml"));
         if !path.exists() {
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            crate::certs::write_public(&path, text.as_bytes())?;
         }
     }
     Ok(())

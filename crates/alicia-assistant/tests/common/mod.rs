@@ -9,7 +9,9 @@ pub mod scenarios;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 pub use alicia_assistant::{AssistantConfig, AssistantHandle, MediaItem};
@@ -193,7 +195,7 @@ impl TestDevice {
                         let command = env.payload.data["command"].as_str().unwrap_or_default().to_string();
                         let parameters = env.payload.data["parameters"].clone();
                         let (refused, doc) = {
-                            let mut s = st.lock().unwrap();
+                            let mut s = st.lock();
                             let r = apply(&reg, &mut s, &command, &parameters).err();
                             (r, Value::Object(s.clone()))
                         };
@@ -209,7 +211,7 @@ impl TestDevice {
         });
         client.subscribe(command_topic, QoS::AtLeastOnce).await.unwrap();
         tokio::time::timeout(WAIT, ack_rx.recv()).await.expect("SUBACK in time");
-        let doc = Value::Object(state.lock().unwrap().clone());
+        let doc = Value::Object(state.lock().clone());
         client.publish(state_topic, QoS::AtLeastOnce, true, doc.to_string()).await.unwrap();
         client.publish(status_topic, QoS::AtLeastOnce, true, "online").await.unwrap();
         let answer = tester
@@ -246,13 +248,13 @@ impl TestDevice {
     }
 
     pub fn state(&self) -> Map<String, Value> {
-        self.state.lock().unwrap().clone()
+        self.state.lock().clone()
     }
 
     /// Sets its state and publishes it, as a device does after a local change.
     pub async fn set_state(&self, key: &str, value: Value) {
         let doc = {
-            let mut s = self.state.lock().unwrap();
+            let mut s = self.state.lock();
             s.insert(key.into(), value);
             Value::Object(s.clone())
         };

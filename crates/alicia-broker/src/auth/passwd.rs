@@ -12,10 +12,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -294,47 +292,9 @@ pub fn set_user(path: impl AsRef<Path>, user: &str, password: impl AsRef<[u8]>) 
     write_atomically(path, out.as_bytes())
 }
 
-/// Writes `bytes` to a fresh 0600 file next to `path`, syncs it, and renames it over `path`.
+/// Writes `bytes` over `path`, atomically and durably, mode 0600 ([`alicia_home::write_file`]).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let Some(name) = path.file_name() else {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")));
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = (|| {
-        #[cfg(unix)]
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    drop(file);
-    if let Err(e) = written
-        .map_err(|e| Error::io(&tmp, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)))
-    {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    // Make the rename itself durable. Best effort: the new file is already in place, so failing
-    // here would misreport the outcome.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    alicia_home::write_file(path, bytes, alicia_home::Access::Secret).map_err(|e| Error::io(&e.path, e.source))
 }
 
 #[cfg(test)]

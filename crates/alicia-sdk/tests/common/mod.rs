@@ -6,11 +6,12 @@
 pub use alicia_testkit::*;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alicia_envelope::{Destination, Envelope, MessageId};
 use alicia_sdk::{BusService, Context, HandlerResult, ServiceError};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 /// Handled messages: (instance, message id).
@@ -36,7 +37,7 @@ impl BusService for Echo {
     }
 
     async fn handle(&self, ctx: &Context, envelope: Envelope) -> HandlerResult {
-        self.log.lock().unwrap().push((ctx.bus().instance().to_string(), envelope.message_id));
+        self.log.lock().push((ctx.bus().instance().to_string(), envelope.message_id));
         let data = envelope.payload.data;
         if let Some(ms) = data.get("sleep_ms").and_then(Value::as_u64) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -85,7 +86,7 @@ pub async fn request_response(addr: SocketAddr) {
     assert_eq!(response.destination, Destination::service("tester"));
     assert_eq!(response.message_type, alicia_envelope::MessageType::Response);
     response.validate().unwrap();
-    assert_eq!(stt_log.lock().unwrap().len(), 1);
+    assert_eq!(stt_log.lock().len(), 1);
 
     // Directly, several at once: each gets its own answer.
     let calls = (0..10).map(|i| {
@@ -132,7 +133,7 @@ pub async fn shared_inbox(addr: SocketAddr) {
     for r in &responses {
         *by_instance.entry(r.payload.data["instance"].as_str().unwrap().to_string()).or_default() += 1;
     }
-    let handled = log.lock().unwrap().clone();
+    let handled = log.lock().clone();
     assert_eq!(handled.len(), n, "each request handled exactly once");
     let mut ids: Vec<MessageId> = handled.iter().map(|(_, id)| id.clone()).collect();
     ids.sort();
