@@ -97,28 +97,89 @@ pub fn write_with<E: std::error::Error + 'static>(
     access: Access,
     fill: impl FnOnce(&mut File) -> Result<(), E>,
 ) -> Result<(), WriteError<E>> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), TEMP.fetch_add(1, Ordering::Relaxed)));
-    let written = (|| -> Result<(), WriteError<E>> {
-        let mut f =
-            OpenOptions::new().write(true).create_new(true).mode(access.mode()).open(&tmp).map_err(err(&tmp))?;
-        fill(&mut f).map_err(WriteError::Content)?;
-        f.sync_all().map_err(err(&tmp))?;
+    let mut w = AtomicWriter::create(path, access)?;
+    fill(w.file()).map_err(WriteError::Content)?;
+    Ok(w.commit()?)
+}
+
+/// The writer behind [`write_file`] and [`write_with`], for content that arrives in pieces
+/// over time (a download): write into it, then [`AtomicWriter::commit`]. Dropped without a
+/// commit, it removes its temporary file and leaves the old file as it was.
+#[derive(Debug)]
+pub struct AtomicWriter {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    access: Access,
+    committed: bool,
+}
+
+impl AtomicWriter {
+    /// A temporary file next to `path` (same directory, so the rename is atomic), created with
+    /// the mode `access` says. The directory must exist.
+    pub fn create(path: &Path, access: Access) -> Result<Self, HomeError> {
+        let dir = parent(path);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp =
+            dir.join(format!(".{name}{TEMP_MARK}{}-{}", std::process::id(), TEMP.fetch_add(1, Ordering::Relaxed)));
+        let file = OpenOptions::new().write(true).create_new(true).mode(access.mode()).open(&tmp).map_err(err(&tmp))?;
+        Ok(AtomicWriter { file, tmp, path: path.to_path_buf(), access, committed: false })
+    }
+
+    /// The temporary file.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// The file it will replace.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsync the temporary file, give it its mode, rename it over the target, fsync the
+    /// directory.
+    pub fn commit(mut self) -> Result<(), HomeError> {
+        self.file.sync_all().map_err(err(&self.tmp))?;
         // The mode given at creation is masked by the umask; a secret must not depend on it.
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(access.mode())).map_err(err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(err(path))?;
+        std::fs::set_permissions(&self.tmp, std::fs::Permissions::from_mode(self.access.mode()))
+            .map_err(err(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(err(&self.path))?;
+        self.committed = true;
+        // The rename is durable once the directory is; some file systems refuse to fsync one.
+        if let Ok(d) = File::open(parent(&self.path)) {
+            let _ = d.sync_all();
+        }
         Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return written;
     }
-    // The rename is durable once the directory is; some file systems refuse to fsync one.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+}
+
+impl Write for AtomicWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
     }
-    Ok(())
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for AtomicWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Whether `name` is the temporary file of an [`AtomicWriter`] (one a crash left behind can
+/// be removed).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARK)
+}
+
+const TEMP_MARK: &str = ".tmp-";
+
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Creates `dir` (and its parents) and sets its mode.

@@ -290,7 +290,10 @@ fn write_stamp(dir: &Path, entries: &[StampEntry]) -> Result<(), ModelError> {
 fn remove_partials(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for entry in rd.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // Ours, left by a crash; `.partial-` from before the writer was alicia-home's.
+            if alicia_home::is_temporary(&name) || name.starts_with(PARTIAL) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -320,57 +323,47 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
 /// A file written under a temporary name in its final directory, hashed as it is written, and
 /// renamed into place only when complete and matching its expected hash.
 pub(crate) struct AtomicFile {
-    tmp: tempfile::NamedTempFile,
+    out: alicia_home::AtomicWriter,
     ctx: ring::digest::Context,
-    path: PathBuf,
 }
 
+/// A model file being written: [`alicia_home::AtomicWriter`] (temporary file, fsync, rename,
+/// fsync of the directory) plus the sha256 of what went in, checked before the rename.
 impl AtomicFile {
     pub(crate) fn create(dir: &Path, name: &str) -> Result<Self, ModelError> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("{PARTIAL}{name}-"))
-            .tempfile_in(dir)
-            .map_err(|e| ModelError::io(dir, e))?;
-        Ok(AtomicFile { tmp, ctx: ring::digest::Context::new(&ring::digest::SHA256), path: dir.join(name) })
+        // Readable by every user: the store is shared by every Alicia home on the machine.
+        let out = alicia_home::AtomicWriter::create(&dir.join(name), alicia_home::Access::Public)
+            .map_err(|e| ModelError::io(&e.path, e.source))?;
+        Ok(AtomicFile { out, ctx: ring::digest::Context::new(&ring::digest::SHA256) })
     }
 
     pub(crate) fn hash_so_far(&self) -> String {
         hex(self.ctx.clone().finish().as_ref())
     }
 
-    /// fsync, compare the hash, rename, fsync the directory. On a mismatch the temporary file
-    /// is removed and nothing changes.
+    /// Compares the hash, then commits. On a mismatch the temporary file is removed and
+    /// nothing changes.
     pub(crate) fn commit(self, expected_sha256: &str) -> Result<(), String> {
         let actual = hex(self.ctx.finish().as_ref());
         if actual != expected_sha256 {
             return Err(format!(
                 "{}: sha256 {actual}, expected {expected_sha256}",
-                self.path.file_name().unwrap_or_default().to_string_lossy()
+                self.out.path().file_name().unwrap_or_default().to_string_lossy()
             ));
         }
-        // Readable by every user: the store is shared by every Alicia home on the machine.
-        use std::os::unix::fs::PermissionsExt;
-        let file = self.tmp.as_file();
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        file.sync_all().map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.tmp.persist(&self.path).map_err(|e| format!("{}: {}", self.path.display(), e.error))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        Ok(())
+        self.out.commit().map_err(|e| e.to_string())
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.tmp.write(buf)?;
+        let n = self.out.write(buf)?;
         self.ctx.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.tmp.flush()
+        self.out.flush()
     }
 }
 
