@@ -80,7 +80,7 @@ UP_LINE = re.compile(r"^([a-z-]+) listening on (\S+)$")
 
 
 def start_alicia(workdir: Path, extra_args: list[str] | None = None,
-                 subcommand: str = "broker") -> RunningBroker:
+                 subcommand: str = "broker", env: dict | None = None) -> RunningBroker:
     """Starts `alicia broker` (or `alicia up`) on free ports. For `up`, every address flag
     not given is set to a free port, and the start waits for `alicia ready`; `addrs` maps
     each kind (`mqtt`, `http`, `gateway`, `registry`, ...) to its HOST:PORT."""
@@ -93,7 +93,7 @@ def start_alicia(workdir: Path, extra_args: list[str] | None = None,
     log_path = workdir / "alicia.stderr"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log,
-                                stdin=subprocess.DEVNULL, cwd=workdir)
+                                stdin=subprocess.DEVNULL, cwd=workdir, env=env)
     broker = RunningBroker("alicia", "127.0.0.1", 0, proc, log_path, args)
     try:
         line = _read_line(proc, STARTUP_TIMEOUT)

@@ -37,6 +37,9 @@ pub(crate) struct ServiceState {
     pub status: Option<String>,
     pub instances: BTreeSet<String>,
     pub missing: bool,
+    /// The service's retained health document (`P/system/services/<name>/health`), if any:
+    /// `{"status": "ok"|"unavailable", "reason", "fix"}`.
+    pub health: Option<Value>,
 }
 
 impl ServiceState {
@@ -50,6 +53,7 @@ impl ServiceState {
             status: None,
             instances: BTreeSet::new(),
             missing: false,
+            health: None,
         }
     }
 }
@@ -201,7 +205,11 @@ impl Loop {
                 let (topic, payload) = (String::from_utf8_lossy(&p.topic).into_owned(), p.payload);
                 let status_prefix = self.topic("system/services/");
                 let metrics_prefix = self.topic("system/metrics/");
-                if let Some(rest) = topic.strip_prefix(&status_prefix) {
+                if let Some(name) = topic.strip_prefix(&status_prefix).and_then(|r| r.strip_suffix("/health")) {
+                    if !name.is_empty() && !name.contains('/') {
+                        self.health(name, &payload);
+                    }
+                } else if let Some(rest) = topic.strip_prefix(&status_prefix) {
                     if let Some(name) = rest.strip_suffix("/status") {
                         let text = String::from_utf8_lossy(&payload).trim().to_string();
                         if !name.is_empty() && !name.contains('/') && (text == "online" || text == "offline") {
@@ -242,6 +250,29 @@ impl Loop {
             st.last_heartbeat = Some(Instant::now());
         }
         st.status = Some(text);
+    }
+
+    /// A service's health document: kept for `/health` and `/ready`, and an `unavailable`
+    /// one is a critical alert `service_unavailable` with its reason and fix. Empty: cleared.
+    fn health(&mut self, name: &str, payload: &[u8]) {
+        let mut services = self.shared.services.write();
+        let doc = match serde_json::from_slice::<Value>(payload) {
+            _ if payload.is_empty() => None,
+            Ok(v @ Value::Object(_)) => Some(v),
+            _ => {
+                tracing::debug!(service = name, "health document is not a JSON object; ignored");
+                return;
+            }
+        };
+        if doc.is_none() && !services.contains_key(name) {
+            return;
+        }
+        if services.len() >= MAX_SERVICES && !services.contains_key(name) {
+            return;
+        }
+        let expected = self.shared.cfg.read().expected_services.iter().any(|s| s == name);
+        let st = services.entry(name.to_string()).or_insert_with(|| ServiceState::new(expected));
+        st.health = doc;
     }
 
     async fn snapshot(&mut self, name: &str, topic: &str, payload: &[u8]) {
@@ -397,7 +428,7 @@ impl Loop {
             services.retain(|name, st| {
                 st.expected = m.expected_services.contains(name);
                 // A service that was only expected, never seen, is no longer of interest.
-                let keep = st.expected || st.last_heartbeat.is_some() || st.status.is_some();
+                let keep = st.expected || st.last_heartbeat.is_some() || st.status.is_some() || st.health.is_some();
                 if !keep {
                     self.forget.push(name.clone());
                 }
@@ -458,12 +489,23 @@ impl Loop {
                 let since = st.last_heartbeat.unwrap_or(self.shared.started);
                 let silent = now.duration_since(since) > window;
                 let offline = st.status.as_deref() == Some("offline");
-                if !st.expected && offline {
+                if !st.expected && offline && health_unavailable(st.health.as_ref()).is_none() {
                     // Left cleanly (its last words were `offline`) and nobody expects it: forget it.
                     departed.push(name.clone());
                     continue;
                 }
-                st.missing = silent || offline;
+                let unavailable = health_unavailable(st.health.as_ref());
+                specs.push((
+                    AlertSpec {
+                        alert: "service_unavailable".into(),
+                        severity: Severity::Critical,
+                        service: name.clone(),
+                        message: unavailable.clone().unwrap_or_else(|| format!("{name} is available")),
+                        context: st.health.clone().unwrap_or(Value::Null),
+                    },
+                    unavailable.is_some(),
+                ));
+                st.missing = silent || offline || unavailable.is_some();
                 let why = if offline { "reported offline" } else { "sent no heartbeat" };
                 specs.push((
                     AlertSpec {
@@ -479,7 +521,7 @@ impl Loop {
                             "window_secs": window.as_secs_f64(),
                         }),
                     },
-                    st.missing,
+                    st.missing && unavailable.is_none(),
                 ));
             }
             for name in departed {
@@ -764,6 +806,21 @@ fn short(text: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{}…", &text[..cut])
+}
+
+/// The alert message of an `unavailable` health document: what is wrong and the one command
+/// that fixes it.
+pub(crate) fn health_unavailable(doc: Option<&Value>) -> Option<String> {
+    let doc = doc?;
+    if doc.get("status").and_then(Value::as_str) != Some("unavailable") {
+        return None;
+    }
+    let service = doc.get("service").and_then(Value::as_str).unwrap_or("the service");
+    let reason = doc.get("reason").and_then(Value::as_str).unwrap_or("no reason given");
+    Some(match doc.get("fix").and_then(Value::as_str) {
+        Some(fix) => format!("{service} is unavailable: {reason}; to fix it run: {fix}"),
+        None => format!("{service} is unavailable: {reason}"),
+    })
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Value> {
         "bus": if s.bus.state() == LinkState::Online { "online" } else { "offline" },
         "containers": engine_json(&s),
         "alerts_active": s.active.read().len(),
+        "services": s.services.read().iter().filter_map(|(k, v)| v.health.clone().map(|h| (k.clone(), h))).collect::<serde_json::Map<_, _>>(),
     }))
 }
 
@@ -75,13 +76,18 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let services = s.services.read();
     let missing: Vec<&String> = services.iter().filter(|(_, v)| v.missing && v.expected).map(|(k, _)| k).collect();
     let up: Vec<&String> = services.iter().filter(|(_, v)| !v.missing).map(|(k, _)| k).collect();
+    // Services that said why they are not running (their health document), with the fix.
+    let unavailable: serde_json::Map<String, Value> = services
+        .iter()
+        .filter_map(|(k, v)| crate::core::health_unavailable(v.health.as_ref()).map(|m| (k.clone(), json!(m))))
+        .collect();
     let engine = s.engine.read().clone();
     let ready = bus_ok && missing.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "bus": { "ok": bus_ok, "required": true },
-            "services": { "ok": missing.is_empty(), "required": true, "missing": missing, "up": up },
+            "services": { "ok": missing.is_empty(), "required": true, "missing": missing, "up": up, "unavailable": unavailable },
             "containers": {
                 "ok": !matches!(engine, EngineState::Unavailable { .. }),
                 "required": false,

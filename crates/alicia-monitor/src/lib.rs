@@ -221,6 +221,7 @@ pub async fn start(cfg: MonitorConfig) -> Result<MonitorHandle, MonitorError> {
     let bus = service.bus().clone();
     let filters = vec![
         format!("{prefix}/system/services/+/status"),
+        format!("{prefix}/system/services/+/health"),
         format!("{prefix}/system/metrics/+"),
         format!("{prefix}/system/registry/devices"),
         "$SYS/#".to_string(),

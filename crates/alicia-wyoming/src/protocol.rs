@@ -79,6 +79,8 @@ pub enum ProtocolError {
     BadData(String),
     #[error("the connection closed in the middle of an event")]
     Truncated,
+    #[error("{0} bytes after the event's payload (one message holds one event)")]
+    Trailing(usize),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -182,6 +184,61 @@ pub fn encode(event: &Event) -> Vec<u8> {
     out
 }
 
+/// One event from a message that holds exactly one (an MQTT message on a satellite's topic,
+/// see `alicia-voice`): the header line, its `data_length` bytes of data, then its
+/// `payload_length` bytes of payload, and nothing after. Synchronous: the whole message is
+/// in memory.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Event, ProtocolError> {
+    let end = match bytes.iter().position(|b| *b == b'\n') {
+        Some(i) if i < limits.max_header => i,
+        Some(_) => return Err(ProtocolError::HeaderTooLong(limits.max_header)),
+        // A header alone may leave out its newline.
+        None if bytes.len() <= limits.max_header => bytes.len(),
+        None => return Err(ProtocolError::HeaderTooLong(limits.max_header)),
+    };
+    let rest = &bytes[(end + 1).min(bytes.len())..];
+    let header: Value = serde_json::from_slice(&bytes[..end]).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
+    let Value::Object(mut header) = header else { return Err(ProtocolError::BadHeader("not an object".into())) };
+    let kind = match header.remove("type") {
+        Some(Value::String(t)) if !t.is_empty() => t,
+        _ => return Err(ProtocolError::BadHeader("no `type`".into())),
+    };
+    let mut data = match header.remove("data") {
+        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => return Err(ProtocolError::BadData("`data` is not an object".into())),
+    };
+    let length = |key: &str| -> Result<u64, ProtocolError> {
+        match header.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| ProtocolError::BadHeader(format!("`{key}` is not a length"))),
+        }
+    };
+    let (data_len, payload_len) = (length("data_length")?, length("payload_length")?);
+    if data_len > limits.max_data as u64 {
+        return Err(ProtocolError::TooLarge { what: "data", len: data_len, max: limits.max_data });
+    }
+    if payload_len > limits.max_payload as u64 {
+        return Err(ProtocolError::TooLarge { what: "payload", len: payload_len, max: limits.max_payload });
+    }
+    let (data_len, payload_len) = (data_len as usize, payload_len as usize);
+    if rest.len() < data_len + payload_len {
+        return Err(ProtocolError::Truncated);
+    }
+    if rest.len() > data_len + payload_len {
+        return Err(ProtocolError::Trailing(rest.len() - data_len - payload_len));
+    }
+    if data_len > 0 {
+        match serde_json::from_slice(&rest[..data_len]) {
+            Ok(Value::Object(m)) => data.extend(m),
+            Ok(_) => return Err(ProtocolError::BadData("not an object".into())),
+            Err(e) => return Err(ProtocolError::BadData(e.to_string())),
+        }
+    }
+    let payload = (payload_len > 0).then(|| rest[data_len..].to_vec());
+    Ok(Event { kind, data, payload })
+}
+
 pub async fn write_event<W: AsyncWrite + Unpin>(w: &mut W, event: &Event) -> std::io::Result<()> {
     w.write_all(&encode(event)).await
 }
@@ -226,6 +283,22 @@ mod tests {
             String::from_utf8(encode(&Event::new("describe"))).unwrap(),
             "{\"type\":\"describe\",\"version\":\"1.10.0\"}\n"
         );
+    }
+
+    #[test]
+    fn one_event_per_message() {
+        let ev = Event::with_data("audio-chunk", serde_json::json!({"rate": 16000})).with_payload(vec![9; 640]);
+        assert_eq!(decode(&encode(&ev), &Limits::default()).unwrap(), ev);
+        let bare = decode(b"{\"type\": \"audio-stop\"}", &Limits::default()).unwrap();
+        assert_eq!((bare.kind.as_str(), bare.payload), ("audio-stop", None));
+        let mut extra = encode(&ev);
+        extra.push(0);
+        assert!(matches!(decode(&extra, &Limits::default()), Err(ProtocolError::Trailing(1))));
+        let short = &encode(&ev)[..100];
+        assert!(matches!(decode(short, &Limits::default()), Err(ProtocolError::Truncated)));
+        for bad in [&b""[..], b"\x00\x01", b"{}", b"[1]\n"] {
+            assert!(decode(bad, &Limits::default()).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -161,6 +161,11 @@ pub fn registration(id: &str, device_type: &str, location: Option<&str>, extra: 
         "light" => vec![cap("on_off", json!({})), cap("brightness", json!({"min": 0, "max": 100}))],
         "switch" | "plug" => vec![cap("on_off", json!({}))],
         "sensor" => vec![cap("temperature", json!({"unit": "°C", "device_class": "temperature"}))],
+        // docs/voice-protocol.md: audio on alicia/voice/sat/<id>/mic and .../snd.
+        "satellite" => vec![
+            cap("microphone", json!({"formats": ["pcm"], "sample_rate": 16000, "width": 2, "channels": 1})),
+            cap("audio_playback", json!({"supported_formats": ["pcm"], "min_volume": 0, "max_volume": 100})),
+        ],
         _ => Vec::new(),
     };
     for name in extra {

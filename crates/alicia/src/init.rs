@@ -35,7 +35,59 @@ pub const SERVICES: &[&str] = &[
     "actuator_control",
     "data_store",
     "ha_bridge",
+    STT,
+    TTS,
+    WYOMING,
 ];
+
+/// The voice services (`alicia-voice`): only the topics they use (see [`VOICE_ACL`]), not the
+/// whole bus. `wyoming` is the bridge that serves Home Assistant's Wyoming clients from them.
+const STT: &str = "stt_service";
+const TTS: &str = "tts_service";
+const WYOMING: &str = "wyoming";
+const VOICE: &[&str] = &[STT, TTS, WYOMING];
+
+/// The voice services' rights: the design document's ACL lines for `stt_service` and
+/// `tts_service` first, then what each needs besides: its inbox, replies, presence and health,
+/// the satellites' topics it reads or writes, and what a capability provider sends (its
+/// registration and heartbeats, which the patterns below let every login write, dead
+/// letters, refusals to devices). Responses go to requesters' inboxes and reply topics, which
+/// the patterns let every login write to.
+const VOICE_ACL: &str = "\
+# Voice services: only their own topics.
+user stt_service
+# The design document's:
+topic readwrite alicia/voice/stt/#
+topic read alicia/voice/command/#
+# Satellites' microphones in, transcripts and refusals out.
+topic read alicia/voice/sat/+/mic
+topic write alicia/voice/sat/+/snd
+topic readwrite alicia/services/stt_service/#
+topic readwrite alicia/system/services/stt_service/#
+topic read alicia/system/discovery/rebirth
+topic write alicia/system/deadletter
+topic write alicia/devices/+/errors
+
+user tts_service
+# The design document's:
+topic readwrite alicia/voice/tts/#
+topic read alicia/voice/ai/response
+# Satellites' `synthesize` in, speech out.
+topic read alicia/voice/sat/+/mic
+topic write alicia/voice/sat/+/snd
+topic readwrite alicia/services/tts_service/#
+topic readwrite alicia/system/services/tts_service/#
+topic read alicia/system/discovery/rebirth
+topic write alicia/system/deadletter
+topic write alicia/devices/+/errors
+
+user wyoming
+# Each Home Assistant connection is a satellite of its own (wyoming_<bridge>_<n>).
+topic write alicia/voice/sat/+/mic
+topic read alicia/voice/sat/+/snd
+topic readwrite alicia/services/wyoming/#
+
+";
 
 /// The assistant, a voice service: only the topics it uses (see [`ASSISTANT_ACL`]), not the
 /// whole bus.
@@ -144,7 +196,7 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         "# Written by `alicia init`. Mosquitto acl_file format.\n\
          # Core services: the whole bus, and the broker's statistics.\n",
     );
-    for service in SERVICES.iter().filter(|s| **s != ASSISTANT) {
+    for service in SERVICES.iter().filter(|s| **s != ASSISTANT && !VOICE.contains(s)) {
         acl.push_str(&format!("user {service}\ntopic readwrite alicia/#\ntopic read $SYS/#\n"));
         if *service == "ha_bridge" {
             // It speaks for devices adopted from HA discovery, which chose their own topics.
@@ -153,6 +205,7 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
         acl.push('\n');
     }
     acl.push_str(ASSISTANT_ACL);
+    acl.push_str(VOICE_ACL);
     acl.push_str(HOME_ASSISTANT_ACL);
     acl.push_str(
         "# Devices log in with a client certificate whose CN is their id (%u) or a gateway token:\n\
@@ -166,7 +219,9 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
          pattern read alicia/system/discovery/rebirth\n\
          pattern write alicia/services/+/inbox\n\
          pattern write alicia/services/+/reply/+\n\
-         pattern read alicia/broadcast/#\n",
+         pattern read alicia/broadcast/#\n\
+         # Satellites (a microphone and a speaker) stream on their own voice topics only.\n\
+         pattern readwrite alicia/voice/sat/%u/#\n",
     );
     crate::certs::write_public(&h.acl(), acl.as_bytes())?;
     // The environments of the services (`alicia up --env`), not secret.

@@ -14,6 +14,8 @@ mod listening;
 mod models_cmd;
 mod simulate_cmd;
 mod up;
+mod voice;
+mod voice_cmd;
 mod wyoming_cmd;
 
 use anyhow::Context;
@@ -29,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start and matched once: the size of `Up` (its flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole bus on this machine: the embedded broker, the security gateway, and the
@@ -98,6 +102,12 @@ enum Command {
     /// Serve speech to text and text to speech over the Wyoming protocol (Home Assistant's),
     /// on the fetched models (fetched first when missing).
     Wyoming(wyoming_cmd::WyomingArgs),
+    /// Speech to text over the bus: the WAV file's transcript, from the running stt_service
+    /// (through the router to `capability:speech_to_text`), with timings.
+    Transcribe(voice_cmd::TranscribeArgs),
+    /// Text to speech over the bus: the running tts_service's speech as a WAV file (or streamed
+    /// to a satellite), with timings.
+    Say(voice_cmd::SayArgs),
     /// Ask the assistant (`ai_service`, over the bus): prints each stage's result and time.
     Ask(ask_cmd::AskCommand),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
@@ -115,13 +125,19 @@ fn main() -> anyhow::Result<()> {
     // The broker's configuration decides where its log goes (log_dest, log_type); it is
     // checked whole first, so a bad one is refused before a log file or a store is created.
     let log_plan = match &cli.command {
-        Command::Up { args: a, .. } | Command::Broker { args: a, action: None } => broker_cmd::log_plan(a)?,
+        // whisper.cpp reports every model load at info.
+        Command::Up { args: a, .. } => {
+            let mut plan = broker_cmd::log_plan(a)?;
+            plan.filter = format!("{},whisper_rs=warn", plan.filter);
+            plan
+        }
+        Command::Broker { args: a, action: None } => broker_cmd::log_plan(a)?,
         // The bus client's connection retries are reported as one clear error instead.
-        Command::Devices(_) | Command::Ask(_) => {
+        Command::Devices(_) | Command::Ask(_) | Command::Transcribe(_) | Command::Say(_) => {
             broker_log::LogPlan { filter: "error".into(), outputs: vec![broker_log::Output::Stderr], notes: Vec::new() }
         }
         // whisper.cpp reports every model load at info.
-        Command::Wyoming(_) => broker_log::LogPlan {
+        Command::Wyoming(_) | Command::Services { .. } => broker_log::LogPlan {
             filter: "info,whisper_rs=warn".into(),
             outputs: vec![broker_log::Output::Stderr],
             notes: Vec::new(),
@@ -182,6 +198,8 @@ fn main() -> anyhow::Result<()> {
         Command::Devices(cmd) => devices_cmd::run(cmd),
         Command::Models(cmd) => models_cmd::run(cmd),
         Command::Wyoming(args) => wyoming_cmd::run(args),
+        Command::Transcribe(args) => voice_cmd::transcribe(args),
+        Command::Say(args) => voice_cmd::say(args),
         Command::Ask(cmd) => ask_cmd::run(cmd),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);

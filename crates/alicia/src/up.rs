@@ -55,6 +55,19 @@ pub struct ServicesArgs {
     /// [default: registry.heartbeat_timeout_secs].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_timeout: Option<u64>,
+    /// Serve Wyoming speech to text here (Home Assistant's Wyoming integration), backed by
+    /// stt_service over the bus [default when `stt_service.wyoming.enabled`:
+    /// <stt_service.wyoming.host, 127.0.0.1>:<port, 10300>]. Giving it enables the server.
+    #[arg(long, value_name = "ADDR")]
+    pub wyoming_asr: Option<SocketAddr>,
+    /// Serve Wyoming text to speech here, backed by tts_service [default when
+    /// `tts_service.wyoming.enabled`: <host, 127.0.0.1>:<port, 10200>].
+    #[arg(long, value_name = "ADDR")]
+    pub wyoming_tts: Option<SocketAddr>,
+    /// Do not download missing speech models: the voice services report themselves unavailable
+    /// (with the `alicia models fetch` command that fixes it) until the models are there.
+    #[arg(long)]
+    pub no_model_fetch: bool,
 }
 
 /// The services to start, from an Alicia home.
@@ -75,6 +88,7 @@ pub struct Running {
     registry: Option<alicia_registry::RegistryHandle>,
     router: Option<alicia_router::RouterHandle>,
     assistant: Option<alicia_assistant::AssistantHandle>,
+    voice: Option<crate::voice::Voice>,
     monitor: alicia_monitor::MonitorHandle,
     devices: devices::DeviceServices,
 }
@@ -212,6 +226,12 @@ impl Services {
             }
         }
 
+        let voice = match self.start_voice(broker, &cfg).await {
+            Ok(v) => v,
+            // A Wyoming port that cannot be bound is a configuration error worth stopping for.
+            Err(e) => return Err(e.context("cannot start the voice services")),
+        };
+
         let mut m = alicia_monitor::MonitorConfig::new(
             self.config(MONITOR, broker, &cfg)?.with_name(MONITOR),
             cfg.monitoring.clone(),
@@ -224,7 +244,7 @@ impl Services {
             monitor.set_extra_metrics(metrics);
         }
         let devices = devices::DeviceServices::start(self, broker, &cfg).await?;
-        Ok(Running { config, registry, router, assistant, monitor, devices })
+        Ok(Running { config, registry, router, assistant, voice, monitor, devices })
     }
 
     /// The assistant: its sentences (see `intents_data`), compiled off the runtime's threads,
@@ -285,6 +305,61 @@ impl Services {
             a.llm = Some(l);
         }
         Ok(alicia_assistant::start(a).await?)
+    }
+
+    /// The voice services (see `crate::voice`): `stt_service`, `tts_service` and the
+    /// Wyoming bridge, each as its own MQTT user.
+    async fn start_voice(&self, broker: SocketAddr, cfg: &Config) -> anyhow::Result<Option<crate::voice::Voice>> {
+        let login = |name: &str| -> Option<ServiceConfig> {
+            if self.home.join("passwd").exists() && !self.home.join("secrets").join(format!("{name}.password")).exists()
+            {
+                tracing::error!(
+                    "{name} not started: this home has no login for it (it was made before the voice services \
+                     existed): add one with `alicia passwd {home}/passwd {name}` (keep the password in \
+                     {home}/secrets/{name}.password, mode 0600) and give it the ACL block `alicia init` writes for it",
+                    home = self.home.display()
+                );
+                return None;
+            }
+            match self.config(name, broker, cfg) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("{name} not started: {e:#}");
+                    None
+                }
+            }
+        };
+        let (s, t) = (&cfg.stt_service, &cfg.tts_service);
+        let stt = if s.enabled { login(alicia_voice::stt::SERVICE_NAME) } else { None };
+        let tts = if t.enabled { login(alicia_voice::tts::SERVICE_NAME) } else { None };
+        let addr = |w: &alicia_config::WyomingConfig| -> anyhow::Result<Option<SocketAddr>> {
+            if !w.enabled {
+                return Ok(None);
+            }
+            let host = w.host.as_deref().unwrap_or("127.0.0.1");
+            let text = if host.contains(':') { format!("[{host}]:{}", w.port) } else { format!("{host}:{}", w.port) };
+            Ok(Some(text.parse().with_context(|| format!("wyoming address {text}: not an IP address and port"))?))
+        };
+        let asr = self.args.wyoming_asr.or(addr(&s.wyoming)?).filter(|_| s.enabled);
+        let tts_addr = self.args.wyoming_tts.or(addr(&t.wyoming)?).filter(|_| t.enabled);
+        let bridge = if asr.is_some() || tts_addr.is_some() {
+            login(alicia_voice::wyoming_bridge::SERVICE_NAME)
+                .map(|c| (c, asr, tts_addr, s.wyoming.zeroconf || t.wyoming.zeroconf))
+        } else {
+            None
+        };
+        if stt.is_none() && tts.is_none() && bridge.is_none() {
+            return Ok(None);
+        }
+        let setup = crate::voice::VoiceSetup {
+            stt,
+            tts,
+            bridge,
+            cfg: cfg.clone(),
+            home: self.home.clone(),
+            fetch: !self.args.no_model_fetch,
+        };
+        Ok(Some(crate::voice::Voice::start(setup).await?))
     }
 }
 
@@ -349,6 +424,9 @@ impl Running {
     /// is still there to hear it.
     pub async fn stop(self) {
         self.devices.stop().await;
+        if let Some(voice) = self.voice {
+            voice.stop().await;
+        }
         self.monitor.shutdown().await;
         if let Some(assistant) = self.assistant {
             assistant.shutdown().await;

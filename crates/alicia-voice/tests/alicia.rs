@@ -1,0 +1,60 @@
+//! The voice services against Alicia's broker, started in this process, on the real models.
+
+mod common;
+mod scenarios;
+
+use common::alicia_broker;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_design_documents_stt_request_through_the_router() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::design_request_round_trip(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_to_speech_and_back_over_the_bus() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::tts_to_stt_round_trip(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stt_instances_share_requests() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::two_instances_share_requests(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn satellites_stream_and_one_instance_answers_each() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::satellites_stream(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_activity_ends_a_streamed_utterance() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::vad_ends_the_utterance(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_streams_to_a_satellite() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::tts_streams_to_a_satellite(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistants_answers_are_spoken() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::answers_are_spoken(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_and_dead_lettered() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::bad_input(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_busy() {
+    let (_b, addr) = alicia_broker().await;
+    scenarios::busy(addr).await;
+}
