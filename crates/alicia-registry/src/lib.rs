@@ -208,6 +208,14 @@ pub struct RegistryHandle {
 }
 
 impl RegistryHandle {
+    /// Waits until the service and its document connection are connected and subscribed, at
+    /// most `timeout` (a registration published before that could reach no subscriber).
+    pub async fn wait_online(&self, timeout: Duration) -> Result<(), SdkError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.bus().wait_online(timeout).await?;
+        self.io.wait_online(deadline.saturating_duration_since(tokio::time::Instant::now())).await
+    }
+
     /// Where the HTTP API listens (the bound address, also for port 0).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http

@@ -192,10 +192,7 @@ impl Services {
         let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut registry = None;
         if cfg.registry.enabled {
-            let db = match &cfg.registry.db {
-                p if p.is_absolute() => p.clone(),
-                p => self.home.join(p),
-            };
+            let db = self.layout().resolve(&cfg.registry.db);
             let mut r =
                 alicia_registry::RegistryConfig::new(self.config(alicia_registry::SERVICE_NAME, broker, &cfg)?, db);
             r.heartbeat_timeout =
@@ -244,7 +241,9 @@ impl Services {
             monitor.set_extra_metrics(metrics);
         }
         let devices = devices::DeviceServices::start(self, broker, &cfg).await?;
-        Ok(Running { config, registry, router, assistant, voice, monitor, devices })
+        let running = Running { config, registry, router, assistant, voice, monitor, devices };
+        running.wait_subscribed(Duration::from_secs(15)).await;
+        Ok(running)
     }
 
     /// The assistant: its sentences (see `intents_data`), compiled off the runtime's threads,
@@ -415,6 +414,36 @@ fn print_listening(what: &str, addr: Option<SocketAddr>) {
 }
 
 impl Running {
+    /// Waits until the services devices and clients talk to first are connected and
+    /// subscribed, so that `alicia ready` means it: a registration or a command published right
+    /// after it is heard (MQTT delivers a message to the subscriptions that exist when it
+    /// arrives, and to nobody if there are none yet). Bounded: a service that cannot connect is
+    /// reported and the rest go on.
+    async fn wait_subscribed(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut waits: Vec<(String, Result<(), alicia_sdk::SdkError>)> = Vec::new();
+        let bus = self.config.service().bus();
+        waits.push((bus.name().to_string(), bus.wait_online(left()).await));
+        if let Some(r) = &self.registry {
+            waits.push((r.bus().name().to_string(), r.wait_online(left()).await));
+        }
+        if let Some(r) = &self.router {
+            waits.push((r.bus().name().to_string(), r.wait_online(left()).await));
+        }
+        if let Some(a) = &self.assistant {
+            waits.push((a.bus().name().to_string(), a.wait_online(left()).await));
+        }
+        for b in self.devices.buses() {
+            waits.push((b.name().to_string(), b.wait_online(left()).await));
+        }
+        for (service, outcome) in waits {
+            if let Err(e) = outcome {
+                tracing::warn!(%service, error = %e, "not connected and subscribed when alicia up got ready");
+            }
+        }
+    }
+
     /// The monitor's HTTP endpoints: `/health`, `/ready`, `/metrics`, `/alerts`, `/history`.
     pub fn http_router(&self) -> axum::Router {
         self.monitor.http_router()

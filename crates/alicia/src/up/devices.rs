@@ -20,6 +20,17 @@ pub struct DeviceServices {
 }
 
 impl DeviceServices {
+    /// The bus connections of the services that run.
+    pub fn buses(&self) -> Vec<&alicia_sdk::Bus> {
+        let mut buses = Vec::new();
+        buses.extend(self.speaker.as_ref().map(|s| s.bus()));
+        buses.extend(self.sensor.as_ref().map(|s| s.bus()));
+        buses.extend(self.actuator.as_ref().map(|s| s.bus()));
+        buses.extend(self.store.as_ref().map(|s| s.bus()));
+        buses.extend(self.bridge.as_ref().map(|s| s.bus()));
+        buses
+    }
+
     pub async fn start(services: &Services, broker: SocketAddr, cfg: &Config) -> anyhow::Result<DeviceServices> {
         use alicia_devices::{actuator, sensor, speaker};
         let mut out = DeviceServices::default();
