@@ -80,3 +80,25 @@ async fn an_mqtt_3_1_pubrel_resent_with_dup_is_completed() {
     c.send_raw(&[0x6A, 0x02, 0x00, 0x01]).await;
     c.expect_closed().await;
 }
+
+/// MQTT-3.1.0-1: the first packet must be CONNECT. The broker waited for the whole first frame
+/// before looking at its type, so a socket sending a non-CONNECT header that announces 256 MiB
+/// and then its bytes made the broker buffer them: 14 such sockets of 100 MB each took its
+/// resident size to 1.4 GB (Mosquitto's 01-bad-initial-packets.py). Now the connection is
+/// closed on the first byte, long before the 10 s CONNECT timeout.
+#[tokio::test]
+async fn a_first_packet_that_is_not_connect_is_refused_on_its_first_byte() {
+    let (_b, addr) = start(Config::default()).await;
+    for kind in [2u8, 3, 8, 12, 14, 15] {
+        let mut c = Raw::open(addr, Protocol::V311).await;
+        // A header announcing 0x74 << 21 bytes (about 243 MiB).
+        c.send_raw(&[kind << 4, 0x80, 0x80, 0x80, 0x74]).await;
+        assert_eq!(
+            c.recv_within(std::time::Duration::from_secs(3)).await,
+            Ok(None),
+            "packet type {kind}: the connection must close at once"
+        );
+    }
+    let mut ok = Raw::connect(addr, Protocol::V311, "after-bad-first-packets").await;
+    ok.ping().await;
+}
