@@ -15,20 +15,23 @@
 #   PAHO_TESTS         space-separated test names to run instead of all of them
 #   PAHO_TEST_TIMEOUT  seconds allowed per test (default 60)
 #   LOG_DIR            where the per-test logs and the broker's log go (default: a temp folder)
+#   ALICIA_BIN         the alicia binary to run instead of building target/release/alicia
+#   PAHO_RUNNER        the runner (default ../shared/tools/conformance/run.sh, which a git
+#                      worktree outside /work/main must name: /work/shared/tools/conformance/run.sh)
 #
 # Exit status: 0 if every test that ran passed, 1 if some failed or the broker died during the
 # run, 2 if the check could not be run. A full run takes about 70 s (3.1.1) plus about 6 min
 # (5.0) after the build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-runner=../shared/tools/conformance/run.sh
+runner=${PAHO_RUNNER:-../shared/tools/conformance/run.sh}
 
 die() { echo "conformance.sh: $*" >&2; exit 2; }
 
 for arg in "$@"; do
     case $arg in
         v311 | v5) ;;
-        -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown suite '$arg' (usage: scripts/conformance.sh [v311] [v5])" ;;
     esac
 done
@@ -59,8 +62,12 @@ export CONFORMANCE_DIR
 export LOG_DIR=${LOG_DIR:-$(mktemp -d -t alicia-conformance.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
-echo "==> cargo build --release -p alicia" >&2
-cargo build --release -p alicia >&2 || die "build failed"
+if [ -z "${ALICIA_BIN:-}" ]; then
+    echo "==> cargo build --release -p alicia" >&2
+    cargo build --release -p alicia >&2 || die "build failed"
+    ALICIA_BIN=target/release/alicia
+fi
+[ -x "$ALICIA_BIN" ] || die "$ALICIA_BIN is not executable"
 
 out="$LOG_DIR/broker.stdout"
 log="$LOG_DIR/broker.log"
@@ -86,7 +93,7 @@ trap stop_broker EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-target/release/alicia broker --bind 127.0.0.1 --port 0 --sys-interval 0 \
+"$ALICIA_BIN" broker --bind 127.0.0.1 --port 0 --sys-interval 0 \
     --max-keepalive 60 --deny-subscribe test/nosubscribe >"$out" 2>"$log" &
 pid=$!
 

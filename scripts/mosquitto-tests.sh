@@ -13,7 +13,8 @@
 # `-v -p PORT` or `-v -c NN-test.conf`, then talks MQTT to it on localhost. This script copies
 # test/ into a temporary folder, puts a small wrapper at src/mosquitto there that starts
 # `alicia broker` instead (`-p PORT` -> `--bind 127.0.0.1 --port PORT`, `-c FILE` -> `-c FILE`:
-# Alicia reads mosquitto.conf), and runs each test in its own process with a timeout. Nothing of
+# Alicia reads mosquitto.conf; a file's `port N`/`bind_address A` become `listener N A`, see
+# below), and runs each test in its own process with a timeout. Nothing of
 # Mosquitto is built: tests that need its C helpers (plugins, test clients in test/broker/c) or
 # features Alicia does not have fail, and docs/conformance.md classifies every failure.
 #
@@ -62,6 +63,21 @@ fi
 
 # The wrapper Mosquitto's harness starts as ../../src/mosquitto.
 mkdir -p "$WORK/src"
+# Mosquitto's deprecated default-listener options `port N` and `bind_address A`, which 68 of the
+# tests' configuration files use, are not supported by Alicia (it warns and ignores them, see
+# crates/alicia-broker/src/auth/conf.rs). So that those tests reach what they test, the wrapper
+# gives alicia a copy of such a file in which they become one `listener N A` line at the top:
+# listener options before the first `listener` line belong to that default listener, as in
+# Mosquitto. Every other line is passed on unchanged.
+cat >"$WORK/src/default-listener.awk" <<'AWK'
+/^[ \t]*port[ \t]/ { port = $2; next }
+/^[ \t]*bind_address[ \t]/ { addr = $2; next }
+{ lines[++n] = $0 }
+END {
+    if (port != "") print "listener " port (addr != "" ? " " addr : "")
+    for (i = 1; i <= n; i++) print lines[i]
+}
+AWK
 cat >"$WORK/src/mosquitto" <<EOF
 #!/usr/bin/env bash
 # Stands in for mosquitto: translates its command line for alicia broker. Mosquitto's own
@@ -74,7 +90,15 @@ while [ \$# -gt 0 ]; do
         -v | --verbose) ;;
         -d | --daemon) ;;
         -p | --port) args+=(--bind 127.0.0.1 --port "\$2"); shift ;;
-        -c | --config-file) args+=(-c "\$2"); shift ;;
+        -c | --config-file)
+            conf=\$2
+            if grep -qE '^[[:space:]]*(port|bind_address)[[:space:]]' "\$conf"; then
+                conf=\$(dirname "\$conf")/.alicia-\$(basename "\$conf")
+                awk -f "$WORK/src/default-listener.awk" "\$2" >"\$conf"
+            fi
+            args+=(-c "\$conf")
+            shift
+            ;;
         *) echo "mosquitto wrapper: option \$1 not translated" >&2; exit 3 ;;
     esac
     shift

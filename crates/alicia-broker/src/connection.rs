@@ -92,6 +92,13 @@ where
     let max = shared.config.max_packet_size as usize;
     let read = async {
         loop {
+            // MQTT-3.1.0-1: the first packet must be CONNECT. Its type is in the first byte, so
+            // anything else is refused at once, before its body is read: a header may announce
+            // 256 MiB, and waiting for it let every unauthenticated socket make the broker hold
+            // that much (Mosquitto's 01-bad-initial-packets.py).
+            if rbuf.first().is_some_and(|b| b >> 4 != 1) {
+                return Err("first packet is not CONNECT");
+            }
             match decode(rbuf, Protocol::V311, max) {
                 Ok(Some(Packet::Connect(c))) => return Ok(c),
                 Ok(Some(_)) => return Err("first packet is not CONNECT"),

@@ -1222,7 +1222,7 @@ mod tests {
     fn malformed_and_protocol_errors() {
         let s = shared(Config::default());
         let cases: &[(&str, u8)] = &[
-            ("40 09 0001 00 05 1100000001", 0x82), // PUBACK with a session expiry interval
+            ("40 09 0001 00 05 1100000001", 0x81), // PUBACK with a session expiry interval (§2.2.2.2)
             ("40 08 0001 00 04 23000170", 0x81),   // PUBACK with a topic alias, then an undefined property
             ("40 06 0001 00 02 0400", 0x81),       // PUBACK with undefined property 0x04
             ("E0 03 00 01 00", 0x81),              // DISCONNECT with property identifier 0

@@ -99,8 +99,8 @@ async fn malformed_is_0x81_and_protocol_errors_are_0x82() {
             &[0x32, 0x0A, 0x00, 0x01, b't', 0x00, 0x01, 0x03, 0x0B, 0x80, 0x00, b'x'],
             0x81,
         ),
-        // A defined property where the packet does not allow it parses but does not conform.
-        ("PUBACK with a session expiry interval", &[0x40, 0x09, 0, 1, 0, 5, 0x11, 0, 0, 0, 1], 0x82),
+        // A defined property where the packet type does not allow it (MQTT 5 §2.2.2.2).
+        ("PUBACK with a session expiry interval", &[0x40, 0x09, 0, 1, 0, 5, 0x11, 0, 0, 0, 1], 0x81),
         // Packets only a server sends are protocol errors whatever they contain.
         ("CONNACK from a client", &[0x20, 0x02, 0x00, 0x00], 0x82),
         ("SUBACK from a client", &[0x90, 0x03, 0x00, 0x01, 0x00], 0x82),

@@ -82,6 +82,16 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             Err(DecodeError::Malformed("reserved fixed header flags"))
         }
     };
+    // PUBREL, SUBSCRIBE and UNSUBSCRIBE have flags 0010. MQTT 3.1 also let their resends carry
+    // DUP (its §2.1: DUP "is set when the client or server attempts to re-deliver a PUBLISH,
+    // PUBREL, SUBSCRIBE or UNSUBSCRIBE message"); 3.1.1 and 5 reserve that bit.
+    let qos1_fixed = || {
+        if flags == 2 || (protocol == Protocol::V31 && flags == 0x0A) {
+            Ok(())
+        } else {
+            Err(DecodeError::Malformed("reserved fixed header flags"))
+        }
+    };
     let packet = match header >> 4 {
         1 => {
             let c = connect(&mut r)?;
@@ -126,7 +136,7 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             Packet::PubRec(ack(&mut r, v5, &PUBACK_REASONS)?)
         }
         6 => {
-            fixed(2)?;
+            qos1_fixed()?;
             Packet::PubRel(ack(&mut r, v5, &PUBREL_REASONS)?)
         }
         7 => {
@@ -134,7 +144,7 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             Packet::PubComp(ack(&mut r, v5, &PUBREL_REASONS)?)
         }
         8 => {
-            fixed(2)?;
+            qos1_fixed()?;
             Packet::Subscribe(subscribe(&mut r, v5)?)
         }
         9 => {
@@ -145,7 +155,7 @@ pub fn decode_body(header: u8, body: Bytes, protocol: Protocol) -> Result<Packet
             Packet::SubAck(SubAck { packet_id, properties, reasons })
         }
         10 => {
-            fixed(2)?;
+            qos1_fixed()?;
             let packet_id = nonzero_id(r.u16()?)?;
             let properties = if v5 { Properties::decode(&mut r, Ctx::Unsubscribe)? } else { Properties::default() };
             let mut filters = Vec::new();

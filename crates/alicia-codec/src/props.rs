@@ -92,7 +92,6 @@ impl Properties {
         let len = r.varint()? as usize;
         let mut r = r.sub(len)?;
         let mut p = Properties::default();
-        let mut misplaced = false;
         macro_rules! once {
             ($field:expr, $val:expr) => {{
                 if $field.is_some() {
@@ -104,16 +103,15 @@ impl Properties {
         while r.remaining() > 0 {
             let id = r.varint()?;
             // An identifier MQTT 5 does not define leaves the rest unparseable (its value's
-            // length is unknown): a Malformed Packet. A defined property where the packet type
-            // does not allow it parses, but does not conform: a Protocol Error. (Mosquitto
-            // draws the line in the same place.)
-            // The whole block is parsed first, so a truncated value after a misplaced property
-            // is still reported as malformed.
+            // length is unknown), and one the packet type does not allow is, in the words of
+            // MQTT 5 §2.2.2.2, "an Identifier which is not valid for its packet type": both
+            // make a Malformed Packet (0x81). (Mosquitto answers 0x81 for a misplaced property
+            // in SUBSCRIBE and UNSUBSCRIBE but 0x82 in PUBLISH, the acknowledgements and
+            // DISCONNECT; the specification makes no such difference.)
             let id = match u8::try_from(id) {
                 Ok(id) if allowed(id, ctx) => id,
                 Ok(id) if defined(id) => {
-                    misplaced = true;
-                    id
+                    return Err(DecodeError::Malformed("property not allowed in this packet type"))
                 }
                 _ => return Err(DecodeError::Malformed("unknown property identifier")),
             };
@@ -197,9 +195,6 @@ impl Properties {
                 // allowed() admits only the identifiers above.
                 _ => return Err(DecodeError::Malformed("unknown property identifier")),
             }
-        }
-        if misplaced {
-            return Err(DecodeError::Protocol("property not allowed in this packet"));
         }
         Ok(p)
     }

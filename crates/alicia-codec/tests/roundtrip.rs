@@ -178,15 +178,31 @@ fn malformed_input_gives_reason_codes() {
     assert_eq!(decode(&mut big, Protocol::V5, 64).unwrap_err().reason_code(), reason::PACKET_TOO_LARGE);
 }
 
+/// MQTT 5 §2.2.2.2: "A Control Packet which contains an Identifier which is not valid for its
+/// packet type [...] is a Malformed Packet"; a property given twice is a Protocol Error (said
+/// property by property, e.g. §3.3.2.3.2).
 #[test]
-fn duplicate_and_misplaced_properties_are_protocol_errors_unknown_ones_malformed() {
+fn duplicate_properties_are_protocol_errors_misplaced_and_unknown_ones_malformed() {
     // PUBACK v5 with reason string twice.
     let mut buf = BytesMut::from(&[0x40u8, 0x0B, 0, 1, 0, 0x08, 0x1F, 0, 1, b'a', 0x1F, 0, 1, b'b'][..]);
     buf[1] = (buf.len() - 2) as u8;
     assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
-    // PUBLISH v5 carrying a session expiry interval: defined, but not allowed here.
-    let mut buf = BytesMut::from(&[0x30u8, 0x09, 0, 1, b't', 5, 0x11, 0, 0, 0, 1][..]);
-    assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::PROTOCOL_ERROR);
+    // Defined properties where the packet type does not allow them.
+    let misplaced: &[(&str, &[u8])] = &[
+        ("session expiry interval in PUBLISH", &[0x30, 0x09, 0, 1, b't', 5, 0x11, 0, 0, 0, 1]),
+        ("payload format indicator in SUBSCRIBE", &[0x82, 0x09, 0, 1, 2, 0x01, 0, 0, 1, b'p', 0]),
+        ("topic alias in UNSUBSCRIBE", &[0xA2, 0x09, 0, 1, 3, 0x23, 1, 1, 0, 1, b'p']),
+        ("topic alias in PUBACK", &[0x40, 0x07, 0, 1, 0, 3, 0x23, 1, 1]),
+        ("correlation data in DISCONNECT", &[0xE0, 0x06, 0, 4, 0x09, 0, 1, b'p']),
+        (
+            "subscription identifier in CONNECT",
+            &[0x10, 0x0F, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 10, 2, 0x0B, 1, 0, 0],
+        ),
+    ];
+    for (what, bytes) in misplaced {
+        let mut buf = BytesMut::from(*bytes);
+        assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::MALFORMED_PACKET, "{what}");
+    }
     // An identifier MQTT 5 does not define: the rest cannot be parsed.
     let mut buf = BytesMut::from(&[0xE0u8, 0x03, 0x00, 0x01, 0x00][..]);
     assert_eq!(decode(&mut buf, Protocol::V5, 0).unwrap_err().reason_code(), reason::MALFORMED_PACKET);
