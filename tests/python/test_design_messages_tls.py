@@ -166,26 +166,15 @@ def test_a_device_speaks_only_as_itself(up, tmp_path):
         assert e.code == 404
 
 
-def test_the_documents_stt_request_over_tls(up, tmp_path):
-    """The fourth message: the document's STT request (its audio_data placeholder replaced by a
-    real WAV), from `voice_input` with a service certificate, through the router to
-    `capability:speech_to_text`, answered on the MQTT 5 response topic it gave."""
-    import base64
+@pytest.fixture
+def voice_up(up):
+    """`alicia up` once its speech-to-text service is registered (it loads its model in the
+    background; waiting here, in the fixture, keeps the test's own time bound for the test)."""
     import time
     import urllib.request
 
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is needed (scripts/test.sh installs it)")
     home, start = up
     x = start()
-    alicia = brokers.alicia_bin()
-    out = subprocess.run([alicia, "certs", "service", "voice_input", "--dir", str(home / "certs")],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    # The voice services load their models in the background: wait for the provider.
     deadline = time.monotonic() + 90
     while True:
         with urllib.request.urlopen(f"http://{x.addrs['registry']}/devices/capability/speech_to_text",
@@ -194,7 +183,25 @@ def test_the_documents_stt_request_over_tls(up, tmp_path):
                 break
         assert time.monotonic() < deadline, "no speech_to_text provider registered"
         time.sleep(0.5)
+    return home, x
 
+
+def test_the_documents_stt_request_over_tls(voice_up, tmp_path):
+    """The fourth message: the document's STT request (its audio_data placeholder replaced by a
+    real WAV), from `voice_input` with a service certificate, through the router to
+    `capability:speech_to_text`, answered on the MQTT 5 response topic it gave."""
+    import base64
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is needed (scripts/test.sh installs it)")
+    home, x = voice_up
+    alicia = brokers.alicia_bin()
+    out = subprocess.run([alicia, "certs", "service", "voice_input", "--dir", str(home / "certs")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
     wav = tmp_path / "request.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), "turn on the kitchen light"], check=True)
     request = json.loads(fixture("voice_stt_request.json"))
@@ -202,13 +209,13 @@ def test_the_documents_stt_request_over_tls(up, tmp_path):
     certs = home / "certs"
     svc = tls_client(x, certs, certs / "services/voice_input.crt", certs / "services/voice_input.key", "voice_input")
     try:
-        answers = "alicia/devices/voice_input/answers"
+        answers = "alicia/services/voice_input/reply/tls"  # its own reply topic (init's ACL)
         svc.subscribe(answers, qos=1)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = answers
         props.CorrelationData = request["message_id"].encode()
         svc.publish("alicia/services/router/inbox", json.dumps(request).encode(), qos=1, properties=props)
-        answer = json.loads(svc.get(timeout=60).payload)
+        answer = json.loads(svc.get(timeout=20).payload)
     finally:
         svc.close()
     assert answer["correlation_id"] == request["message_id"], answer

@@ -31,6 +31,9 @@ pub(crate) struct Item {
     source_topic: String,
 }
 
+/// How long a message for an unknown or offline device waits for the registry to announce it.
+const LATE_DEVICE: Duration = Duration::from_millis(500);
+
 /// State shared by the handler, the forwarder and the plain connection.
 pub(crate) struct Shared {
     pub inventory: RwLock<Arc<Inventory>>,
@@ -38,6 +41,8 @@ pub(crate) struct Shared {
     pub inventory_seen: watch::Sender<bool>,
     /// Inventory documents and events applied.
     pub updates: AtomicU64,
+    /// Bumped on every applied inventory document or event (see [`Shared::device_topic`]).
+    pub version: watch::Sender<u64>,
     pub turns: RoundRobin,
     pub queue: PriorityQueue<Item>,
     pub metrics: Metrics,
@@ -59,6 +64,7 @@ impl Shared {
             inventory: RwLock::new(Arc::new(Inventory::default())),
             inventory_seen: watch::Sender::new(false),
             updates: AtomicU64::new(0),
+            version: watch::Sender::new(0),
             turns: RoundRobin::default(),
             queue: PriorityQueue::new(queue_capacity),
             metrics: Metrics::default(),
@@ -94,8 +100,31 @@ impl Shared {
         match outcome {
             Ok(()) => {
                 self.updates.fetch_add(1, Ordering::Release);
+                self.version.send_modify(|v| *v += 1);
             }
             Err(why) => tracing::warn!(%topic, %why, "ignoring a registry message the router cannot read"),
+        }
+    }
+
+    /// The command topic of device `id`. A device that is unknown or offline gets a moment
+    /// ([`LATE_DEVICE`]) for the registry's event to arrive: the registry answers a registration
+    /// (to `device_id:<it>`, through this router) on one connection and announces it on
+    /// another, so the answer can overtake the announcement. Without the wait, a device's
+    /// first answer would now and then be refused as `unknown_device`.
+    async fn device_topic(&self, id: &str) -> Result<String, Unroutable> {
+        let deadline = tokio::time::Instant::now() + LATE_DEVICE;
+        let mut rx = self.version.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let found = self.inventory().device_topic(id);
+            match &found {
+                Err(u) if u.code == "unknown_device" || u.code == "device_offline" => {
+                    if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                        return found;
+                    }
+                }
+                _ => return found,
+            }
         }
     }
 
@@ -178,7 +207,7 @@ async fn route(shared: &Shared, client: &AsyncClient, ctx: &Context, mut envelop
         Destination::Broadcast => Ok((Kind::Broadcast, shared.topics.broadcast())),
         Destination::DeviceId(id) => {
             shared.wait_inventory().await;
-            shared.inventory().device_topic(id).map(|t| (Kind::Device, t))
+            shared.device_topic(id).await.map(|t| (Kind::Device, t))
         }
         Destination::Capability(cap) => {
             shared.wait_inventory().await;

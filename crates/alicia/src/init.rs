@@ -219,6 +219,8 @@ pub fn init(home: &Path, hosts: &[String], ports: Ports) -> anyhow::Result<PathB
          pattern read alicia/system/discovery/rebirth\n\
          pattern write alicia/services/+/inbox\n\
          pattern write alicia/services/+/reply/+\n\
+         # ... and hear the answers to their own requests on their own reply topics.\n\
+         pattern read alicia/services/%u/reply/#\n\
          pattern read alicia/broadcast/#\n\
          # Satellites (a microphone and a speaker) stream on their own voice topics only.\n\
          pattern readwrite alicia/voice/sat/%u/#\n",
