@@ -297,9 +297,10 @@ impl BusService for Service {
     }
 }
 
+/// Every Alicia HTTP API answers errors in one shape (`alicia_sdk::ApiError`).
 fn http_error(status: StatusCode, e: StoreError) -> Response {
     let code = if status == StatusCode::BAD_REQUEST { "invalid_query" } else { "unavailable" };
-    (status, Json(json!({ "error": code, "reason": e.to_string() }))).into_response()
+    alicia_sdk::ApiError::new(status, code, e.to_string()).into_response()
 }
 
 fn http_api(shared: Arc<Shared>) -> axum::Router {

@@ -97,10 +97,9 @@ fn existing(p: PathBuf) -> Option<PathBuf> {
 /// The simulator's settings from the command line and the home.
 pub fn config(args: &SimulateArgs, home: &Path) -> anyhow::Result<SimConfig> {
     let kind: Kind = args.kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let certs = home.join("certs");
+    let layout = alicia_home::Home::new(home);
     let device_cert = args.cert.clone().zip(args.key.clone()).or_else(|| {
-        let dir = certs.join("devices");
-        let (c, k) = (dir.join(format!("{}.crt", args.id)), dir.join(format!("{}.key", args.id)));
+        let (c, k) = (layout.device_cert(&args.id), layout.device_key(&args.id));
         (args.tls && c.exists() && k.exists() && args.token_file.is_none()).then_some((c, k))
     });
     let tls = args.tls || device_cert.is_some();
@@ -124,14 +123,14 @@ pub fn config(args: &SimulateArgs, home: &Path) -> anyhow::Result<SimConfig> {
     c.telemetry_interval = Duration::try_from_secs_f64(args.interval).context("--interval")?;
     c.playback_speed = args.speed;
     c.ducking = !args.no_ducking;
-    c.audio_dir = args.audio_dir.clone().unwrap_or_else(|| home.join("data").join("simulate").join(&args.id));
-    let ca = args.ca.clone().or_else(|| existing(certs.join("ca.crt")));
+    c.audio_dir = args.audio_dir.clone().unwrap_or_else(|| layout.data_dir().join("simulate").join(&args.id));
+    let ca = args.ca.clone().or_else(|| existing(layout.ca_cert()));
     c.audio_ca = ca.clone();
     if tls {
         let ca_file = ca.context("TLS needs a CA: --ca FILE, or a home with certs/ca.crt")?;
         c.tls = Some(Tls { ca_file, client_cert: device_cert.clone(), server_name: None });
     }
-    let jwt = home.join("keys").join("jwt.key");
+    let jwt = layout.jwt_key();
     c.credentials = if device_cert.is_some() {
         Credentials::Certificate
     } else if let Some(f) = &args.token_file {

@@ -310,8 +310,7 @@ impl Services {
     /// Wyoming bridge, each as its own MQTT user.
     async fn start_voice(&self, broker: SocketAddr, cfg: &Config) -> anyhow::Result<Option<crate::voice::Voice>> {
         let login = |name: &str| -> Option<ServiceConfig> {
-            if self.home.join("passwd").exists() && !self.home.join("secrets").join(format!("{name}.password")).exists()
-            {
+            if self.layout().passwd().exists() && !self.layout().password_file(name).exists() {
                 tracing::error!(
                     "{name} not started: this home has no login for it (it was made before the voice services \
                      existed): add one with `alicia passwd {home}/passwd {name}` (keep the password in \

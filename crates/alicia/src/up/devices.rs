@@ -50,10 +50,8 @@ impl DeviceServices {
             out.actuator = Some(actuator::start(c).await.context("cannot start actuator control")?);
         }
         if cfg.data_store.enabled {
-            let db = match &cfg.data_store.db {
-                p if p.is_absolute() => p.clone(),
-                p => services.home.join("data").join(p),
-            };
+            // Relative to the home's data directory (an absolute path stays as it is).
+            let db = services.layout().data_dir().join(&cfg.data_store.db);
             let mut c = alicia_store::StoreConfig::new(services.config(alicia_store::SERVICE_NAME, broker, cfg)?, db);
             c.settings = cfg.data_store.clone();
             c.http = Some(
