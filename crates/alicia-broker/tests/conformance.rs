@@ -6,7 +6,7 @@ mod common;
 
 use alicia_broker::Config;
 use alicia_codec::{reason, Packet, Protocol, QoS};
-use common::{start, Raw};
+use common::{connect_packet, start, Raw};
 
 /// MQTT 5 §2.2.2.2: "A Control Packet which contains an Identifier which is not valid for its
 /// packet type [...] is a Malformed Packet. If received, use a CONNACK or DISCONNECT packet with
@@ -101,4 +101,29 @@ async fn a_first_packet_that_is_not_connect_is_refused_on_its_first_byte() {
     }
     let mut ok = Raw::connect(addr, Protocol::V311, "after-bad-first-packets").await;
     ok.ping().await;
+}
+
+/// `message_size_limit` covers a will's payload too (Mosquitto's 07-will-oversize-payload.py,
+/// with `message_size_limit 1`): a CONNECT whose will is larger is refused — v5 with 0x95
+/// (Packet too large), 3.1.1 with return code 5 — and one within the limit is accepted.
+#[tokio::test]
+async fn a_will_over_message_size_limit_is_refused() {
+    let (_b, addr) = start(Config { message_size_limit: 1, ..Config::default() }).await;
+    for (protocol, refused) in [(Protocol::V5, reason::PACKET_TOO_LARGE), (Protocol::V311, 5)] {
+        for (payload, expected) in [(&b"AB"[..], refused), (&b"A"[..], 0)] {
+            let mut c = connect_packet(protocol, "will-test", true);
+            c.will = Some(alicia_codec::Will {
+                topic: "will/qos0/test".into(),
+                payload: alicia_codec::Bytes::copy_from_slice(payload),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Default::default(),
+            });
+            let (_raw, answer) = Raw::connect_with(addr, c).await;
+            match answer {
+                Packet::ConnAck(a) => assert_eq!(a.reason, expected, "{protocol:?}, will of {} bytes", payload.len()),
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+    }
 }
