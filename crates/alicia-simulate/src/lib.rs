@@ -361,6 +361,8 @@ pub async fn start(cfg: SimConfig) -> Result<SimDevice, SimError> {
         seq: 0,
         rng: fastrand::Rng::new(),
         recent: std::collections::VecDeque::new(),
+        register_again: None,
+        register_wait: REGISTER_RETRY_MIN,
         cfg,
     };
     let actor = tokio::spawn(actor.run(link_rx, control_rx, link));
@@ -511,7 +513,17 @@ struct Actor {
     rng: fastrand::Rng,
     /// Message ids of the last commands, so a retry (the same id) is not applied twice.
     recent: std::collections::VecDeque<String>,
+    /// When to send the registration again if the registry has not answered it (a registry
+    /// that was restarting, or an answer lost with a connection, must not leave the device
+    /// unregistered until the next rebirth).
+    register_again: Option<Instant>,
+    /// The wait before the next unanswered registration is repeated (doubling, capped).
+    register_wait: Duration,
 }
+
+/// The first wait for a registration's answer, and the longest.
+const REGISTER_RETRY_MIN: Duration = Duration::from_secs(2);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How many command ids a device remembers.
 const RECENT_COMMANDS: usize = 64;
@@ -545,6 +557,13 @@ impl Actor {
                     None => break,
                 },
                 _ = heartbeat.tick() => self.heartbeat().await,
+                _ = sleep_until(self.register_again) => {
+                    self.register_again = None;
+                    if self.connected && !*self.registered_tx.borrow() {
+                        tracing::info!(device = %self.cfg.device_id, "no answer to the registration; registering again");
+                        self.register().await;
+                    }
+                }
                 _ = telemetry.tick(), if self.cfg.kind == Kind::Sensor => self.report(true).await,
                 _ = sleep_until(self.music.ends) => {
                     self.music.clear();
@@ -596,6 +615,7 @@ impl Actor {
             link::LinkEvent::Connected => {
                 self.connected = true;
                 self.registered_tx.send_replace(false);
+                self.register_wait = REGISTER_RETRY_MIN;
                 let t = &self.topics;
                 for f in [&t.command, &t.errors, &t.reply, &t.rebirth] {
                     let _ = self.client.subscribe(f.as_str(), QoS::AtLeastOnce).await;
@@ -624,7 +644,9 @@ impl Actor {
         }
     }
 
-    async fn register(&self) {
+    async fn register(&mut self) {
+        self.register_again = Some(Instant::now() + self.register_wait);
+        self.register_wait = (self.register_wait * 2).min(REGISTER_RETRY_MAX);
         let who = device::Identity {
             kind: self.cfg.kind,
             id: &self.cfg.device_id,
@@ -649,7 +671,7 @@ impl Actor {
     }
 
     /// The registry's answer, or an error on the errors topic.
-    fn answer(&self, payload: &[u8]) {
+    fn answer(&mut self, payload: &[u8]) {
         let Ok(env) = Envelope::parse(payload) else {
             tracing::warn!(device = %self.cfg.device_id, "an answer that is not an envelope");
             return;
@@ -660,6 +682,7 @@ impl Actor {
                 self.emit(SimEvent::Refused { code: e.code, message: e.message, command: None });
             }
             None => {
+                self.register_again = None;
                 self.registered_tx.send_replace(true);
                 self.emit(SimEvent::Registered(env.payload.data));
             }
