@@ -25,20 +25,15 @@ pub(crate) fn connect(config: &ServiceConfig, client_id: String, shared: Arc<Sha
     let (link, mut events) = Link::connect(config, opts);
     let task = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
+            // Online/offline: the link's own state says it (`Link::wait_online`).
             match event {
-                LinkEvent::Online => {
-                    shared.io_online.send_replace(true);
-                }
-                LinkEvent::Offline { .. } => {
-                    shared.io_online.send_replace(false);
-                }
+                LinkEvent::Online | LinkEvent::Offline { .. } => {}
                 LinkEvent::Message(p) => {
                     let topic = String::from_utf8_lossy(&p.topic);
                     apply(&shared, &topic, &p.payload);
                 }
             }
         }
-        shared.io_online.send_replace(false);
     });
     (link, task)
 }

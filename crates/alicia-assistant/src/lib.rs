@@ -191,7 +191,6 @@ pub async fn start(config: AssistantConfig) -> Result<AssistantHandle, Assistant
         timers,
         settings: PlanSettings::new(config.volume_step_percent, config.media.clone()),
         topics,
-        io_online: watch::Sender::new(false),
         options: Options {
             listen_transcripts: config.listen_transcripts,
             announce_timers: config.announce_timers,
@@ -225,14 +224,7 @@ pub async fn start(config: AssistantConfig) -> Result<AssistantHandle, Assistant
         })
     };
     tracing::info!(service = %name, sentences = config.engine.sentence_count(), "assistant started");
-    Ok(AssistantHandle {
-        sdk: Some(sdk),
-        shared,
-        io,
-        broker: format!("{}:{}", service.host, service.port),
-        stop,
-        tasks: vec![io_task, timer_task],
-    })
+    Ok(AssistantHandle { sdk: Some(sdk), shared, io, stop, tasks: vec![io_task, timer_task] })
 }
 
 /// The running service.
@@ -240,7 +232,6 @@ pub struct AssistantHandle {
     sdk: Option<ServiceHandle>,
     shared: Arc<Shared>,
     io: alicia_sdk::Link,
-    broker: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -255,16 +246,13 @@ impl AssistantHandle {
     pub async fn wait_online(&self, timeout: Duration) -> Result<(), SdkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.bus().wait_online(timeout).await?;
-        let mut rx = self.shared.io_online.subscribe();
-        let reached = tokio::time::timeout_at(deadline, rx.wait_for(|up| *up)).await.map(|r| r.is_ok());
-        match reached {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SdkError::Closed),
-            Err(_) => Err(SdkError::NotConnected {
-                broker: format!("{} (document connection)", self.broker),
-                waited: timeout,
-            }),
-        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.io.wait_online(left).await.map_err(|e| match e {
+            SdkError::NotConnected { broker, .. } => {
+                SdkError::NotConnected { broker: format!("{broker} (document connection)"), waited: timeout }
+            }
+            e => e,
+        })
     }
 
     /// The home as the service sees it now.

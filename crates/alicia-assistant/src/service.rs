@@ -38,7 +38,6 @@ pub(crate) struct Shared {
     pub timers: Arc<Timers>,
     pub settings: PlanSettings,
     pub topics: AssistantTopics,
-    pub io_online: watch::Sender<bool>,
     pub options: Options,
     pub llm: Option<Llm>,
 }

@@ -254,16 +254,13 @@ impl RouterHandle {
     pub async fn wait_online(&self, timeout: Duration) -> Result<(), SdkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.bus().wait_online(timeout).await?;
-        let mut rx = self.shared.io_online.subscribe();
-        let reached = tokio::time::timeout_at(deadline, rx.wait_for(|up| *up)).await.map(|r| r.is_ok());
-        match reached {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SdkError::Closed),
-            Err(_) => Err(SdkError::NotConnected {
-                broker: format!("{} (forwarding connection)", self.link.broker()),
-                waited: timeout,
-            }),
-        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.link.wait_online(left).await.map_err(|e| match e {
+            SdkError::NotConnected { broker, .. } => {
+                SdkError::NotConnected { broker: format!("{broker} (forwarding connection)"), waited: timeout }
+            }
+            e => e,
+        })
     }
 
     /// Inventory documents and registry events applied so far (tests wait for it to grow).

@@ -54,8 +54,6 @@ pub(crate) struct Shared {
     /// Forward straight from the receiving task when the queue is empty.
     pub direct_when_idle: bool,
     pub started: Instant,
-    /// The plain connection is up and subscribed to the registry topics.
-    pub io_online: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -73,7 +71,6 @@ impl Shared {
             hop_limit,
             direct_when_idle: true,
             started: Instant::now(),
-            io_online: watch::Sender::new(false),
         }
     }
 
