@@ -21,6 +21,11 @@ use alicia_voice::tts::{TtsHandle, TtsServiceConfig};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+/// How long a test waits for an answer that runs a model. Generous on purpose: under
+/// `cargo test` several tests share two cores, and six queued transcriptions took up to 9 s
+/// with the CPU busy elsewhere. Not a speed claim: speed is measured by `alicia bench`.
+pub const ANSWER: Duration = Duration::from_secs(60);
+
 pub struct Models {
     pub whisper: PathBuf,
     pub voice: PathBuf,
@@ -144,7 +149,7 @@ pub fn design_request(wav: &[u8]) -> Envelope {
 pub async fn ask(client: &alicia_sdk::Bus, to: Destination, data: Value) -> Result<Envelope, SdkError> {
     let deadline = Instant::now() + WAIT;
     loop {
-        match client.request(to.clone(), data.clone(), WAIT).await {
+        match client.request(to.clone(), data.clone(), ANSWER).await {
             Err(SdkError::Remote { code, .. }) if code == "no_provider" && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }

@@ -22,7 +22,7 @@ pub async fn design_request_round_trip(addr: SocketAddr) {
     let mut published = Observer::start(addr, &["alicia/voice/stt/response"]).await;
     let client = requester(addr, "voice_input").await;
     let request = design_request(&espeak("turn on the kitchen light"));
-    let answer = client.request_envelope(request, WAIT).await.unwrap();
+    let answer = client.request_envelope(request, ANSWER).await.unwrap();
     let d = response(&answer);
     assert_eq!(words(d["transcription"].as_str().unwrap()), "turn on the kitchen light", "{d}");
     let confidence = d["confidence"].as_f64().unwrap();
@@ -294,7 +294,7 @@ pub async fn busy(addr: SocketAddr) {
     let mut asks = tokio::task::JoinSet::new();
     for _ in 0..3 {
         let (bus, data) = (client.bus().clone(), json!({"audio_data": b64(&wav), "publish": false}));
-        asks.spawn(async move { bus.request(Destination::service("stt_service"), data, WAIT).await });
+        asks.spawn(async move { bus.request(Destination::service("stt_service"), data, ANSWER).await });
     }
     let results = asks.join_all().await;
     let busy = results
