@@ -170,7 +170,8 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 def start_mosquitto(workdir: Path, options: dict | None = None) -> RunningBroker:
-    """Debian's mosquitto on a free loopback port, anonymous, no persistence."""
+    """Debian's mosquitto on a free loopback port, anonymous, no persistence (options: a
+    password file and ACL, TLS files for the listener, a few limits)."""
     options = options or {}
     last_error = None
     for _ in range(5):  # the free port may be taken between probing and binding
@@ -191,6 +192,9 @@ def start_mosquitto(workdir: Path, options: dict | None = None) -> RunningBroker
         for key in ("password_file", "acl_file"):
             if key in options:
                 lines.append(f"{key} {options[key]}")
+        # TLS on the (only) listener: {"cafile": ..., "certfile": ..., "keyfile": ...}.
+        for key, path in options.get("tls", {}).items():
+            lines.append(f"{key} {path}")
         if "password_file" in options:
             lines[1] = "allow_anonymous false"
         conf.write_text("\n".join(lines) + "\n")

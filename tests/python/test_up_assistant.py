@@ -12,6 +12,7 @@ import pytest
 
 import brokers
 from test_up_services import DEVICE, REGISTRATION, device_client, fresh
+from test_up_voice import espeak_wav
 from upkit import up  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary's services")
@@ -28,7 +29,7 @@ def ask_json(x, home, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def test_alicia_ask_commands_a_registered_speaker(up):
+def test_alicia_ask_commands_a_registered_speaker(up, tmp_path):
     home, start = up
     x = start()
     dev = device_client(x, home)
@@ -73,8 +74,17 @@ def test_alicia_ask_commands_a_registered_speaker(up):
         a = ask_json(x, home, "make me a sandwich")
         assert a["response"] == "Sorry, I don't know how to make you a sandwich" and a["outcome"] == "no_match", a
         dev.assert_no_message()
+
+        # Spoken: the WAV goes to the STT service on the bus, its transcript to the assistant.
+        wav = espeak_wav("pause the kitchen speaker", tmp_path / "pause.wav")
+        out = ask(x, home, "--wav", str(wav))
+        assert out.returncode == 0, out.stderr
+        assert out.stderr.startswith("stt ") and "speech to text by stt_service" in out.stderr, out.stderr
+        assert f"{DEVICE}: pause" in out.stdout, out.stdout
+        got = json.loads(dev.get().payload)
+        assert got["payload"]["data"] == {"command": "pause", "parameters": {}}
     finally:
         dev.close()
 
-    out = ask(x, home, "--wav", "hello.wav")
-    assert out.returncode != 0 and "STT service" in out.stderr, out.stderr
+    out = ask(x, home, "--wav", str(tmp_path / "missing.wav"))
+    assert out.returncode != 0 and "cannot read" in out.stderr and "missing.wav" in out.stderr, out.stderr

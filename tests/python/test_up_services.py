@@ -216,3 +216,64 @@ def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_
         assert proc.wait(10) == 0
         log.close()
         m.stop()
+
+
+def test_services_reach_mosquitto_over_tls_as_the_environment_file_says(tmp_path):
+    """The design document's `mqtt.tls: true`, against Debian's Mosquitto listening only with TLS
+    (the home's server certificate, the password file and ACL of `alicia init`): every service
+    connects over TLS, checking the broker's certificate against the home's CA, and works (a
+    device registers and the registry's HTTP API shows it). A CA that does not match is named
+    in the error instead of a silent retry loop."""
+    home = tmp_path / "home"
+    subprocess.run([brokers.alicia_bin(), "init", str(home)], check=True, capture_output=True, timeout=60)
+    certs = home / "certs"
+    m = brokers.start_mosquitto(tmp_path, {
+        "password_file": home / "passwd", "acl_file": home / "acl",
+        "tls": {"cafile": certs / "ca.crt", "certfile": certs / "server.crt", "keyfile": certs / "server.key"},
+    })
+    env = {**os.environ, "ALICIA__MQTT__HOST": "127.0.0.1", "ALICIA__MQTT__PORT": str(m.port),
+           "ALICIA__MQTT__TLS__ENABLED": "true"}
+    log = open(tmp_path / "services.stderr", "wb")
+    proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
+                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
+                             "--data-store-http", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    try:
+        addrs = {}
+        while True:
+            line = brokers._read_line(proc, brokers.STARTUP_TIMEOUT)
+            if line == "alicia ready":
+                break
+            kind, _, addr = line.partition(" listening on ")
+            addrs[kind] = addr
+        api = f"http://{addrs['registry']}"
+        dev = Client(m, client_id="speaker")
+        dev.c.tls_set(ca_certs=str(certs / "ca.crt"))
+        dev.c.username_pw_set("api", (home / "secrets" / "api.password").read_text().strip())
+        dev.connect()
+        dev.publish("alicia/system/discovery/register", json.dumps(fresh(REGISTRATION)), qos=1)
+        wait_for(lambda: http("GET", f"{api}/devices/{DEVICE}")[0] == 200, "the speaker registered over TLS")
+        dev.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        log.close()
+    # Another CA: the services' log says why they cannot connect (and they keep trying).
+    other = tmp_path / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "o.key"),
+                    "-out", str(other), "-subj", "/CN=Other CA", "-days", "1"], check=True, capture_output=True)
+    env["ALICIA__MQTT__TLS__CA_FILE"] = str(other)
+    err_path = tmp_path / "services-other-ca.stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
+                                 "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
+                                 "--data-store-http", "127.0.0.1:0"],
+                                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        try:
+            wait_for(lambda: "UnknownIssuer" in err_path.read_text(errors="replace"),
+                     "the log names the untrusted certificate", timeout=30)
+            assert "TLS handshake failed" in err_path.read_text(errors="replace")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            m.stop()

@@ -23,6 +23,11 @@ pub struct ServiceConfig {
     pub username: Option<String>,
     /// MQTT password.
     pub password: Option<Secret>,
+    /// Makes the password anew for each connection attempt, instead of `password` (a gateway
+    /// token expires; a reconnect a day later needs a fresh one).
+    pub password_source: Option<PasswordSource>,
+    /// TLS to the broker (default: plain TCP).
+    pub tls: Option<crate::Tls>,
     /// First level of every Alicia topic (default `alicia`).
     pub topic_prefix: String,
     /// Identifies this instance among instances of the same service (default: 12 random hex
@@ -62,6 +67,8 @@ impl Default for ServiceConfig {
             port: 1883,
             username: None,
             password: None,
+            password_source: None,
+            tls: None,
             topic_prefix: crate::topics::DEFAULT_PREFIX.into(),
             instance_id: None,
             heartbeat_interval: Duration::from_secs(30),
@@ -105,6 +112,9 @@ impl ServiceConfig {
     /// | `ALICIA_MQTT_USERNAME`       | `username`            |
     /// | `ALICIA_MQTT_PASSWORD_FILE`  | `password`, read from the file (first line) |
     /// | `ALICIA_MQTT_PASSWORD`       | `password`            |
+    /// | `ALICIA_MQTT_CAFILE`         | `tls`: TLS to the broker, trusting this CA file |
+    /// | `ALICIA_MQTT_CERTFILE`, `ALICIA_MQTT_KEYFILE` | `tls`'s client certificate and key (both, with `ALICIA_MQTT_CAFILE`) |
+    /// | `ALICIA_MQTT_TLS_SERVER_NAME`| `tls`'s server name   |
     /// | `ALICIA_TOPIC_PREFIX`        | `topic_prefix`        |
     /// | `ALICIA_SERVICE_NAME`        | `name`                |
     /// | `ALICIA_INSTANCE_ID`         | `instance_id`         |
@@ -136,6 +146,18 @@ impl ServiceConfig {
         } else if let Some(v) = get("ALICIA_MQTT_PASSWORD") {
             c.password = Some(Secret::new(v));
         }
+        if let Some(ca) = get("ALICIA_MQTT_CAFILE") {
+            let mut tls = crate::Tls::new(ca);
+            match (get("ALICIA_MQTT_CERTFILE"), get("ALICIA_MQTT_KEYFILE")) {
+                (Some(cert), Some(key)) => tls = tls.with_client_cert(cert, key),
+                (None, None) => {}
+                _ => return Err(SdkError::Config("ALICIA_MQTT_CERTFILE and ALICIA_MQTT_KEYFILE go together".into())),
+            }
+            tls.server_name = get("ALICIA_MQTT_TLS_SERVER_NAME");
+            c.tls = Some(tls);
+        } else if get("ALICIA_MQTT_CERTFILE").is_some() {
+            return Err(SdkError::Config("ALICIA_MQTT_CERTFILE needs ALICIA_MQTT_CAFILE (TLS)".into()));
+        }
         if let Some(v) = get("ALICIA_TOPIC_PREFIX") {
             c.topic_prefix = v;
         }
@@ -162,7 +184,7 @@ impl ServiceConfig {
     }
 
     /// Checks the settings that would otherwise fail later, on the bus.
-    pub(crate) fn validate(&self) -> Result<(), SdkError> {
+    pub fn validate(&self) -> Result<(), SdkError> {
         let bad = |what: String| Err(SdkError::Config(what));
         if self.host.is_empty() {
             return bad("the broker host is empty".into());
@@ -173,7 +195,7 @@ impl ServiceConfig {
                 return bad(format!("instance id: {p}"));
             }
         }
-        if self.password.is_some() && self.username.is_none() {
+        if (self.password.is_some() || self.password_source.is_some()) && self.username.is_none() {
             return bad("a password is set but no user name".into());
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
@@ -190,7 +212,35 @@ impl ServiceConfig {
             return bad("max_concurrent_handlers must be at least 1".into());
         }
         self.security.validate()?;
+        if let Some(tls) = &self.tls {
+            // Read the files now, so a wrong path is reported at start with its name.
+            tls.client_config()?;
+            tls.server_name(&self.host)?;
+        }
         Ok(())
+    }
+}
+
+/// Makes a password for each connection attempt (see [`ServiceConfig::password_source`]).
+/// Returns the password, or why none could be made (the attempt then goes without).
+#[derive(Clone)]
+pub struct PasswordSource(std::sync::Arc<dyn Fn() -> Result<Secret, String> + Send + Sync>);
+
+impl PasswordSource {
+    /// Wraps `make`.
+    pub fn new(make: impl Fn() -> Result<Secret, String> + Send + Sync + 'static) -> Self {
+        PasswordSource(std::sync::Arc::new(make))
+    }
+
+    /// A fresh password.
+    pub fn make(&self) -> Result<Secret, String> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordSource(***)")
     }
 }
 

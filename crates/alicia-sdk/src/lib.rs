@@ -131,11 +131,12 @@ mod link;
 mod protection;
 mod runtime;
 mod service;
+mod tls;
 mod topics;
 
 /// The key types [`EnvelopeSecurity`] is built from (`KeyRing`, `SigningKey`, `VerifyingKey`).
 pub use alicia_seal as seal;
-pub use config::{Secret, ServiceConfig};
+pub use config::{PasswordSource, Secret, ServiceConfig};
 pub use deadletter::DeadLetter;
 pub use error::SdkError;
 pub use http::{ApiError, ApiResult};
@@ -147,4 +148,5 @@ pub use rumqttc_notls::v5::mqttbytes::v5::{Filter, LastWill, Publish, PublishPro
 pub use rumqttc_notls::v5::mqttbytes::QoS;
 pub use runtime::{connect, start, Bus, ServiceHandle, OFFLINE, ONLINE};
 pub use service::{BoxError, BusService, Context, HandlerResult, Refusal, ServiceError, Subscription};
+pub use tls::Tls;
 pub use topics::{check_prefix, Topics, DEFAULT_PREFIX, ROUTER_SERVICE};

@@ -35,12 +35,13 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rumqttc_notls::v5::mqttbytes::v5::{ConnectProperties, Filter, LastWill, Packet, Publish, PublishProperties};
 use rumqttc_notls::v5::{AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc_notls::Outgoing;
+use rumqttc_notls::{Outgoing, Transport};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::config::ServiceConfig;
+use crate::config::{PasswordSource, ServiceConfig};
 use crate::error::SdkError;
+use crate::tls::Bridge;
 use crate::QoS;
 
 /// The state of a connection to the broker.
@@ -148,6 +149,12 @@ struct Shared {
     client: AsyncClient,
     broker: String,
     label: String,
+    /// The TLS bridge the client connects through, if TLS is on.
+    bridge: Option<Bridge>,
+    /// Why the link cannot even try (the TLS bridge could not start): it stops at once.
+    setup_error: Option<String>,
+    /// The user name and where each attempt's password comes from, if it changes.
+    password_source: Option<(String, PasswordSource)>,
     filters: Mutex<Vec<Filter>>,
     state: watch::Sender<LinkState>,
     failure: watch::Sender<Option<Failure>>,
@@ -170,7 +177,20 @@ impl Link {
     /// Connects to `config`'s broker with its credentials, keep-alive and session settings
     /// (in the background, retrying until it succeeds). Must be called inside a tokio runtime.
     pub fn connect(config: &ServiceConfig, opts: LinkOptions) -> (Link, mpsc::UnboundedReceiver<LinkEvent>) {
-        let mut options = MqttOptions::new(opts.client_id.clone(), config.host.clone(), config.port);
+        // TLS: the MQTT client talks to a local bridge that does the handshake (see `tls`).
+        let (bridge, setup_error) = match config.tls.as_ref().map(|t| Bridge::start(t, &config.host, config.port)) {
+            None => (None, None),
+            Some(Ok(b)) => (Some(b), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+        };
+        let mut options = match &bridge {
+            Some(b) => {
+                let mut o = MqttOptions::new(opts.client_id.clone(), b.socket().display().to_string(), 0);
+                o.set_transport(Transport::Unix);
+                o
+            }
+            None => MqttOptions::new(opts.client_id.clone(), config.host.clone(), config.port),
+        };
         options.set_keep_alive(config.keep_alive);
         // TCP_NODELAY: envelopes and documents are small packets; with Nagle's algorithm one
         // written while another is unacknowledged waits for the peer's delayed ACK (~40 ms).
@@ -186,8 +206,15 @@ impl Link {
             props.session_expiry_interval = Some(u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX));
         }
         options.set_connect_properties(props);
+        let password_source = match (&config.username, &config.password_source) {
+            (Some(user), Some(source)) => Some((user.clone(), source.clone())),
+            _ => None,
+        };
         if let Some(user) = &config.username {
-            let password = config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+            let password = match &password_source {
+                Some((_, source)) => fresh(source, &opts.label),
+                None => config.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default(),
+            };
             options.set_credentials(user.clone(), password);
         }
         if let Some(will) = opts.will.clone() {
@@ -198,6 +225,9 @@ impl Link {
             client,
             broker: format!("{}:{}", config.host, config.port),
             label: opts.label,
+            bridge,
+            setup_error,
+            password_source,
             filters: Mutex::new(opts.filters),
             state: watch::Sender::new(LinkState::Connecting),
             failure: watch::Sender::new(None),
@@ -257,7 +287,13 @@ impl Link {
         let mut failures = self.shared.failure.subscribe();
         failures.mark_unchanged();
         tokio::select! {
-            r = self.wait_online(timeout) => r,
+            r = self.wait_online(timeout) => match (r, self.shared.failure.borrow().clone()) {
+                // Stopped before it could try: the reason is the failure recorded.
+                (Err(SdkError::Closed), Some(Failure { reason, .. })) if self.shared.setup_error.is_some() => {
+                    Err(SdkError::Unreachable { broker: self.shared.broker.clone(), reason })
+                }
+                (r, _) => r,
+            },
             changed = failures.changed() => {
                 if self.state() == LinkState::Online {
                     return Ok(());
@@ -335,12 +371,31 @@ impl Link {
     }
 }
 
+/// A password from `source`; empty (the broker will refuse the login, and say so) if none
+/// could be made.
+fn fresh(source: &PasswordSource, label: &str) -> String {
+    match source.make() {
+        Ok(p) => p.expose().to_string(),
+        Err(e) => {
+            tracing::warn!(link = %label, error = %e, "cannot make a password for this attempt");
+            String::new()
+        }
+    }
+}
+
 fn closed(_: ClientError) -> SdkError {
     SdkError::Closed
 }
 
 /// The connection task.
 async fn drive(shared: Arc<Shared>, mut events: EventLoop, tx: mpsc::UnboundedSender<LinkEvent>, mut backoff: Backoff) {
+    if let Some(reason) = &shared.setup_error {
+        tracing::error!(link = %shared.label, broker = %shared.broker, error = %reason, "cannot connect");
+        shared.failure.send_replace(Some(Failure { refused: false, reason: reason.clone() }));
+        let _ = tx.send(LinkEvent::Offline { reason: reason.clone(), was_online: false });
+        shared.state.send_replace(LinkState::Stopped);
+        return;
+    }
     // The packet id of the subscription sent after the last CONNACK: its SUBACK means online.
     let mut initial: Option<Option<u16>> = None;
     // Consecutive failed attempts, to log a broker that stays away without flooding the log.
@@ -396,23 +451,32 @@ async fn drive(shared: Arc<Shared>, mut events: EventLoop, tx: mpsc::UnboundedSe
             Err(_) if stopping => break,
             Err(e) => {
                 initial = None;
-                let failure = Failure::of(&e);
+                let mut failure = Failure::of(&e);
+                if let Some(why) = shared.bridge.as_ref().and_then(Bridge::take_failure) {
+                    // The client saw its socket closed; the bridge knows why.
+                    failure = Failure { refused: false, reason: why };
+                }
                 let was_online = shared.state.send_replace(LinkState::Connecting) == LinkState::Online;
                 let delay = backoff.delay();
                 failures += 1;
+                let error = &failure.reason;
                 if was_online {
-                    tracing::warn!(link = %shared.label, broker = %shared.broker, error = %e, "connection lost; reconnecting");
+                    tracing::warn!(link = %shared.label, broker = %shared.broker, %error, "connection lost; reconnecting");
                 } else if failures.is_power_of_two() {
                     // A refused CONNECT (credentials) or SUBSCRIBE (ACL) also ends here.
-                    tracing::warn!(link = %shared.label, broker = %shared.broker, error = %e, failures, retry_in = ?delay, "cannot connect");
+                    tracing::warn!(link = %shared.label, broker = %shared.broker, %error, failures, retry_in = ?delay, "cannot connect");
                 } else {
-                    tracing::debug!(link = %shared.label, broker = %shared.broker, error = %e, retry_in = ?delay, "cannot connect");
+                    tracing::debug!(link = %shared.label, broker = %shared.broker, %error, retry_in = ?delay, "cannot connect");
                 }
                 shared.failure.send_replace(Some(failure.clone()));
                 let _ = tx.send(LinkEvent::Offline { reason: failure.reason, was_online });
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shared.stop.notified() => break,
+                }
+                if let Some((user, source)) = &shared.password_source {
+                    // A token may have expired meanwhile: the next attempt gets a fresh one.
+                    events.options.set_credentials(user.clone(), fresh(source, &shared.label));
                 }
             }
         }

@@ -310,9 +310,8 @@ pub struct SimDevice {
     registered: watch::Receiver<bool>,
     events: broadcast::Sender<SimEvent>,
     shared: Arc<Shared>,
-    stop_link: watch::Sender<bool>,
     actor: tokio::task::JoinHandle<()>,
-    link_task: tokio::task::AbortHandle,
+    link: alicia_sdk::Link,
 }
 
 /// Starts a simulated device: it connects (and keeps reconnecting) in the background.
@@ -320,34 +319,17 @@ pub async fn start(cfg: SimConfig) -> Result<SimDevice, SimError> {
     cfg.validate()?;
     let id = cfg.device_id.clone();
     let topics = DeviceTopics::new(&cfg.topic_prefix, &cfg.device_id);
-    let (link_tx, link_rx) = mpsc::unbounded_channel();
-    let (stop_link, stop_rx) = watch::channel(false);
-    let link = link::open(
-        link::LinkSettings {
-            client_id: &cfg.device_id,
-            host: &cfg.host,
-            port: cfg.port,
-            tls: cfg.tls.as_ref(),
-            credentials: &cfg.credentials,
-            keep_alive: cfg.keep_alive,
-            reconnect: (cfg.reconnect_min, cfg.reconnect_max),
-            will_topic: topics.status.clone(),
-        },
-        link_tx,
-        stop_rx,
-    )
-    .await?;
+    let (link, link_rx) = link::open(&cfg, &topics)?;
     let behaviour = device::Behaviour::new(cfg.kind, cfg.speaker);
     let (state_tx, state) = watch::channel(stamped(behaviour.state()));
     let (registered_tx, registered) = watch::channel(false);
     let (events, _) = broadcast::channel(256);
     let (control, control_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared { played: Mutex::default(), commands: Mutex::default() });
-    let link_task = link.task.abort_handle();
     let actor = Actor {
         source: format!("device_id:{}", cfg.device_id),
         topics: topics.clone(),
-        client: link.client.clone(),
+        client: link.client().clone(),
         behaviour,
         state_tx,
         registered_tx,
@@ -365,8 +347,8 @@ pub async fn start(cfg: SimConfig) -> Result<SimDevice, SimError> {
         register_wait: REGISTER_RETRY_MIN,
         cfg,
     };
-    let actor = tokio::spawn(actor.run(link_rx, control_rx, link));
-    Ok(SimDevice { id, topics, control, state, registered, events, shared, stop_link, actor, link_task })
+    let actor = tokio::spawn(actor.run(link_rx, control_rx, link.clone()));
+    Ok(SimDevice { id, topics, control, state, registered, events, shared, actor, link })
 }
 
 impl SimDevice {
@@ -443,13 +425,13 @@ impl SimDevice {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.actor).await;
-        let _ = self.stop_link.send(true);
+        self.link.close().await;
     }
 
     /// Dies without a word: the connection is dropped without DISCONNECT, so the broker
     /// publishes the will (`offline` on the status topic).
     pub async fn crash(self) {
-        self.link_task.abort();
+        self.link.abort();
         self.actor.abort();
         let _ = self.actor.await;
     }
@@ -531,9 +513,9 @@ const RECENT_COMMANDS: usize = 64;
 impl Actor {
     async fn run(
         mut self,
-        mut link: mpsc::UnboundedReceiver<link::LinkEvent>,
+        mut link: mpsc::UnboundedReceiver<alicia_sdk::LinkEvent>,
         mut control: mpsc::UnboundedReceiver<Control>,
-        held: link::Link,
+        held: alicia_sdk::Link,
     ) {
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -548,8 +530,7 @@ impl Actor {
                 c = control.recv() => match c {
                     Some(Control::Stop(done)) => {
                         self.publish(&self.topics.status.clone(), "offline", true).await;
-                        let _ = self.client.disconnect().await;
-                        let _ = tokio::time::timeout(Duration::from_secs(3), held.task).await;
+                        held.close().await;
                         let _ = done.send(());
                         return;
                     }
@@ -610,29 +591,29 @@ impl Actor {
         self.state_tx.send_replace(state);
     }
 
-    async fn link_event(&mut self, ev: link::LinkEvent) {
+    async fn link_event(&mut self, ev: alicia_sdk::LinkEvent) {
         match ev {
-            link::LinkEvent::Connected => {
+            // Connected and subscribed (the link's SUBACK came): the registry's answer to the
+            // registration sent now cannot arrive before the reply topic is subscribed.
+            alicia_sdk::LinkEvent::Online => {
                 self.connected = true;
                 self.registered_tx.send_replace(false);
                 self.register_wait = REGISTER_RETRY_MIN;
-                let t = &self.topics;
-                for f in [&t.command, &t.errors, &t.reply, &t.rebirth] {
-                    let _ = self.client.subscribe(f.as_str(), QoS::AtLeastOnce).await;
-                }
                 self.publish(&self.topics.status.clone(), "online", true).await;
                 self.publish_state().await;
                 self.register().await;
                 self.emit(SimEvent::Connected);
                 tracing::info!(device = %self.cfg.device_id, "connected and registering");
             }
-            link::LinkEvent::Disconnected(why) => {
+            alicia_sdk::LinkEvent::Offline { reason, .. } => {
                 if std::mem::take(&mut self.connected) {
-                    tracing::warn!(device = %self.cfg.device_id, reason = %why, "connection lost");
-                    self.emit(SimEvent::Disconnected(why));
+                    tracing::warn!(device = %self.cfg.device_id, %reason, "connection lost");
+                    self.emit(SimEvent::Disconnected(reason));
                 }
             }
-            link::LinkEvent::Message { topic, payload, props } => {
+            alicia_sdk::LinkEvent::Message(p) => {
+                let topic = String::from_utf8_lossy(&p.topic);
+                let (payload, props) = (p.payload, p.properties);
                 if topic == self.topics.command {
                     self.command(&payload, props).await;
                 } else if topic == self.topics.rebirth {

@@ -111,41 +111,63 @@ pub async fn read_event<R: AsyncBufRead + Unpin>(r: &mut R, limits: &Limits) -> 
             break;
         }
     }
-    let header: Value = serde_json::from_slice(&line).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
-    let Value::Object(mut header) = header else { return Err(ProtocolError::BadHeader("not an object".into())) };
-    let kind = match header.remove("type") {
-        Some(Value::String(t)) if !t.is_empty() => t,
-        _ => return Err(ProtocolError::BadHeader("no `type`".into())),
-    };
-    let mut data = match header.remove("data") {
-        Some(Value::Object(m)) => m,
-        None | Some(Value::Null) => Map::new(),
-        Some(_) => return Err(ProtocolError::BadData("`data` is not an object".into())),
-    };
-    let length = |key: &str| -> Result<u64, ProtocolError> {
-        match header.get(key) {
-            None | Some(Value::Null) => Ok(0),
-            Some(v) => v.as_u64().ok_or_else(|| ProtocolError::BadHeader(format!("`{key}` is not a length"))),
-        }
-    };
-    let data_len = length("data_length")?;
-    let payload_len = length("payload_length")?;
-    if data_len > limits.max_data as u64 {
-        return Err(ProtocolError::TooLarge { what: "data", len: data_len, max: limits.max_data });
-    }
-    if payload_len > limits.max_payload as u64 {
-        return Err(ProtocolError::TooLarge { what: "payload", len: payload_len, max: limits.max_payload });
-    }
+    let Header { kind, mut data, data_len, payload_len } = Header::parse(&line, limits)?;
     if data_len > 0 {
-        let bytes = read_exact(r, data_len as usize).await?;
-        match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(m)) => data.extend(m),
-            Ok(_) => return Err(ProtocolError::BadData("not an object".into())),
-            Err(e) => return Err(ProtocolError::BadData(e.to_string())),
-        }
+        merge_data(&mut data, &read_exact(r, data_len).await?)?;
     }
-    let payload = if payload_len > 0 { Some(read_exact(r, payload_len as usize).await?) } else { None };
+    let payload = if payload_len > 0 { Some(read_exact(r, payload_len).await?) } else { None };
     Ok(Some(Event { kind, data, payload }))
+}
+
+/// An event's header line, read: its type, the data it carries inline, and the lengths of
+/// the data and payload that follow it (each within `limits`). One parser for the stream
+/// ([`read_event`]) and for whole messages ([`decode`]), so both refuse the same things.
+struct Header {
+    kind: String,
+    data: Map<String, Value>,
+    data_len: usize,
+    payload_len: usize,
+}
+
+impl Header {
+    fn parse(line: &[u8], limits: &Limits) -> Result<Header, ProtocolError> {
+        let header: Value = serde_json::from_slice(line).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
+        let Value::Object(mut header) = header else { return Err(ProtocolError::BadHeader("not an object".into())) };
+        let kind = match header.remove("type") {
+            Some(Value::String(t)) if !t.is_empty() => t,
+            _ => return Err(ProtocolError::BadHeader("no `type`".into())),
+        };
+        let data = match header.remove("data") {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => return Err(ProtocolError::BadData("`data` is not an object".into())),
+        };
+        let length = |key: &str, what: &'static str, max: usize| -> Result<usize, ProtocolError> {
+            let len = match header.get(key) {
+                None | Some(Value::Null) => 0,
+                Some(v) => v.as_u64().ok_or_else(|| ProtocolError::BadHeader(format!("`{key}` is not a length")))?,
+            };
+            if len > max as u64 {
+                return Err(ProtocolError::TooLarge { what, len, max });
+            }
+            Ok(len as usize)
+        };
+        let data_len = length("data_length", "data", limits.max_data)?;
+        let payload_len = length("payload_length", "payload", limits.max_payload)?;
+        Ok(Header { kind, data, data_len, payload_len })
+    }
+}
+
+/// Adds the data that followed the header (a JSON object) to the header's own.
+fn merge_data(data: &mut Map<String, Value>, bytes: &[u8]) -> Result<(), ProtocolError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(m)) => {
+            data.extend(m);
+            Ok(())
+        }
+        Ok(_) => Err(ProtocolError::BadData("not an object".into())),
+        Err(e) => Err(ProtocolError::BadData(e.to_string())),
+    }
 }
 
 async fn read_exact<R: AsyncBufRead + Unpin>(r: &mut R, n: usize) -> Result<Vec<u8>, ProtocolError> {
@@ -197,31 +219,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Event, ProtocolError> {
         None => return Err(ProtocolError::HeaderTooLong(limits.max_header)),
     };
     let rest = &bytes[(end + 1).min(bytes.len())..];
-    let header: Value = serde_json::from_slice(&bytes[..end]).map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
-    let Value::Object(mut header) = header else { return Err(ProtocolError::BadHeader("not an object".into())) };
-    let kind = match header.remove("type") {
-        Some(Value::String(t)) if !t.is_empty() => t,
-        _ => return Err(ProtocolError::BadHeader("no `type`".into())),
-    };
-    let mut data = match header.remove("data") {
-        Some(Value::Object(m)) => m,
-        None | Some(Value::Null) => Map::new(),
-        Some(_) => return Err(ProtocolError::BadData("`data` is not an object".into())),
-    };
-    let length = |key: &str| -> Result<u64, ProtocolError> {
-        match header.get(key) {
-            None | Some(Value::Null) => Ok(0),
-            Some(v) => v.as_u64().ok_or_else(|| ProtocolError::BadHeader(format!("`{key}` is not a length"))),
-        }
-    };
-    let (data_len, payload_len) = (length("data_length")?, length("payload_length")?);
-    if data_len > limits.max_data as u64 {
-        return Err(ProtocolError::TooLarge { what: "data", len: data_len, max: limits.max_data });
-    }
-    if payload_len > limits.max_payload as u64 {
-        return Err(ProtocolError::TooLarge { what: "payload", len: payload_len, max: limits.max_payload });
-    }
-    let (data_len, payload_len) = (data_len as usize, payload_len as usize);
+    let Header { kind, mut data, data_len, payload_len } = Header::parse(&bytes[..end], limits)?;
     if rest.len() < data_len + payload_len {
         return Err(ProtocolError::Truncated);
     }
@@ -229,11 +227,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Event, ProtocolError> {
         return Err(ProtocolError::Trailing(rest.len() - data_len - payload_len));
     }
     if data_len > 0 {
-        match serde_json::from_slice(&rest[..data_len]) {
-            Ok(Value::Object(m)) => data.extend(m),
-            Ok(_) => return Err(ProtocolError::BadData("not an object".into())),
-            Err(e) => return Err(ProtocolError::BadData(e.to_string())),
-        }
+        merge_data(&mut data, &rest[..data_len])?;
     }
     let payload = (payload_len > 0).then(|| rest[data_len..].to_vec());
     Ok(Event { kind, data, payload })

@@ -1,23 +1,26 @@
 //! `alicia ask "turn on the kitchen light"`: sends the text to the running `ai_service` over
 //! the bus (a request to its inbox, as any client would) and prints what each stage did and
-//! how long it took. The broker and login are found as for `alicia devices`.
+//! how long it took. With `--wav FILE`, the sentence is first transcribed by the STT service
+//! (`capability:speech_to_text` through the router), then asked as text. The broker and login
+//! are found as for every bus command ([`crate::bus_cli`]).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alicia_envelope::{Destination, Value};
-use alicia_sdk::SdkError;
-use anyhow::bail;
+use anyhow::{bail, Context};
+use base64::Engine as _;
 use clap::Args;
 use serde_json::json;
+
+use crate::bus_cli::{BusArgs, Cli};
 
 #[derive(Args)]
 pub struct AskCommand {
     /// What to say.
     #[arg(required_unless_present = "wav")]
     text: Option<String>,
-    /// Say it from a WAV file instead (needs the STT service on the bus).
+    /// Say it from a WAV file instead (any rate, mono or stereo): transcribed by the STT service on the bus.
     #[arg(long, value_name = "FILE", conflicts_with = "text")]
     wav: Option<PathBuf>,
     /// The satellite (device id) it is said to: its registered location is the context area.
@@ -35,49 +38,59 @@ pub struct AskCommand {
     /// Print the assistant's answer as JSON.
     #[arg(long)]
     json: bool,
-    /// Broker address [default: the plain listener in the home's alicia.yaml, else 127.0.0.1:1883].
-    #[arg(long)]
-    broker: Option<SocketAddr>,
-    /// MQTT user [default: `cli` or `api` when the home has its password].
-    #[arg(long)]
-    user: Option<String>,
-    /// File holding the MQTT password (first line) [default: <home>/secrets/<user>.password].
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// Alicia's home directory [default: $ALICIA_HOME, else $XDG_CONFIG_HOME/alicia, else ~/.config/alicia].
-    #[arg(long)]
-    home: Option<PathBuf>,
-    /// Topic prefix.
-    #[arg(long, default_value = alicia_sdk::DEFAULT_PREFIX)]
-    prefix: String,
-    /// How long to wait for the answer, in seconds.
+    #[command(flatten)]
+    bus: BusArgs,
+    /// How long to wait for each answer, in seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
 }
 
 pub fn run(cmd: AskCommand) -> anyhow::Result<()> {
-    if let Some(wav) = &cmd.wav {
-        bail!(
-            "--wav {}: speech input needs the STT service on the bus, which `alicia up` does not run yet; \
-             type the sentence instead: alicia ask \"turn on the kitchen light\"",
-            wav.display()
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    runtime.block_on(run_async(cmd))
+    crate::bus_cli::block_on(run_async(cmd))
 }
 
 async fn run_async(cmd: AskCommand) -> anyhow::Result<()> {
-    let cfg = crate::devices_cmd::bus_config(
-        cmd.home.clone(),
-        cmd.broker,
-        cmd.user.clone(),
-        cmd.password_file.clone(),
-        &cmd.prefix,
-    )?;
-    let broker = format!("{}:{}", cfg.host, cfg.port);
-    let timeout = Duration::from_secs(cmd.timeout.max(1));
-    let mut data = json!({ "text": cmd.text.clone().unwrap_or_default() });
+    let bus = Cli::connect(&cmd.bus, Duration::from_secs(cmd.timeout)).await?;
+    let result = ask(&bus, &cmd).await;
+    bus.close().await;
+    let (answer, round_trip) = result?;
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", report(&answer, round_trip));
+    }
+    Ok(())
+}
+
+/// The assistant's answer and the round trip to it (the transcription first, with `--wav`).
+async fn ask(bus: &Cli, cmd: &AskCommand) -> anyhow::Result<(Value, Duration)> {
+    let text = match (&cmd.text, &cmd.wav) {
+        (Some(t), _) => t.clone(),
+        (None, Some(file)) => {
+            let wav = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut data = json!({
+                "audio_data": base64::engine::general_purpose::STANDARD.encode(&wav),
+                "audio_format": "wav",
+                "publish": false,
+            });
+            if let Some(l) = &cmd.language {
+                data["language"] = json!(l);
+            }
+            let (heard, ms) = bus.ask(Destination::capability(alicia_voice::stt::CAPABILITY), data).await?;
+            let d = &heard.payload.data;
+            let text = d["transcription"].as_str().unwrap_or_default().trim().to_string();
+            eprintln!(
+                "{:<10} {ms:>8.3} ms  {text:?} (speech to text by {}, confidence {})",
+                "stt", heard.source, d["confidence"]
+            );
+            if text.is_empty() {
+                bail!("{}: no speech heard in {}", heard.source, file.display());
+            }
+            text
+        }
+        (None, None) => bail!("say something: alicia ask \"turn on the kitchen light\", or --wav FILE"),
+    };
+    let mut data = json!({ "text": text });
     for (k, v) in
         [("satellite", &cmd.satellite), ("session_id", &cmd.session), ("area", &cmd.area), ("language", &cmd.language)]
     {
@@ -85,28 +98,8 @@ async fn run_async(cmd: AskCommand) -> anyhow::Result<()> {
             data[k] = json!(v);
         }
     }
-    let client = alicia_sdk::connect(cfg)?;
-    let sent = Instant::now();
-    let answer = client.request(Destination::service(alicia_assistant::SERVICE_NAME), data, timeout).await;
-    let round_trip = sent.elapsed();
-    client.shutdown().await;
-    let answer = match answer {
-        Ok(envelope) => envelope.payload.data,
-        Err(SdkError::Timeout { .. }) => {
-            bail!("no answer from {} within {timeout:?}: is it running (`alicia up`)?", alicia_assistant::SERVICE_NAME)
-        }
-        Err(SdkError::NotConnected { .. }) => {
-            bail!("cannot reach the broker at {broker} (see --broker, --user, --password-file)")
-        }
-        Err(SdkError::Remote { code, message, .. }) => bail!("{}: {code}: {message}", alicia_assistant::SERVICE_NAME),
-        Err(e) => return Err(e.into()),
-    };
-    if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        print!("{}", report(&answer, round_trip));
-    }
-    Ok(())
+    let (answer, ms) = bus.ask(Destination::service(alicia_assistant::SERVICE_NAME), data).await?;
+    Ok((answer.payload.data, Duration::from_secs_f64(ms / 1000.0)))
 }
 
 fn ms(v: &Value) -> String {

@@ -4,44 +4,25 @@
 //! prints the exact `mosquitto_sub`/`mosquitto_pub` lines with which it connects and registers;
 //! `remove` unregisters it and revokes its certificate.
 //!
-//! Where the broker is and who to log in as, in this order:
-//! - `--broker HOST:PORT`, else the `mqtt` address of the `alicia up` running in the home
-//!   (`<home>/alicia.addresses`), else the first plain MQTT listener of `<home>/alicia.yaml`
-//!   (`0.0.0.0`/`::` read as loopback), else `127.0.0.1:1883`;
-//! - `--user U --password-file F`; without `--user`, the first of `cli`, `api` that has a
-//!   password in `<home>/secrets/<user>.password` (written by `alicia init`, mode 0600), else
-//!   no login (anonymous). The password is never taken from the command line.
+//! The broker and the login are found as for every bus command ([`crate::bus_cli`]).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alicia_envelope::{Destination, Value};
 use alicia_home::Home;
-use alicia_sdk::{SdkError, Secret, ServiceConfig};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+
+use crate::bus_cli::{BusArgs, Cli};
 use serde_json::json;
 
 #[derive(Args)]
 pub struct DevicesCommand {
     #[command(subcommand)]
     action: DevicesAction,
-    /// Broker address [default: the plain listener in the home's alicia.yaml, else 127.0.0.1:1883].
-    #[arg(long, global = true)]
-    broker: Option<SocketAddr>,
-    /// MQTT user [default: `cli` or `api` when the home has its password].
-    #[arg(long, global = true)]
-    user: Option<String>,
-    /// File holding the MQTT password (first line) [default: <home>/secrets/<user>.password].
-    #[arg(long, global = true)]
-    password_file: Option<PathBuf>,
-    /// Alicia's home directory [default: $ALICIA_HOME, else $XDG_CONFIG_HOME/alicia, else ~/.config/alicia].
-    #[arg(long, global = true)]
-    home: Option<PathBuf>,
-    /// Topic prefix.
-    #[arg(long, global = true, default_value = alicia_sdk::DEFAULT_PREFIX)]
-    prefix: String,
+    #[command(flatten)]
+    bus: BusArgs,
     /// How long to wait for the registry's answer, in seconds.
     #[arg(long, global = true, default_value_t = 5)]
     timeout: u64,
@@ -97,37 +78,6 @@ enum DevicesAction {
         #[arg(long)]
         keep_certificate: bool,
     },
-}
-
-/// The broker of the home's alicia.yaml: its first listener without TLS speaking MQTT.
-fn home_broker(home: &Path) -> anyhow::Result<Option<SocketAddr>> {
-    let path = Home::new(home).config_file();
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let yaml: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-    let Some(listeners) = yaml.get("broker").and_then(|b| b.get("listeners")).and_then(|l| l.as_sequence()) else {
-        return Ok(None);
-    };
-    for l in listeners {
-        let plain = l.get("tls").is_none_or(|t| t.is_null());
-        let mqtt = l.get("protocol").and_then(|p| p.as_str()).is_none_or(|p| p == "mqtt");
-        let Some(port) = l.get("port").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok()) else { continue };
-        if !(plain && mqtt) {
-            continue;
-        }
-        let host = match l.get("address").and_then(|a| a.as_str()) {
-            None | Some("0.0.0.0") | Some("") => "127.0.0.1",
-            Some("::") => "::1",
-            Some(a) => a,
-        };
-        let ip: std::net::IpAddr =
-            host.parse().with_context(|| format!("{}: listener address {host:?}", path.display()))?;
-        return Ok(Some(SocketAddr::new(ip, port)));
-    }
-    Ok(None)
 }
 
 /// The port of the home's first MQTT-over-TLS listener (devices connect there).
@@ -265,85 +215,24 @@ fn shell(s: &str) -> String {
 
 impl DevicesCommand {
     fn home(&self) -> PathBuf {
-        self.home.clone().unwrap_or_else(crate::init::default_home)
+        self.bus.home()
     }
 
-    fn service_config(&self) -> anyhow::Result<ServiceConfig> {
-        bus_config(Some(self.home()), self.broker, self.user.clone(), self.password_file.clone(), &self.prefix)
+    #[cfg(test)]
+    fn service_config(&self) -> anyhow::Result<alicia_sdk::ServiceConfig> {
+        self.bus.service_config()
     }
-}
-
-/// How a command-line tool reaches the bus (see the module documentation): the broker and the
-/// login from the flags, else from the home.
-pub(crate) fn bus_config(
-    home: Option<PathBuf>,
-    broker: Option<SocketAddr>,
-    user: Option<String>,
-    password_file: Option<PathBuf>,
-    prefix: &str,
-) -> anyhow::Result<ServiceConfig> {
-    let home = home.unwrap_or_else(crate::init::default_home);
-    let broker = match broker {
-        Some(b) => b,
-        None => match crate::listening::running(&home, "mqtt") {
-            Some(running) => running,
-            None => home_broker(&home)?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883))),
-        },
-    };
-    let mut cfg = ServiceConfig {
-        topic_prefix: prefix.to_string(),
-        ..ServiceConfig::broker(broker.ip().to_string(), broker.port())
-    };
-    let layout = Home::new(home);
-    let secret = |user: &str| layout.password_file(user);
-    let user = match user {
-        Some(u) => Some(u),
-        None if password_file.is_some() => bail!("--password-file needs --user"),
-        None => ["cli", "api"].into_iter().find(|u| secret(u).exists()).map(str::to_string),
-    };
-    if let Some(user) = user {
-        let file = password_file.clone().unwrap_or_else(|| secret(&user));
-        let password = if file.exists() || password_file.is_some() { Some(Secret::from_file(&file)?) } else { None };
-        cfg.username = Some(user);
-        cfg.password = password;
-    }
-    Ok(cfg.with_name(format!("cli-{}", std::process::id())))
 }
 
 pub fn run(cmd: DevicesCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    runtime.block_on(run_async(cmd))
+    crate::bus_cli::block_on(run_async(cmd))
 }
 
 async fn ask(cmd: &DevicesCommand, data: Value) -> anyhow::Result<Value> {
-    let cfg = cmd.service_config()?;
-    let broker = format!("{}:{}", cfg.host, cfg.port);
-    let timeout = Duration::from_secs(cmd.timeout.max(1));
-    let user = cfg.username.clone();
-    let client = alicia_sdk::connect(cfg)?;
-    // Tell a refused login from an absent broker at once, instead of after the timeout.
-    let answer = match client.connect_outcome(timeout).await {
-        Ok(()) => client.request(Destination::service(alicia_registry::SERVICE_NAME), data, timeout).await,
-        Err(e) => Err(e),
-    };
-    client.shutdown().await;
-    match answer {
-        Ok(envelope) => Ok(envelope.payload.data),
-        Err(SdkError::Timeout { .. }) => {
-            bail!("no answer from the device registry within {timeout:?}: is it running (`alicia up`)?")
-        }
-        Err(SdkError::LoginRefused { reason, .. }) => {
-            let who = user.map(|u| format!(" as {u:?}")).unwrap_or_else(|| " without a user name".into());
-            bail!("the broker at {broker} refused the login{who}: {reason} (see --user, --password-file)")
-        }
-        Err(SdkError::Unreachable { reason, .. }) => {
-            bail!("cannot reach the broker at {broker}: {reason} (is `alicia up` running? see --broker)")
-        }
-        Err(SdkError::NotConnected { .. }) => {
-            bail!("cannot reach the broker at {broker} (see --broker, --user, --password-file)")
-        }
-        Err(e) => Err(e.into()),
-    }
+    let bus = Cli::connect(&cmd.bus, Duration::from_secs(cmd.timeout)).await?;
+    let answer = bus.ask(Destination::service(alicia_registry::SERVICE_NAME), data).await;
+    bus.close().await;
+    Ok(answer?.0.payload.data)
 }
 
 fn text(v: &Value) -> String {
@@ -448,7 +337,7 @@ async fn watch(cmd: &DevicesCommand, as_json: bool) -> anyhow::Result<()> {
     use alicia_registry::WatchEvent;
     use std::io::Write;
 
-    let cfg = cmd.service_config()?;
+    let cfg = cmd.bus.service_config()?;
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let print = |e: WatchEvent| match e {
         WatchEvent::Subscribed(topic) => eprintln!("watching {topic} on {broker} (Ctrl-C to stop)"),
@@ -525,17 +414,5 @@ mod tests {
         assert_eq!((c.username.as_deref(), c.password.as_ref().map(|p| p.expose())), (Some("x"), Some("pw-x")));
         assert!(parse(&["list", "--home", home, "--password-file", file.to_str().unwrap()]).is_err());
         assert!(!format!("{c:?}").contains("pw-x"), "the password stays out of Debug output");
-    }
-
-    #[test]
-    fn home_broker_is_the_plain_listener() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("alicia.yaml"),
-            "broker:\n  listeners:\n    - port: 8883\n      tls: { certfile: a, keyfile: b }\n    - { port: 1884, address: 127.0.0.1 }\n",
-        )
-        .unwrap();
-        assert_eq!(home_broker(dir.path()).unwrap(), Some("127.0.0.1:1884".parse().unwrap()));
-        assert_eq!(home_broker(&dir.path().join("none")).unwrap(), None);
     }
 }

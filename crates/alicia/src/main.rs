@@ -6,6 +6,7 @@ mod ask_cmd;
 mod broker_cmd;
 mod broker_log;
 mod broker_yaml;
+mod bus_cli;
 mod certs;
 mod devices_cmd;
 mod init;

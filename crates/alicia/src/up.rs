@@ -80,6 +80,9 @@ pub struct Services {
     /// up`): services may believe it (see `alicia_sdk::Sender`). Never for a broker that does
     /// not (Mosquitto), where a client could set the same properties itself.
     pub trust_broker_identity: bool,
+    /// TLS to the broker, when the services run against an external one whose environment
+    /// `mqtt` section says `tls` (under `alicia up` they use the embedded broker's loopback).
+    pub broker_tls: Option<alicia_sdk::Tls>,
 }
 
 /// The running services, stopped in reverse order of start.
@@ -95,7 +98,7 @@ pub struct Running {
 
 impl Services {
     pub fn new(home: PathBuf, args: ServicesArgs, log_feed: Option<LogFeed>) -> Self {
-        Services { home, args, log_feed: Mutex::new(log_feed), trust_broker_identity: false }
+        Services { home, args, log_feed: Mutex::new(log_feed), trust_broker_identity: false, broker_tls: None }
     }
 
     /// Where each file of the home is (`alicia_home` owns the layout).
@@ -150,6 +153,7 @@ impl Services {
         let host = if broker.ip().is_unspecified() { "127.0.0.1".to_string() } else { broker.ip().to_string() };
         let mut config = ServiceConfig::broker(host, broker.port());
         config.trust_broker_identity = self.trust_broker_identity;
+        config.tls = self.broker_tls.clone();
         config.topic_prefix = cfg.mqtt.topic_prefix.clone();
         config.keep_alive = Duration::from_secs(cfg.mqtt.keep_alive_secs);
         config.heartbeat_interval = Duration::from_secs(cfg.mqtt.heartbeat_interval_secs);
@@ -480,7 +484,11 @@ pub fn local_broker(listeners: &[(&'static str, SocketAddr)]) -> anyhow::Result<
 /// `alicia services`: the services against the broker at `broker` (HOST:PORT; default: the
 /// environment's `mqtt` section), with the
 /// monitor's HTTP endpoints on `http`, until SIGINT or SIGTERM.
-pub async fn run_against(broker: Option<String>, http: Option<SocketAddr>, services: Services) -> anyhow::Result<()> {
+pub async fn run_against(
+    broker: Option<String>,
+    http: Option<SocketAddr>,
+    mut services: Services,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -489,7 +497,20 @@ pub async fn run_against(broker: Option<String>, http: Option<SocketAddr>, servi
         None => {
             let store = services.load()?;
             let mqtt = &store.current().mqtt;
-            format!("{}:{}", mqtt.host, mqtt.port)
+            if mqtt.tls.enabled {
+                // The design document's `tls: true`: the home's CA unless another is named, the
+                // client certificate if one is, and the broker's host name checked.
+                let layout = services.layout();
+                let ca = mqtt.tls.ca_file.clone().unwrap_or_else(|| layout.ca_cert());
+                let mut tls = alicia_sdk::Tls::new(layout.resolve(&ca)).with_server_name(mqtt.host.clone());
+                match (&mqtt.tls.cert_file, &mqtt.tls.key_file) {
+                    (Some(c), Some(k)) => tls = tls.with_client_cert(layout.resolve(c), layout.resolve(k)),
+                    (None, None) => {}
+                    _ => anyhow::bail!("mqtt.tls: cert_file and key_file go together"),
+                }
+                services.broker_tls = Some(tls);
+            }
+            format!("{}:{}", mqtt.host, mqtt.tls.port.filter(|_| mqtt.tls.enabled).unwrap_or(mqtt.port))
         }
     };
     let broker = broker.as_str();
@@ -499,7 +520,12 @@ pub async fn run_against(broker: Option<String>, http: Option<SocketAddr>, servi
         .next()
         .with_context(|| format!("{broker} resolves to no address"))?;
     services.check()?;
-    let running = services.start(addr, None).await?;
+    // Starting waits for the broker (a model may load meanwhile): a signal ends it too.
+    let running = tokio::select! {
+        r = services.start(addr, None) => r?,
+        _ = int.recv() => return Ok(()),
+        _ = term.recv() => return Ok(()),
+    };
     let mut server = None;
     if let Some(addr) = http {
         let (local, task) =

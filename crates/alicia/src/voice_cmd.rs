@@ -4,38 +4,25 @@
 //! this process. Each prints the result and where the time went: the round trip seen here and
 //! the service's own stages.
 //!
-//! The broker and login are found as for `alicia devices` (see `devices_cmd`).
+//! The broker and login are found as for every bus command ([`crate::bus_cli`]).
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alicia_envelope::{Destination, Envelope, Value};
-use alicia_sdk::{SdkError, ServiceHandle};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::Args;
 use serde_json::json;
 
-/// How to reach the bus (as `alicia devices`).
+use crate::bus_cli::{BusArgs, Cli};
+
+/// How to reach the bus, and how long to wait.
 #[derive(Args, Clone)]
-pub struct BusArgs {
-    /// Broker address [default: the running `alicia up`'s, else the home's alicia.yaml, else 127.0.0.1:1883].
-    #[arg(long)]
-    broker: Option<SocketAddr>,
-    /// MQTT user [default: `cli` or `api` when the home has its password].
-    #[arg(long)]
-    user: Option<String>,
-    /// File holding the MQTT password (first line) [default: <home>/secrets/<user>.password].
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// Alicia's home directory [default: $ALICIA_HOME, else $XDG_CONFIG_HOME/alicia, else ~/.config/alicia].
-    #[arg(long)]
-    home: Option<PathBuf>,
-    /// Topic prefix.
-    #[arg(long, default_value = alicia_sdk::DEFAULT_PREFIX)]
-    prefix: String,
+pub struct VoiceArgs {
+    #[command(flatten)]
+    bus: BusArgs,
     /// How long to wait for the answer (and for the service, if it is still starting), seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -55,7 +42,7 @@ pub struct TranscribeArgs {
     #[arg(long)]
     publish: bool,
     #[command(flatten)]
-    bus: BusArgs,
+    bus: VoiceArgs,
 }
 
 #[derive(Args)]
@@ -75,7 +62,7 @@ pub struct SayArgs {
     #[arg(long, value_name = "ID")]
     satellite: Option<String>,
     #[command(flatten)]
-    bus: BusArgs,
+    bus: VoiceArgs,
 }
 
 pub fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
@@ -161,66 +148,12 @@ pub fn say(args: SayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one request and waits for the answer; while the service is still starting (the
-/// router knows no provider yet), asks again until the timeout. Returns the answer and the
-/// round trip in milliseconds.
-fn ask(bus: &BusArgs, to: Destination, data: Value) -> anyhow::Result<(Envelope, f64)> {
-    let cfg = crate::devices_cmd::bus_config(
-        bus.home.clone(),
-        bus.broker,
-        bus.user.clone(),
-        bus.password_file.clone(),
-        &bus.prefix,
-    )?;
-    let broker = format!("{}:{}", cfg.host, cfg.port);
-    let timeout = Duration::from_secs(bus.timeout.max(1));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    runtime.block_on(async move {
-        let client = alicia_sdk::connect(cfg)?;
-        let result = ask_on(&client, to, data, timeout).await;
-        client.shutdown().await;
-        match result {
-            Ok(r) => Ok(r),
-            Err(SdkError::Remote { from, code, message, .. }) => bail!("{from} refused: {code}: {message}"),
-            Err(SdkError::Timeout { destination, .. }) => {
-                bail!(
-                    "no answer from {destination} within {timeout:?}: is `alicia up` running with the voice services?"
-                )
-            }
-            Err(SdkError::LoginRefused { reason, .. }) => bail!("the broker at {broker} refused the login: {reason}"),
-            Err(SdkError::Unreachable { reason, .. }) => {
-                bail!("cannot reach the broker at {broker}: {reason} (is `alicia up` running? see --broker)")
-            }
-            Err(e) => Err(e.into()),
-        }
+/// Sends one request over the bus and waits for the answer ([`Cli::ask`]).
+fn ask(args: &VoiceArgs, to: Destination, data: Value) -> anyhow::Result<(Envelope, f64)> {
+    crate::bus_cli::block_on(async {
+        let bus = Cli::connect(&args.bus, Duration::from_secs(args.timeout)).await?;
+        let answer = bus.ask(to, data).await;
+        bus.close().await;
+        answer
     })
-}
-
-async fn ask_on(
-    client: &ServiceHandle,
-    to: Destination,
-    data: Value,
-    timeout: Duration,
-) -> Result<(Envelope, f64), SdkError> {
-    let deadline = Instant::now() + timeout;
-    client.connect_outcome(timeout).await?;
-    let mut told = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let sent = Instant::now();
-        match client.request(to.clone(), data.clone(), left).await {
-            Ok(answer) => return Ok((answer, sent.elapsed().as_secs_f64() * 1000.0)),
-            // The router has no provider yet: the service is loading its model.
-            Err(SdkError::Remote { code, .. })
-                if code == "no_provider" && Instant::now() + Duration::from_millis(500) < deadline =>
-            {
-                if !told {
-                    eprintln!("waiting for a provider of {to} (the service may still be loading its model)…");
-                    told = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
