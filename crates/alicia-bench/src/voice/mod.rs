@@ -505,6 +505,7 @@ async fn measure(
     say(format!("voice: TTS, {text:?} to a satellite, 2 warm-up + {n} requests 150 ms apart"));
     let mut sat = Satellite::start(base, topics, "bench_tts_sat", &format!("{}-tts-sat", bus.instance())).await?;
     let mut tts = TtsLatency { text: text.into(), ..Default::default() };
+    shown = Instant::now();
     let (mut first, mut whole, mut sfirst, mut tqueue, mut tinf) = (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..n + 2 {
         tokio::time::sleep(Duration::from_millis(150)).await;
