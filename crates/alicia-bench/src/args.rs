@@ -27,6 +27,13 @@ pub enum Scenario {
     /// `--publishers` askers at once, after the same commands sent straight to the router
     /// (the reference). Needs Home Assistant's intents data (`--intents`).
     AssistantText,
+    /// Alicia's speech services (`stt_service`, `tts_service`, started in this process with the
+    /// registry and the router against the broker under test, on the model store's models):
+    /// STT of a ~2 s utterance and TTS time to first audio at a satellite through
+    /// `capability:` requests (`--requests` each), word error rate (`--utterances`), then
+    /// `--sessions` satellites at once for `--duration` s; faster-whisper and piper-tts in the
+    /// same run (a virtual environment the bench creates) unless `--no-reference`.
+    Voice,
 }
 
 impl Scenario {
@@ -39,6 +46,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Route => "route",
             Scenario::AssistantText => "assistant-text",
+            Scenario::Voice => "voice",
         }
     }
 }
@@ -99,6 +107,22 @@ pub struct BenchArgs {
     /// package) [default: as `alicia up` finds it].
     #[arg(long, value_name = "FILE")]
     pub intents: Option<std::path::PathBuf>,
+    /// voice: requests for the STT and the TTS latency, one at a time.
+    #[arg(long, default_value_t = 30)]
+    pub requests: usize,
+    /// voice: satellites speaking at once in the sustained phase (`--duration` long).
+    #[arg(long, default_value_t = 10)]
+    pub sessions: usize,
+    /// voice: utterances per synthesiser (espeak-ng, Piper) for the word error rate, 1 to 20.
+    #[arg(long, default_value_t = 20)]
+    pub utterances: usize,
+    /// voice: no Python references (faster-whisper, piper-tts).
+    #[arg(long)]
+    pub no_reference: bool,
+    /// voice: the Python that runs the references [default: a virtual environment the bench
+    /// creates in the cache directory, with the pinned faster-whisper and piper-tts].
+    #[arg(long, value_name = "PYTHON")]
+    pub reference_python: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchArgs {
@@ -120,6 +144,11 @@ impl Default for BenchArgs {
             json: false,
             quiet: false,
             intents: None,
+            requests: 30,
+            sessions: 10,
+            utterances: 20,
+            no_reference: false,
+            reference_python: None,
         }
     }
 }
@@ -157,12 +186,12 @@ impl Plan {
         let s = args.scenario;
         let publishers = args.publishers.unwrap_or(match s {
             Scenario::FanIn | Scenario::Pairs => 10,
-            Scenario::FanOut | Scenario::Latency | Scenario::Route | Scenario::AssistantText => 1,
+            Scenario::FanOut | Scenario::Latency | Scenario::Route | Scenario::AssistantText | Scenario::Voice => 1,
         });
         let subscribers = args.subscribers.unwrap_or(match s {
             Scenario::FanOut => 50,
             Scenario::Pairs => publishers,
-            Scenario::FanIn | Scenario::Latency | Scenario::Route | Scenario::AssistantText => 1,
+            Scenario::FanIn | Scenario::Latency | Scenario::Route | Scenario::AssistantText | Scenario::Voice => 1,
         });
         if publishers == 0 || subscribers == 0 {
             bail!("--publishers and --subscribers must be at least 1");

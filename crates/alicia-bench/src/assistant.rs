@@ -32,69 +32,15 @@ use crate::args::{resolve_loopback, BenchArgs};
 use crate::conn::{other_packet, put_puback, Conn, Event};
 use crate::report::Latency;
 
-const AREAS: [&str; 20] = [
-    "Kitchen",
-    "Living Room",
-    "Dining Room",
-    "Bedroom",
-    "Guest Room",
-    "Kids Room",
-    "Office",
-    "Bathroom",
-    "Hallway",
-    "Garage",
-    "Basement",
-    "Attic",
-    "Laundry",
-    "Porch",
-    "Garden",
-    "Patio",
-    "Library",
-    "Playroom",
-    "Pantry",
-    "Studio",
-];
-
-/// 25 kinds of device per area (alicia-intents' benchmark home, as registrations).
-const KINDS: [(&str, &str, &[&str]); 25] = [
-    ("Ceiling Light", "light", &["on_off", "brightness"]),
-    ("Lamp", "light", &["on_off", "brightness"]),
-    ("Floor Lamp", "light", &["on_off"]),
-    ("Spotlights", "light", &["on_off"]),
-    ("Strip", "light", &["on_off"]),
-    ("Speaker", "speaker", &["audio_playback", "volume_control", "media_control"]),
-    ("TV", "tv", &["audio_playback", "volume_control", "media_control"]),
-    ("Satellite", "satellite", &["microphone", "audio_playback"]),
-    ("Thermometer", "sensor", &["temperature"]),
-    ("Humidity", "sensor", &["humidity"]),
-    ("Motion", "motion_sensor", &["motion"]),
-    ("Window Sensor", "contact_sensor", &["contact"]),
-    ("Plug", "plug", &["on_off"]),
-    ("Heater", "switch", &["on_off"]),
-    ("Blinds", "blind", &["level"]),
-    ("Curtains", "curtain", &["level"]),
-    ("Fan", "fan", &["on_off"]),
-    ("Thermostat", "thermostat", &["temperature", "level"]),
-    ("Night Light", "light", &["on_off"]),
-    ("Wall Light", "light", &["on_off"]),
-    ("Radio", "radio", &["audio_playback", "volume_control"]),
-    ("Air Purifier", "fan", &["on_off"]),
-    ("Dehumidifier", "switch", &["on_off"]),
-    ("Door Lock", "lock", &["lock"]),
-    ("Sconce", "light", &["on_off"]),
-];
-
-fn slug(s: &str) -> String {
-    s.to_lowercase().replace(' ', "_")
-}
-
-/// The 500 registrations as the registry's inventory shows them.
+/// The benchmark home's 500 devices (`alicia_intents::bench_home`, the matcher bench's home
+/// too) as the registry's inventory shows their registrations.
 fn inventory(prefix: &str) -> Value {
-    let mut devices = Vec::new();
-    for area in AREAS {
-        for (kind, device_type, caps) in KINDS {
-            let id = format!("{}_{}", slug(area), slug(kind));
-            let caps: Vec<Value> = caps
+    let devices: Vec<Value> = alicia_intents::bench_home::devices()
+        .into_iter()
+        .map(|d| {
+            let caps: Vec<Value> = d
+                .kind
+                .capabilities
                 .iter()
                 .map(|c| {
                     let parameters = match *c {
@@ -105,17 +51,18 @@ fn inventory(prefix: &str) -> Value {
                     json!({"name": c, "version": "1.0.0", "parameters": parameters, "endpoints": {}})
                 })
                 .collect();
-            let mut metadata = json!({"location": slug(area)});
-            if area == "Kitchen" && kind == "Speaker" {
-                metadata["manufacturer"] = json!("Sonos");
+            let mut metadata = json!({"location": d.area_id});
+            if let Some(maker) = d.manufacturer {
+                metadata["manufacturer"] = json!(maker);
             }
-            devices.push(json!({
-                "device_id": id, "device_type": device_type, "name": format!("{area} {kind}"),
-                "location": slug(area), "capabilities": caps, "metadata": metadata, "status": "online",
+            let id = &d.id;
+            json!({
+                "device_id": id, "device_type": d.kind.device_type, "name": d.name,
+                "location": d.area_id, "capabilities": caps, "metadata": metadata, "status": "online",
                 "endpoints": {"control": format!("{prefix}/devices/{id}/command"), "status": format!("{prefix}/devices/{id}/status")},
-            }));
-        }
-    }
+            })
+        })
+        .collect();
     json!({"updated": alicia_envelope::Timestamp::now().to_string(), "devices": devices})
 }
 

@@ -10,6 +10,9 @@
 //! - **assistant-text**: sentences to Alicia's assistant over the bus in a home of 500
 //!   devices, timed to the device's command and to the answer, against the same commands
 //!   sent straight to the router ([`assistant`]).
+//! - **voice**: Alicia's speech services on the bus (STT latency, TTS time to first audio at a
+//!   satellite, word error rate, concurrent sessions with queue waits), against faster-whisper
+//!   and piper-tts in the same run ([`voice`]).
 //!
 //! Each run uses a fresh topic prefix `bench/<run-id>/`, so runs never see each other's
 //! messages. Throughput is deliveries received divided by the time from the first send to the
@@ -49,6 +52,7 @@ mod report;
 pub mod route;
 mod shared;
 mod subscriber;
+pub mod voice;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +79,9 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::AssistantText {
         return assistant::cli(args).await;
     }
+    if args.scenario == Scenario::Voice {
+        return voice::cli(args).await;
+    }
     let report = run(args).await?;
     if args.json {
         println!("{}", report.to_json());
@@ -88,7 +95,7 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
 /// what it measured. Fails if the target is not a loopback address, if a connection or
 /// subscription fails, or if the broker cannot be reached within `--duration`.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    if matches!(args.scenario, Scenario::Route | Scenario::AssistantText) {
+    if matches!(args.scenario, Scenario::Route | Scenario::AssistantText | Scenario::Voice) {
         anyhow::bail!("the {} scenario reports through its own module", args.scenario.name());
     }
     let plan = Arc::new(Plan::new(args).await?);

@@ -15,93 +15,13 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use alicia_intents::{Area, Context, Device, Engine, Floor, Home, HomeIndex, Recognition};
+use alicia_intents::{Context, Engine, Home, HomeIndex, Recognition};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-const AREAS: [&str; 20] = [
-    "Kitchen",
-    "Living Room",
-    "Dining Room",
-    "Bedroom",
-    "Guest Room",
-    "Kids Room",
-    "Office",
-    "Bathroom",
-    "Hallway",
-    "Garage",
-    "Basement",
-    "Attic",
-    "Laundry",
-    "Porch",
-    "Garden",
-    "Patio",
-    "Library",
-    "Playroom",
-    "Pantry",
-    "Studio",
-];
-
-/// 25 devices per area: lights, lamps, a speaker, a TV, sensors, switches, blinds, a fan.
+/// The benchmark home of 500 devices in 20 areas (the same home `alicia bench --scenario
+/// assistant-text` registers).
 fn big_home() -> Home {
-    let kinds: [(&str, &str, &[&str], Option<&str>); 25] = [
-        ("Ceiling Light", "light", &["on_off", "brightness"], None),
-        ("Lamp", "light", &["on_off", "brightness"], None),
-        ("Floor Lamp", "light", &["on_off"], None),
-        ("Spotlights", "light", &["on_off"], None),
-        ("Strip", "light", &["on_off"], None),
-        ("Speaker", "media_player", &["audio_playback", "volume_control"], None),
-        ("TV", "media_player", &["audio_playback", "volume_control"], None),
-        ("Satellite", "media_player", &["microphone", "audio_playback"], None),
-        ("Thermometer", "sensor", &["temperature"], Some("temperature")),
-        ("Humidity", "sensor", &["humidity"], Some("humidity")),
-        ("Motion", "binary_sensor", &["motion"], Some("motion")),
-        ("Window Sensor", "binary_sensor", &["contact"], Some("window")),
-        ("Plug", "switch", &["on_off"], None),
-        ("Heater", "switch", &["on_off"], None),
-        ("Blinds", "cover", &["position"], Some("blind")),
-        ("Curtains", "cover", &["position"], Some("curtain")),
-        ("Fan", "fan", &["on_off"], None),
-        ("Thermostat", "climate", &["temperature"], None),
-        ("Night Light", "light", &["on_off"], None),
-        ("Wall Light", "light", &["on_off"], None),
-        ("Radio", "media_player", &["audio_playback", "volume_control"], None),
-        ("Air Purifier", "fan", &["on_off"], None),
-        ("Dehumidifier", "switch", &["on_off"], None),
-        ("Door Lock", "lock", &["lock"], None),
-        ("Sconce", "light", &["on_off"], None),
-    ];
-    let mut devices = Vec::new();
-    let mut areas = Vec::new();
-    for (ai, area) in AREAS.iter().enumerate() {
-        let area_id = area.to_lowercase().replace(' ', "_");
-        areas.push(Area {
-            id: area_id.clone(),
-            name: area.to_string(),
-            aliases: vec![],
-            floor: Some(if ai < 10 { "ground" } else { "upstairs" }.into()),
-        });
-        for (kind, domain, caps, class) in kinds {
-            devices.push(Device {
-                id: format!("{area_id}_{}", kind.to_lowercase().replace(' ', "_")),
-                name: format!("{area} {kind}"),
-                aliases: if kind == "Speaker" && *area == "Kitchen" { vec!["Sonos".into()] } else { vec![] },
-                area: Some(area_id.clone()),
-                domain: domain.into(),
-                device_class: class.map(str::to_string),
-                capabilities: caps.iter().map(|c| c.to_string()).collect(),
-            });
-        }
-    }
-    assert_eq!(devices.len(), 500);
-    Home {
-        areas,
-        floors: vec![
-            Floor { id: "ground".into(), name: "Ground Floor".into(), aliases: vec!["downstairs".into()] },
-            Floor { id: "upstairs".into(), name: "Upstairs".into(), aliases: vec![] },
-        ],
-        devices,
-        ..Default::default()
-    }
+    alicia_intents::bench_home::home()
 }
 
 /// (utterance, satellite area)

@@ -59,6 +59,8 @@
 //! assert_eq!(m.device_ids(), ["lamp_1"]);
 //! ```
 
+#[cfg(feature = "bench-home")]
+pub mod bench_home;
 pub mod compile;
 pub mod data;
 pub mod home;

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-pub use voice::{Voice, VoiceConfig};
+pub use voice::{SentenceTimings, Voice, VoiceConfig};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TtsError {
@@ -117,6 +117,10 @@ pub struct TtsChunk {
     pub sample_rate: u32,
     /// Milliseconds from the request to this chunk being ready.
     pub ready_ms: f64,
+    /// Of which this chunk's sentence waited for a free session of the voice (the queue)...
+    pub queue_ms: f64,
+    /// ...and ran in the model (0 for silence and for audio from the cache).
+    pub inference_ms: f64,
     /// The last chunk.
     pub last: bool,
 }
@@ -130,6 +134,10 @@ pub struct Speech {
     /// Milliseconds until the first sentence's audio was ready (0 from the cache).
     pub first_audio_ms: f64,
     pub total_ms: f64,
+    /// Milliseconds its sentences waited for a free session of the voice, all together.
+    pub queue_ms: f64,
+    /// Milliseconds in the model, all sentences together.
+    pub inference_ms: f64,
     pub cached: bool,
 }
 
@@ -302,7 +310,9 @@ impl TtsEngine {
         let key = Self::key(text, &voice, opts);
         let rate = voice.sample_rate();
         if let Some(samples) = self.cached(&key) {
-            let _ = tx.try_send(Ok(TtsChunk { samples, sample_rate: rate, ready_ms: ms(), last: true }));
+            let chunk =
+                TtsChunk { samples, sample_rate: rate, ready_ms: ms(), queue_ms: 0.0, inference_ms: 0.0, last: true };
+            let _ = tx.try_send(Ok(chunk));
             return rx;
         }
         let engine = self.clone();
@@ -313,18 +323,24 @@ impl TtsEngine {
             if lead > 0 {
                 let s = Arc::new(vec![0i16; lead]);
                 all.extend_from_slice(&s);
-                if tx
-                    .blocking_send(Ok(TtsChunk { samples: s, sample_rate: rate, ready_ms: ms(), last: false }))
-                    .is_err()
-                {
+                let chunk = TtsChunk {
+                    samples: s,
+                    sample_rate: rate,
+                    ready_ms: ms(),
+                    queue_ms: 0.0,
+                    inference_ms: 0.0,
+                    last: false,
+                };
+                if tx.blocking_send(Ok(chunk)).is_err() {
                     return;
                 }
             }
             let gap = (engine.cfg.sentence_silence.max(0.0) * rate as f32) as usize;
             let n = sentences.len();
             for (i, sentence) in sentences.iter().enumerate() {
-                match voice.speak(sentence, opts.rate) {
-                    Ok(mut samples) => {
+                match voice.speak_timed(sentence, opts.rate) {
+                    Ok((mut samples, t)) => {
+                        let (queue_ms, inference_ms) = (t.queue_ms, t.inference_ms);
                         if i + 1 < n {
                             samples.extend(std::iter::repeat_n(0, gap));
                         }
@@ -333,8 +349,14 @@ impl TtsEngine {
                             // Cached before the last chunk goes out: a repeat that follows the
                             // answer finds it.
                             engine.remember(key, Arc::new(std::mem::take(&mut all)));
-                            let chunk =
-                                TtsChunk { samples: Arc::new(samples), sample_rate: rate, ready_ms: ms(), last: true };
+                            let chunk = TtsChunk {
+                                samples: Arc::new(samples),
+                                sample_rate: rate,
+                                ready_ms: ms(),
+                                queue_ms,
+                                inference_ms,
+                                last: true,
+                            };
                             let _ = tx.blocking_send(Ok(chunk));
                             return;
                         }
@@ -342,6 +364,8 @@ impl TtsEngine {
                             samples: Arc::new(samples),
                             sample_rate: rate,
                             ready_ms: ms(),
+                            queue_ms,
+                            inference_ms,
                             last: i + 1 == n,
                         };
                         if tx.blocking_send(Ok(chunk)).is_err() {
@@ -370,14 +394,19 @@ impl TtsEngine {
                 voice: voice.name().into(),
                 first_audio_ms: ms,
                 total_ms: ms,
+                queue_ms: 0.0,
+                inference_ms: 0.0,
                 cached: true,
             });
         }
         let mut rx = self.stream(text, opts);
         let mut samples = Vec::new();
         let mut first = None;
+        let (mut queue_ms, mut inference_ms) = (0.0, 0.0);
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
+            queue_ms += chunk.queue_ms;
+            inference_ms += chunk.inference_ms;
             if !chunk.samples.is_empty() && chunk.samples.iter().any(|s| *s != 0) && first.is_none() {
                 first = Some(chunk.ready_ms);
             }
@@ -393,6 +422,8 @@ impl TtsEngine {
             voice: voice.name().into(),
             first_audio_ms: first.unwrap_or(total),
             total_ms: total,
+            queue_ms,
+            inference_ms,
             cached: false,
         })
     }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use alicia_onnx::ort;
 use ort::session::Session;
@@ -65,6 +66,21 @@ pub struct VoiceConfig {
     pub num_speakers: u32,
     /// `en_US`, when the JSON says.
     pub language: Option<String>,
+}
+
+/// Where one sentence's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SentenceTimings {
+    /// espeak-ng (text to IPA).
+    pub phonemize_ms: f64,
+    /// Waiting for a free ONNX session of the voice: the queue.
+    pub queue_ms: f64,
+    /// The model.
+    pub inference_ms: f64,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 pub struct Voice {
@@ -146,19 +162,31 @@ impl Voice {
     /// One sentence → 16-bit samples. Blocks while every session is busy (up to `queue`
     /// sentences wait; more are refused with `Busy`).
     pub fn speak(&self, sentence: &str, rate: f32) -> Result<Vec<i16>, TtsError> {
+        self.speak_timed(sentence, rate).map(|(samples, _)| samples)
+    }
+
+    /// As [`Voice::speak`], with where the time went: espeak-ng, waiting for a session (the
+    /// queue), and the model.
+    pub fn speak_timed(&self, sentence: &str, rate: f32) -> Result<(Vec<i16>, SentenceTimings), TtsError> {
+        let started = Instant::now();
         let phonemes = phonemes::phonemize(sentence, &self.config.espeak_voice)?;
+        let mut timings = SentenceTimings { phonemize_ms: ms_since(started), ..SentenceTimings::default() };
         let (ids, unknown) = self.ids.ids(&phonemes);
         if !unknown.is_empty() {
             tracing::debug!(voice = %self.name, ?unknown, "phonemes the voice does not know were skipped");
         }
         if ids.len() <= 2 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), timings));
         }
+        let waiting = Instant::now();
         let mut session = self.acquire()?;
+        timings.queue_ms = ms_since(waiting);
+        let running = Instant::now();
         let result = self.run(&mut session, ids, rate);
+        timings.inference_ms = ms_since(running);
         self.release(session);
         phonemes::prepare(&self.config.espeak_voice);
-        result
+        result.map(|samples| (samples, timings))
     }
 
     fn acquire(&self) -> Result<Session, TtsError> {

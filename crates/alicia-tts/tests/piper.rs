@@ -113,6 +113,9 @@ async fn sentences_stream_before_the_whole_text_is_done() {
     assert!(chunks[1..].iter().all(|c| c.samples.iter().any(|s| s.unsigned_abs() > 1000)));
     assert!(chunks[1].ready_ms < chunks[3].ready_ms, "the first sentence was ready before the last");
     assert!(chunks.last().unwrap().last && !chunks[1].last);
+    // Each sentence says how long it ran in the model; the silence ran nowhere.
+    assert_eq!((chunks[0].queue_ms, chunks[0].inference_ms), (0.0, 0.0));
+    assert!(chunks[1..].iter().all(|c| c.inference_ms > 0.0 && c.queue_ms >= 0.0 && c.inference_ms <= c.ready_ms));
     // The whole text came into the cache.
     assert_eq!(tts.cache_usage().0, 1);
 }
@@ -171,4 +174,27 @@ fn espeak_phonemes_keep_the_clause_punctuation() {
     assert_eq!(p, "həlˈoʊ ðˈɛɹ, hˈaʊ ɑːɹ juː?");
     let e = alicia_tts::phonemes::phonemize("Hello.", "xx-no-such-voice").unwrap_err();
     assert_eq!(e.code(), "tts_failed", "{e}");
+}
+
+/// With one session per voice, requests at the same time wait for each other, and the wait is
+/// reported apart from the model's time (what `tts_service` puts in `timings_ms.queue`).
+#[tokio::test(flavor = "multi_thread")]
+async fn time_waiting_for_a_session_is_reported_as_queue() {
+    let tts = engine(TtsConfig { cache_entries: 0, sessions_per_voice: 1, ..Default::default() });
+    let text = "This one sentence is long enough to keep the only session of the voice busy for a while.";
+    let all = futures_join3(&tts, text).await;
+    for s in &all {
+        assert!(s.inference_ms > 0.0 && s.queue_ms >= 0.0, "{} / {}", s.queue_ms, s.inference_ms);
+        assert!(s.queue_ms + s.inference_ms <= s.total_ms + 1.0);
+    }
+    // Three at once on one session: at least two of them waited for another's sentence (tens
+    // of milliseconds of model time; not a speed claim, only that the wait is counted).
+    let waited = all.iter().filter(|s| s.queue_ms > 10.0).count();
+    assert!(waited >= 2, "queue waits {:?}", all.iter().map(|s| s.queue_ms).collect::<Vec<_>>());
+}
+
+async fn futures_join3(tts: &TtsEngine, text: &str) -> Vec<alicia_tts::Speech> {
+    let opts = SpeakOptions::default();
+    let (a, b, c) = tokio::join!(tts.synthesize(text, &opts), tts.synthesize(text, &opts), tts.synthesize(text, &opts));
+    vec![a.unwrap(), b.unwrap(), c.unwrap()]
 }

@@ -15,33 +15,8 @@ use alicia_models::{FetchPolicy, ModelStore, Progress};
 use alicia_stt::{SttConfig, SttEngine};
 use alicia_tts::phonemes::{phonemize, sentences, PhonemeIds};
 use alicia_tts::{SpeakOptions, TtsConfig, TtsEngine};
-use alicia_voice_bench::wer;
+use alicia_voice_bench::{wer, CORPUS, TTS_TEXT};
 use serde_json::{json, Value};
-
-const CORPUS: [&str; 20] = [
-    "Turn on the kitchen light.",
-    "Turn off the living room lights.",
-    "What is the weather like tomorrow?",
-    "Set a timer for the pasta.",
-    "Play some music in the bedroom.",
-    "Lock the front door.",
-    "Is the garage door open?",
-    "Dim the lights in the dining room.",
-    "What time is it?",
-    "Remind me to call my mother tonight.",
-    "Close the blinds in the office.",
-    "Start the vacuum cleaner.",
-    "How warm is it in the house?",
-    "Good morning.",
-    "Add milk to the shopping list.",
-    "Stop the music.",
-    "Open the curtains in the living room.",
-    "Turn the heating down a little.",
-    "Who is at the front door?",
-    "Good night.",
-];
-
-const TTS_TEXT: &str = "Turn on the kitchen light.";
 
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();

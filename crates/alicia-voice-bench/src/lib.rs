@@ -5,7 +5,44 @@
 //! Python references (faster-whisper on the same tiny.en weights, piper-tts on the same voice;
 //! `reference.py`). Results go to docs/benchmarks.md by hand, with the command.
 //!
-//! This library holds what the bench computes that deserves tests: word error rate.
+//! This library holds what the engine bench and the bus-level `alicia bench --scenario voice`
+//! share: the utterances, the TTS sentence, the Python references' script, and word error
+//! rate (which deserves tests). It has no dependencies, so `alicia-bench` can use it.
+
+/// The utterances both benches synthesise (espeak-ng and the Piper voice) and transcribe:
+/// home commands and questions, no digits.
+pub const CORPUS: [&str; 20] = [
+    "Turn on the kitchen light.",
+    "Turn off the living room lights.",
+    "What is the weather like tomorrow?",
+    "Set a timer for the pasta.",
+    "Play some music in the bedroom.",
+    "Lock the front door.",
+    "Is the garage door open?",
+    "Dim the lights in the dining room.",
+    "What time is it?",
+    "Remind me to call my mother tonight.",
+    "Close the blinds in the office.",
+    "Start the vacuum cleaner.",
+    "How warm is it in the house?",
+    "Good morning.",
+    "Add milk to the shopping list.",
+    "Stop the music.",
+    "Open the curtains in the living room.",
+    "Turn the heating down a little.",
+    "Who is at the front door?",
+    "Good night.",
+];
+
+/// The short sentence time to first audio is measured on.
+pub const TTS_TEXT: &str = "Turn on the kitchen light.";
+
+/// `reference.py`: faster-whisper and piper-tts on the same audio and weights. It reads a JSON
+/// job on standard input and prints a JSON result (see the script).
+pub const REFERENCE_PY: &str = include_str!("../reference.py");
+
+/// The PyPI packages the references need, pinned (what docs/benchmarks.md's runs used).
+pub const REFERENCE_PACKAGES: [&str; 2] = ["faster-whisper==1.2.1", "piper-tts==1.8.0"];
 
 /// Lowercase words without punctuation (apostrophes kept, hyphens split).
 pub fn normalize(text: &str) -> Vec<String> {

@@ -256,7 +256,12 @@ impl Shared {
             "duration_seconds": round3(speech.seconds() as f64),
             "voice": speech.voice,
             "cached": speech.cached,
-            "timings_ms": {"first_audio": round3(speech.first_audio_ms), "total": round3(speech.total_ms)},
+            "timings_ms": {
+                "first_audio": round3(speech.first_audio_ms),
+                "total": round3(speech.total_ms),
+                "queue": round3(speech.queue_ms),
+                "inference": round3(speech.inference_ms),
+            },
         }))
     }
 
@@ -280,6 +285,8 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut rx = self.engine.stream(&speak.text, &speak.opts);
         let (mut sent, mut first, mut rate) = (0u64, None::<f64>, 0u32);
+        // Where the time went, over the sentences: waiting for a session, and the model.
+        let (mut queue_ms, mut inference_ms) = (0.0f64, 0.0f64);
         loop {
             let chunk = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(Ok(c))) => c,
@@ -295,6 +302,8 @@ impl Shared {
                     return Err(err);
                 }
             };
+            queue_ms += chunk.queue_ms;
+            inference_ms += chunk.inference_ms;
             if first.is_none() {
                 rate = chunk.sample_rate;
                 send(sat::audio_start(rate, session))
@@ -321,7 +330,12 @@ impl Shared {
             "session_id": speak.session,
             "sample_rate": rate,
             "duration_seconds": round3(sent as f64 / rate.max(1) as f64),
-            "timings_ms": {"first_audio": first.map(round3), "total": round3(started.elapsed().as_secs_f64() * 1000.0)},
+            "timings_ms": {
+                "first_audio": first.map(round3),
+                "total": round3(started.elapsed().as_secs_f64() * 1000.0),
+                "queue": round3(queue_ms),
+                "inference": round3(inference_ms),
+            },
         }))
     }
 

@@ -73,6 +73,10 @@ pub async fn tts_to_stt_round_trip(addr: SocketAddr) {
     let info = alicia_audio::wav_info(&wav).unwrap();
     assert_eq!(info.sample_rate as u64, d["sample_rate"].as_u64().unwrap());
     assert!(info.seconds() > 1.0, "{info:?}");
+    let t = &d["timings_ms"];
+    let (queue, inference) = (t["queue"].as_f64().unwrap(), t["inference"].as_f64().unwrap());
+    assert!(inference > 0.0 && queue >= 0.0 && queue + inference <= t["total"].as_f64().unwrap(), "{d}");
+    assert_eq!(e["timings_ms"], d["timings_ms"], "the event carries the same timings");
     let heard = ask(
         &client,
         Destination::capability("speech_to_text"),
@@ -173,6 +177,10 @@ pub async fn tts_streams_to_a_satellite(addr: SocketAddr) {
     let first = summary["timings_ms"]["first_audio"].as_f64().unwrap();
     let total = summary["timings_ms"]["total"].as_f64().unwrap();
     assert!(first < total, "streamed sentence by sentence: {summary}");
+    // Per stage: waiting for the voice's session, and the model (the bench reports both).
+    let queue = summary["timings_ms"]["queue"].as_f64().unwrap();
+    let inference = summary["timings_ms"]["inference"].as_f64().unwrap();
+    assert!(inference > 0.0 && queue >= 0.0 && queue + inference <= total, "{summary}");
     let start = sat.next().await;
     assert_eq!((start.kind.as_str(), start.str("session_id")), ("audio-start", Some("s-9")));
     let rate = start.u64("rate").unwrap() as u32;
