@@ -238,3 +238,84 @@ def test_esphome_discovery_becomes_a_registry_device(alicia, ha):
         wait_for(lambda: http("GET", f"{api}/devices/ha_246f28a1b2c3")[1]["status"] == "offline", "offline by will")
     finally:
         node.close()
+
+
+def test_announcement_text_set_in_ha_reaches_the_speaker(alicia, ha, sims):
+    """The speaker's Announcement text entity: text set in HA goes through the bridge to
+    speaker_manager, which sends the speaker an `announce` command with that text; the
+    simulated speaker (which cannot speak text itself: `announce.parameters.text` false)
+    plays its chime for it."""
+    spk = sims("speaker", "ha_announcer", "--location", "hall")
+    entity = ha.entity_id_for("alicia_ha_announcer_announce", timeout=20)
+    assert entity.startswith("text."), entity
+    # Available (the speaker's status) before HA lets it be set.
+    ha.wait_for_state(entity, predicate=lambda s: s["state"] != "unavailable", timeout=20)
+    ha.call_service("text", "set_value", entity_id=entity, value="Dinner is ready")
+    env = commands(spk, "announce")
+    assert env["payload"]["data"]["parameters"]["text"] == "Dinner is ready", env
+    played = spk.wait_for("played", lambda e: e["announcement"], timeout=15)
+    assert Path(played["path"]).exists(), played
+
+
+def test_home_assistant_over_tls_as_the_readme_says(alicia, make_module_ha, sims):
+    """The README's second way: HA's MQTT integration on Alicia's TLS listener, the broker's
+    certificate checked against the home's certs/ca.crt ("custom" validation), logged in as
+    `homeassistant` with its password. HA then sees Alicia's devices as on loopback."""
+    host, port = alicia.addrs["mqtts"].split(":")
+    hatls = make_module_ha(None, name="ha-tls")
+    hatls.add_mqtt("localhost", int(port), "homeassistant", password(alicia.home, "homeassistant"),
+                   ca_file=alicia.home / "certs" / "ca.crt")
+    sims("sensor", "ha_tls_sensor", "--location", "attic")
+    entity = hatls.entity_id_for("alicia_ha_tls_sensor_temperature", timeout=20)
+    state = hatls.wait_for_state(entity, predicate=lambda s: s["state"] not in ("unknown", "unavailable"),
+                                 timeout=20)
+    assert state["attributes"].get("unit_of_measurement") == "°C", state
+    # And HA's certificate check is real: another CA is refused.
+    other = alicia.work / "other-ca"
+    other.mkdir(exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(other / "ca.key"),
+                    "-out", str(other / "ca.crt"), "-subj", "/CN=Other CA", "-days", "1"],
+                   check=True, capture_output=True)
+    untrusting = make_module_ha(None, name="ha-tls-other-ca")
+    with pytest.raises(Exception) as refused:
+        untrusting.add_mqtt("localhost", int(port), "homeassistant", password(alicia.home, "homeassistant"),
+                            ca_file=other / "ca.crt")
+    assert "cannot_connect" in str(refused.value), refused.value
+
+
+def test_entities_are_published_again_when_home_assistant_restarts(alicia, ha, sims):
+    """HA announces itself on homeassistant/status when it starts; the bridge answers by
+    publishing every entity's discovery config again (HA may have lost them; a retained copy
+    is not enough if the broker lost its retained messages). Watched with HA's own login: after
+    the real HA restarts, each of the device's configs arrives again as a live message."""
+    sims("switch", "ha_birth")
+    ha.wait_for_entity(ha.entity_id_for("alicia_ha_birth_switch", timeout=20))
+    watcher = Client(alicia, client_id="ha-birth-watcher", protocol=V311)
+    watcher.c.username_pw_set("homeassistant", password(alicia.home, "homeassistant"))
+    watcher.connect()
+    try:
+        watcher.subscribe("homeassistant/+/+/+/config", qos=1)
+        watcher.subscribe("homeassistant/status", qos=1)
+        # The retained copies first (retain flag set).
+        first = watcher.get()
+        assert first.retain, first.topic
+        watcher.drain(1.0)
+        ha.stop()
+        ha.start()
+        seen_birth, live = False, set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (seen_birth and live):
+            try:
+                m = watcher.get(timeout=max(0.1, deadline - time.monotonic()))
+            except AssertionError:
+                break
+            if m.topic == "homeassistant/status" and m.payload == b"online":
+                seen_birth = True
+            elif seen_birth and not m.retain and "ha_birth" in m.topic:
+                live.add(m.topic)
+        assert seen_birth, "HA published its birth message"
+        assert live, "the bridge published ha_birth's config again after HA's birth"
+        ha.wait_mqtt_connected()
+        ha.wait_for_entity(ha.entity_id_for("alicia_ha_birth_switch", timeout=20))
+    finally:
+        watcher.close()

