@@ -293,6 +293,7 @@ def test_without_models_voice_is_unavailable_with_the_fix(tmp_path):
         # One command fetches what the whole voice needs (both services name the same one).
         fix = "alicia models fetch whisper-tiny.en onnxruntime silero-vad piper-en_US-joe-medium"
         assert message.endswith(f"to fix it run: {fix}"), message
+        assert message.count("alicia models fetch") == 1, f"one command, not one per model: {message}"
 
         def alert():
             with urllib.request.urlopen(f"http://{x.addrs['http']}/alerts", timeout=2) as r:
@@ -306,6 +307,7 @@ def test_without_models_voice_is_unavailable_with_the_fix(tmp_path):
         for service in ("stt_service", "tts_service"):
             lines = [line for line in log if re.match(rf"^\S+ ERROR alicia::voice: {service} is unavailable", line)]
             assert len(lines) == 1 and lines[0].endswith(f"to fix it: {fix}"), lines
+            assert lines[0].count("alicia models fetch") == 1, lines
         # The rest of the bus works, and the CLI says what is wrong.
         r = subprocess.run([brokers.alicia_bin(), "say", "hello", "--home", str(home), "--timeout", "2"],
                            capture_output=True, timeout=20, env=env)

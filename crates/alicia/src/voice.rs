@@ -47,7 +47,13 @@ impl Unavailable {
             ModelError::Unknown { available, .. } => Some(format!("set {what} to one of: {}", available.join(", "))),
             other => other.fix().map(str::to_string),
         };
-        Unavailable { reason: e.to_string(), fix, retry }
+        // The fix is said once, after the reason (and merged across services): not also
+        // inside the reason, as the error's own text has it.
+        let reason = match e {
+            ModelError::NotFetched { id, dir, .. } => format!("model {id} is not in {}", dir.display()),
+            other => other.to_string(),
+        };
+        Unavailable { reason, fix, retry }
     }
 }
 
