@@ -30,9 +30,10 @@ pub enum Transport {
 /// TLS settings of a listener, in Mosquitto's terms.
 #[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
-    /// CA certificates (PEM) that client certificates must chain to.
+    /// CA certificates (PEM) that client certificates must chain to; also where the issuers of
+    /// a `certfile` holding only the server's certificate are found (as with Mosquitto).
     pub cafile: Option<PathBuf>,
-    /// Server certificate chain (PEM).
+    /// Server certificate, or its chain (PEM).
     pub certfile: PathBuf,
     /// Server private key (PEM).
     pub keyfile: PathBuf,
@@ -67,12 +68,15 @@ impl ListenerConfig {
 pub use alicia_tls::TlsError;
 
 /// Builds a rustls server configuration from Mosquitto-style files, through `alicia-tls`: X.509
-/// v1 certificates (the server's and clients') are accepted with the same checks as v3 ones.
+/// v1 certificates (the server's and clients') are accepted with the same checks as v3 ones,
+/// and a `certfile` with only the server's certificate is sent with its issuers from `cafile`,
+/// as Mosquitto does (`alicia_tls::chain`).
 pub fn server_config(t: &TlsFiles) -> Result<ServerConfig, TlsError> {
-    let key = alicia_tls::certified_key(&t.certfile, &t.keyfile)?;
-    let clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match &t.cafile {
-        Some(ca) => {
-            let trust = alicia_tls::Trust::load(ca, t.crlfile.as_deref())?;
+    let trust = t.cafile.as_deref().map(|ca| alicia_tls::Trust::load(ca, t.crlfile.as_deref())).transpose()?;
+    let cas = trust.as_ref().map_or(&[][..], |t| &t.roots[..]);
+    let key = alicia_tls::certified_key_with_cas(&t.certfile, &t.keyfile, cas)?;
+    let clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match (&t.cafile, trust) {
+        (Some(ca), Some(trust)) => {
             let policy = alicia_tls::Policy {
                 mandatory: t.require_certificate,
                 allow_unknown_revocation: false,
@@ -80,10 +84,10 @@ pub fn server_config(t: &TlsFiles) -> Result<ServerConfig, TlsError> {
             };
             Some(Arc::new(alicia_tls::ClientVerifier::new(trust, policy, ca)?))
         }
-        None if t.require_certificate => {
+        _ if t.require_certificate => {
             return Err(TlsError::Rustls("require_certificate needs a cafile".into()));
         }
-        None => None,
+        _ => None,
     };
     alicia_tls::server_config(key, clients)
 }

@@ -21,16 +21,20 @@
 //!   unknown status);
 //! - the TLS handshake signature is checked against its public key as for any certificate.
 //!
+//! The server's own chain is completed from `cafile` when `certfile` holds only its certificate,
+//! as Mosquitto (OpenSSL) does ([`chain`]).
+//!
 //! v3 certificates go through webpki unchanged. [`watch::WatchedTrust`] re-reads a CRL file
 //! when it changes, so a revocation takes effect without a restart.
 
+pub mod chain;
 pub mod load;
 pub mod verify;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
 
-pub use load::{certified_key, read_certs, read_crls, server_config, Trust};
+pub use load::{certified_key, certified_key_with_cas, read_certs, read_crls, server_config, Trust};
 pub use verify::{ClientVerifier, Policy};
 pub use watch::WatchedTrust;
 

@@ -71,9 +71,22 @@ impl Trust {
 }
 
 /// The server's certificate chain and key, from PEM files. A v1 server certificate is
-/// accepted (rustls' own loader refuses it); the key must match the certificate.
+/// accepted (rustls' own loader refuses it); the key must match the certificate. The chain is
+/// sent as the file has it: see [`certified_key_with_cas`] for Mosquitto's completion from
+/// `cafile`.
 pub fn certified_key(certfile: &Path, keyfile: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = read_certs(certfile)?;
+    certified_key_with_cas(certfile, keyfile, &[])
+}
+
+/// As [`certified_key`], and when `certfile` holds only the server's certificate, its issuers
+/// found among `cas` (a listener's `cafile`) are sent after it up to the root, as Mosquitto
+/// does ([`crate::chain::complete`]).
+pub fn certified_key_with_cas(
+    certfile: &Path,
+    keyfile: &Path,
+    cas: &[CertificateDer<'static>],
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = crate::chain::complete(read_certs(certfile)?, cas);
     let key = PrivateKeyDer::from_pem_file(keyfile).map_err(|e| file_err(keyfile, e))?;
     let signer = provider().key_provider.load_private_key(key).map_err(|e| file_err(keyfile, e))?;
     let end = chain.first().ok_or_else(|| file_err(certfile, "no certificate found"))?;

@@ -54,7 +54,7 @@ fn version(der: &[u8]) -> Option<u32> {
 
 /// Whether a certificate may issue others: v3, `basicConstraints` CA:TRUE, and `keyCertSign`
 /// if it carries a key usage at all.
-fn is_ca(cert: &X509Certificate<'_>) -> bool {
+pub(crate) fn is_ca(cert: &X509Certificate<'_>) -> bool {
     let basic = matches!(cert.basic_constraints(), Ok(Some(b)) if b.value.ca);
     let usage = match cert.key_usage() {
         Ok(Some(k)) => k.value.key_cert_sign(),
@@ -202,6 +202,17 @@ impl ClientVerifier {
 /// Whether `signature` over `tbs` (algorithm `alg`, an OID) verifies with `signer`'s key. The
 /// algorithms are webpki's: no SHA-1, RSA of at least 2048 bits.
 fn signed_by(signer: &SubjectPublicKeyInfo<'_>, alg: &str, tbs: &[u8], signature: &[u8]) -> bool {
+    check_signature(signer, alg, tbs, signature) == Some(true)
+}
+
+/// As [`signed_by`], but `None` when the algorithm (or key type) is not one of those: the
+/// signature could not be checked at all, which is not the same as a bad signature.
+pub(crate) fn check_signature(
+    signer: &SubjectPublicKeyInfo<'_>,
+    alg: &str,
+    tbs: &[u8],
+    signature: &[u8],
+) -> Option<bool> {
     let key: &[u8] = &signer.subject_public_key.data;
     let key_type = signer.algorithm.algorithm.to_id_string();
     let p384 = key.len() == 97;
@@ -214,9 +225,9 @@ fn signed_by(signer: &SubjectPublicKeyInfo<'_>, alg: &str, tbs: &[u8], signature
         ("1.2.840.10045.4.3.3", OID_EC) if p384 => &sig::ECDSA_P384_SHA384_ASN1,
         ("1.2.840.10045.4.3.3", OID_EC) => &sig::ECDSA_P256_SHA384_ASN1,
         (OID_ED25519, OID_ED25519) => &sig::ED25519,
-        _ => return false,
+        _ => return None,
     };
-    sig::UnparsedPublicKey::new(alg, key).verify(tbs, signature).is_ok()
+    Some(sig::UnparsedPublicKey::new(alg, key).verify(tbs, signature).is_ok())
 }
 
 fn crl_signed_by(crl: &CertificateRevocationList<'_>, signer: &SubjectPublicKeyInfo<'_>) -> bool {
