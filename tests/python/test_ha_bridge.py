@@ -240,11 +240,16 @@ def test_esphome_discovery_becomes_a_registry_device(alicia, ha):
         node.close()
 
 
-def test_announcement_text_set_in_ha_reaches_the_speaker(alicia, ha, sims):
+def words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
+
+
+def test_announcement_text_set_in_ha_is_spoken_on_the_speaker(alicia, ha, sims):
     """The speaker's Announcement text entity: text set in HA goes through the bridge to
-    speaker_manager, which sends the speaker an `announce` command with that text; the
-    simulated speaker (which cannot speak text itself: `announce.parameters.text` false)
-    plays its chime for it."""
+    speaker_manager, which has it spoken by tts_service (the simulated speaker cannot speak
+    text: `announce.parameters.text` false) and sends the speaker the text and the clip's URL;
+    the speaker fetches and plays it, and Alicia's STT service hears the text in what it played
+    (not a chime)."""
     spk = sims("speaker", "ha_announcer", "--location", "hall")
     entity = ha.entity_id_for("alicia_ha_announcer_announce", timeout=20)
     assert entity.startswith("text."), entity
@@ -252,9 +257,18 @@ def test_announcement_text_set_in_ha_reaches_the_speaker(alicia, ha, sims):
     ha.wait_for_state(entity, predicate=lambda s: s["state"] != "unavailable", timeout=20)
     ha.call_service("text", "set_value", entity_id=entity, value="Dinner is ready")
     env = commands(spk, "announce")
-    assert env["payload"]["data"]["parameters"]["text"] == "Dinner is ready", env
+    params = env["payload"]["data"]["parameters"]
+    assert params["text"] == "Dinner is ready", env
+    assert params["audio_url"].startswith(f"http://{alicia.addrs['media']}/media/"), params
     played = spk.wait_for("played", lambda e: e["announcement"], timeout=15)
-    assert Path(played["path"]).exists(), played
+    out = subprocess.run([brokers.alicia_bin(), "transcribe", played["path"], "--home", str(alicia.home),
+                          "--broker", alicia.addrs["mqtt"]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    heard = words(out.stdout)
+    assert "dinner" in heard and "ready" in heard, f"the speaker played {out.stdout!r}"
+    # The clip is the speaker's to fetch, not anyone's to list: another id is not found.
+    status, body = http("GET", f"http://{alicia.addrs['media']}/media/{uuid.uuid4().hex}.wav")
+    assert status == 404 and body["error"] == "not_found", body
 
 
 def test_home_assistant_over_tls_as_the_readme_says(alicia, make_module_ha, sims):

@@ -19,6 +19,13 @@ pub struct SpeakerManagerConfig {
     pub announcement_timeout_secs: f64,
     /// How long a speaker has to answer a command.
     pub command_timeout_ms: u64,
+    /// Where the spoken announcements for speakers that cannot speak text are served
+    /// (`GET /media/<id>.wav`); `null` turns that off (such speakers then get the text only).
+    /// The default, a free loopback port, serves speakers on this machine.
+    pub media_http: Option<String>,
+    /// The URL speakers fetch those clips from, when it is not `http://<media_http>` (a host
+    /// name or address speakers on the network reach, e.g. `http://alicia.lan:8095`).
+    pub media_url: Option<String>,
 }
 
 impl Default for SpeakerManagerConfig {
@@ -28,6 +35,8 @@ impl Default for SpeakerManagerConfig {
             queue_limit: 32,
             announcement_timeout_secs: 120.0,
             command_timeout_ms: 3000,
+            media_http: Some("127.0.0.1:0".into()),
+            media_url: None,
         }
     }
 }
@@ -213,6 +222,16 @@ pub(crate) fn validate(c: &crate::Config, need: &mut dyn FnMut(bool, &str, &str)
         "must be a number > 0",
     );
     need(s.command_timeout_ms >= 1, "speaker_manager.command_timeout_ms", "must be at least 1");
+    if let Some(a) = &s.media_http {
+        need(a.parse::<std::net::SocketAddr>().is_ok(), "speaker_manager.media_http", "not a socket address");
+    }
+    if let Some(u) = &s.media_url {
+        need(
+            u.starts_with("http://") || u.starts_with("https://"),
+            "speaker_manager.media_url",
+            "must start with http:// or https://",
+        );
+    }
     for (i, t) in c.sensor_data.thresholds.iter().enumerate() {
         let key = |k: &str| format!("sensor_data.thresholds[{i}].{k}");
         need(!t.name.trim().is_empty(), &key("name"), "must not be empty");

@@ -63,6 +63,7 @@
 pub mod actuator;
 pub mod alerts;
 pub mod home;
+pub mod media;
 pub mod sensor;
 pub mod speaker;
 
@@ -72,6 +73,8 @@ pub mod speaker;
 pub enum DeviceError {
     #[error(transparent)]
     Bus(#[from] alicia_sdk::SdkError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Twelve random hex digits, for client ids.

@@ -1,6 +1,7 @@
 //! `speaker_manager`: announcements and audio for one speaker, a location or all of them, a
 //! queue per speaker, volume within each speaker's registered parameters, and music ducked (or
-//! paused and resumed) under announcements.
+//! paused and resumed) under announcements. A speaker that cannot speak text gets the text
+//! spoken by the TTS service, as a clip it fetches ([`crate::media`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::home::{Device, Home};
+use crate::media::Media;
 use crate::DeviceError;
 
 /// The service's name on the bus.
@@ -86,6 +88,8 @@ struct State {
     settings: alicia_config::SpeakerManagerConfig,
     queues: Mutex<HashMap<String, Queue>>,
     bus: Mutex<Option<Bus>>,
+    /// Where spoken announcements are served, when on.
+    media: Option<Arc<Media>>,
 }
 
 impl State {
@@ -126,6 +130,34 @@ impl State {
             Err(alicia_sdk::SdkError::Remote { code, message, .. }) => Err(ServiceError::new(code, message)),
             Err(e) => Err(ServiceError::new("timeout", format!("{id}: {e}"))),
         }
+    }
+
+    /// `text` spoken by the TTS service on the bus, as the URL of a clip this service serves;
+    /// `None` (the speaker gets the text only) when serving is off or no TTS answers.
+    async fn speech(&self, text: &str) -> Option<String> {
+        let media = self.media.as_ref()?;
+        let bus = self.bus.lock().clone()?;
+        let to = Destination::capability("text_to_speech");
+        let answer = match bus.request(to, json!({ "text": text }), self.settings_tts_timeout()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(error = %e, "no speech for the announcement; the speaker gets its text only");
+                return None;
+            }
+        };
+        let b64 = answer.payload.data.get("audio_data").and_then(Value::as_str)?;
+        match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64) {
+            Ok(wav) => Some(media.add(wav.into())),
+            Err(e) => {
+                tracing::warn!(error = %e, from = %answer.source, "the TTS answer's audio_data is not base64");
+                None
+            }
+        }
+    }
+
+    fn settings_tts_timeout(&self) -> Duration {
+        // Synthesis of a sentence takes well under a second; a model still loading, longer.
+        Duration::from_secs(15)
     }
 
     /// The speaker's queue, started on first use.
@@ -185,6 +217,16 @@ async fn announce(state: &State, id: &str, mut params: Map<String, Value>) -> Re
     if let Some(v) = params.get("volume").and_then(Value::as_i64) {
         let (min, max) = volume_range(&device);
         params.insert("volume".into(), json!(v.clamp(min, max)));
+    }
+    // A speaker that does not say it speaks text (`announce.parameters.text`) also gets the
+    // text spoken, as a clip to fetch; one that plays only URLs needs it.
+    let speaks_text = device.capability("announce").and_then(|c| c.flag("text")) == Some(true);
+    if !speaks_text && !params.contains_key("audio_url") {
+        if let Some(text) = params.get("text").and_then(Value::as_str).map(str::to_string) {
+            if let Some(url) = state.speech(&text).await {
+                params.insert("audio_url".into(), json!(url));
+            }
+        }
     }
     let pause_first = music && !ducks;
     if pause_first {
@@ -434,6 +476,8 @@ impl Service {
 pub struct SpeakerHandle {
     service: ServiceHandle,
     home: Arc<Home>,
+    media_addr: Option<std::net::SocketAddr>,
+    media_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SpeakerHandle {
@@ -441,7 +485,15 @@ impl SpeakerHandle {
         self.service.bus()
     }
 
+    /// Where spoken announcements are served, when on.
+    pub fn media_addr(&self) -> Option<std::net::SocketAddr> {
+        self.media_addr
+    }
+
     pub async fn shutdown(self) {
+        if let Some(t) = self.media_task {
+            t.abort();
+        }
         self.home.close().await;
         self.service.shutdown().await;
     }
@@ -454,15 +506,29 @@ pub async fn start(cfg: SpeakerConfig) -> Result<SpeakerHandle, DeviceError> {
     let (home, _others) =
         Home::follow(&cfg.service, format!("{SERVICE_NAME}-{}-io", crate::random_suffix()), Vec::new(), None);
     let home = Arc::new(home);
+    let (media, media_task) = match &cfg.settings.media_http {
+        Some(addr) => {
+            let bind: std::net::SocketAddr =
+                addr.parse().map_err(|_| DeviceError::Config(format!("speaker_manager.media_http: {addr:?}")))?;
+            let (media, local, task) = Media::serve(bind, cfg.settings.media_url.clone())
+                .await
+                .map_err(|e| DeviceError::Config(format!("speaker_manager.media_http {bind}: {e}")))?;
+            tracing::info!(%local, "spoken announcements served");
+            (Some(media), Some((local, task)))
+        }
+        None => (None, None),
+    };
     let state = Arc::new(State {
         home: home.clone(),
         settings: cfg.settings.clone(),
         queues: Mutex::default(),
         bus: Mutex::default(),
+        media,
     });
     let announce_topic = format!("{prefix}/devices/speakers/announce");
     let service = alicia_sdk::start(cfg.service.clone(), Service { state: state.clone(), announce_topic })?;
     *state.bus.lock() = Some(service.bus().clone());
     tracing::info!("speaker manager started");
-    Ok(SpeakerHandle { service, home })
+    let (media_addr, media_task) = media_task.unzip();
+    Ok(SpeakerHandle { service, home, media_addr, media_task })
 }

@@ -37,7 +37,11 @@ impl DeviceServices {
         if cfg.speaker_manager.enabled {
             let mut c = speaker::SpeakerConfig::new(services.config(speaker::SERVICE_NAME, broker, cfg)?);
             c.settings = cfg.speaker_manager.clone();
-            out.speaker = Some(speaker::start(c).await.context("cannot start the speaker manager")?);
+            let s = speaker::start(c).await.context("cannot start the speaker manager")?;
+            if let Some(addr) = s.media_addr() {
+                crate::listening::announce("media", addr);
+            }
+            out.speaker = Some(s);
         }
         if cfg.sensor_data.enabled {
             let mut c = sensor::SensorConfig::new(services.config(sensor::SERVICE_NAME, broker, cfg)?);
