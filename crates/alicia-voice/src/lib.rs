@@ -44,6 +44,7 @@
 
 pub mod provider;
 pub mod sat;
+pub mod satellite;
 pub mod stream;
 pub mod stt;
 pub mod topics;

@@ -331,6 +331,28 @@ struct Utterance {
     /// Answered already (transcribed at VAD's end of speech, or refused).
     answered: bool,
     started: Instant,
+    /// Wall clock (unix ms) when voice activity began: satellites that heard one utterance
+    /// report starts close together (the voice pipeline's arbitration).
+    speech_at: Option<u64>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Loudness of the speech part of an utterance (16 kHz mono), in dB below full scale: how
+/// well a satellite heard it (the nearest satellite hears the loudest).
+fn energy_dbfs(audio: &[f32], speech: Option<(u64, Option<u64>)>) -> Option<f64> {
+    let at = |ms: u64| ((ms as usize).saturating_mul(16)).min(audio.len());
+    let part = match speech {
+        Some((start, end)) => &audio[at(start)..end.map_or(audio.len(), at).max(at(start))],
+        None => audio,
+    };
+    if part.is_empty() {
+        return None;
+    }
+    let mean = part.iter().map(|s| f64::from(*s) * f64::from(*s)).sum::<f64>() / part.len() as f64;
+    Some(round3(10.0 * mean.max(1e-12).log10()))
 }
 
 async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Event>, gen: u64) {
@@ -343,7 +365,7 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
             Err(_) => {
                 if let Some(u) = cur.take().filter(|u| !u.answered) {
                     tracing::debug!(satellite, "stream went quiet without audio-stop: transcribing what came");
-                    finish(&state, &satellite, u).await;
+                    finish(&state, &satellite, u, "idle").await;
                 }
                 break;
             }
@@ -371,6 +393,12 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                             Some(&u.session),
                         );
                         state.send_snd(&satellite, &e).await;
+                        let now = unix_ms();
+                        u.speech_at = Some(now);
+                        state
+                            .event(json!({"event": "voice_started", "satellite": satellite, "session_id": u.session,
+                                          "at": now, "timestamp": at, "publish": u.opts.publish}))
+                            .await;
                     }
                     Ok(StreamEvent::SpeechEnded) => {
                         let at = stream.speech().and_then(|(_, e)| e).unwrap_or(0);
@@ -385,9 +413,10 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                             session: u.session.clone(),
                             answered: false,
                             started: u.started,
+                            speech_at: u.speech_at,
                         };
                         u.answered = true;
-                        finish(&state, &satellite, taken).await;
+                        finish(&state, &satellite, taken, "vad").await;
                     }
                     Err(e) => {
                         u.answered = true;
@@ -398,7 +427,7 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
             }
             kind::AUDIO_STOP => {
                 if let Some(u) = cur.take().filter(|u| !u.answered) {
-                    finish(&state, &satellite, u).await;
+                    finish(&state, &satellite, u, "audio_stop").await;
                 }
                 next = Options::default();
             }
@@ -434,7 +463,7 @@ async fn start(state: &State, satellite: &str, event: &Event, opts: Options) -> 
         };
         SttStream::new(fmt, vad, state.shared.engine.config().max_audio_seconds).map_err(|e| stream_error(&e))
     });
-    let mut u = Utterance { stream: None, opts, session, answered: false, started: Instant::now() };
+    let mut u = Utterance { stream: None, opts, session, answered: false, started: Instant::now(), speech_at: None };
     match opened {
         Ok(s) => u.stream = Some(s),
         Err(e) => {
@@ -454,10 +483,23 @@ async fn fail(state: &State, satellite: &str, session: &str, e: alicia_sdk::Serv
 
 /// Transcribes the utterance and says what was heard: `transcript` to the satellite, and the
 /// design document's STT response on `P/voice/stt/response`.
-async fn finish(state: &State, satellite: &str, u: Utterance) {
+async fn finish(state: &State, satellite: &str, u: Utterance, why: &str) {
     let Some(stream) = u.stream else { return };
     let ended = Instant::now();
-    let audio = match stream.finish() {
+    let spoken = stream.speech();
+    let audio = stream.finish();
+    let speech = json!({
+        "started_at": u.speech_at.unwrap_or_else(|| unix_ms().saturating_sub(u.started.elapsed().as_millis() as u64)),
+        "start_ms": spoken.map(|(s, _)| s),
+        "end_ms": spoken.and_then(|(_, e)| e),
+        "energy_dbfs": audio.as_ref().ok().and_then(|a| energy_dbfs(a, spoken)),
+    });
+    // The end of speech, before the model runs: the voice pipeline times the stages from here.
+    state
+        .event(json!({"event": "utterance_ended", "satellite": satellite, "session_id": u.session, "reason": why,
+                      "speech": speech, "publish": u.opts.publish}))
+        .await;
+    let audio = match audio {
         Ok(a) => a,
         // Nothing was said: an empty transcript, as Wyoming's reference servers answer.
         Err(SttError::Audio(alicia_audio::AudioError::Empty)) => {
@@ -495,6 +537,7 @@ async fn finish(state: &State, satellite: &str, u: Utterance) {
             "duration_seconds": round3(t.audio_seconds as f64),
             "model": state.shared.model_name,
             "timings_ms": timings,
+            "speech": speech,
         });
         let to = Destination::device(satellite);
         let to = if to.validate().is_ok() { to } else { Destination::Broadcast };

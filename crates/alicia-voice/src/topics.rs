@@ -51,6 +51,17 @@ impl VoiceTopics {
         format!("{}/voice/tts/events", self.prefix)
     }
 
+    /// `P/voice/tts/cancel`: stop speaking to a satellite (`{satellite, session_id?, reason}`;
+    /// every instance hears it, the one speaking acts).
+    pub fn tts_cancel(&self) -> String {
+        format!("{}/voice/tts/cancel", self.prefix)
+    }
+
+    /// `P/voice/events`: the voice pipeline's and the assistant's events, per session.
+    pub fn voice_events(&self) -> String {
+        format!("{}/voice/events", self.prefix)
+    }
+
     /// `P/voice/ai/response`: the assistant's answers, which the TTS service speaks.
     pub fn ai_response(&self) -> String {
         format!("{}/voice/ai/response", self.prefix)

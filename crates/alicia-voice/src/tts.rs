@@ -70,6 +70,29 @@ struct Shared {
     /// The plain connection: satellites' `synthesize` in, audio out.
     link: Link,
     bus: std::sync::OnceLock<Bus>,
+    /// What is being spoken to each satellite now, so a cancel can stop it: (the speech's
+    /// number, its session, the signal).
+    speaking: parking_lot::Mutex<std::collections::HashMap<String, Current>>,
+    next_speech: AtomicU64,
+}
+
+/// The speech being streamed to a satellite: its number, its session, the cancel signal.
+type Current = (u64, Option<String>, Arc<Notify>);
+
+/// Ends a satellite's entry in [`Shared::speaking`] when its speech ends, however it ends.
+struct Speaking<'a> {
+    shared: &'a Shared,
+    satellite: &'a str,
+    n: u64,
+}
+
+impl Drop for Speaking<'_> {
+    fn drop(&mut self) {
+        let mut map = self.shared.speaking.lock();
+        if map.get(self.satellite).is_some_and(|(n, _, _)| *n == self.n) {
+            map.remove(self.satellite);
+        }
+    }
 }
 
 struct TtsService {
@@ -127,6 +150,8 @@ pub async fn start(cfg: TtsServiceConfig) -> Result<TtsHandle, SdkError> {
         counters: TtsCounters::default(),
         link,
         bus: std::sync::OnceLock::new(),
+        speaking: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        next_speech: AtomicU64::new(0),
     });
     let rebirth = Arc::new(Notify::new());
     let service = alicia_sdk::start(
@@ -191,11 +216,14 @@ fn round3(v: f64) -> f64 {
 }
 
 /// What to say, from a request's data.
+#[derive(Clone)]
 struct Speak {
     text: String,
     opts: SpeakOptions,
     satellite: Option<String>,
     session: Option<String>,
+    /// Why it is said (`request`, `answer`, `synthesize`), for the events.
+    why: Option<&'static str>,
 }
 
 fn parse(data: &Value, metadata: &serde_json::Map<String, Value>) -> Result<Speak, ServiceError> {
@@ -226,6 +254,7 @@ fn parse(data: &Value, metadata: &serde_json::Map<String, Value>) -> Result<Spea
         opts: SpeakOptions { voice, rate, lead_in: 0.0 },
         satellite: s("satellite")?,
         session: s("session_id")?,
+        why: None,
     })
 }
 
@@ -283,12 +312,26 @@ impl Shared {
             async move { self.link.publish(topic, QoS::AtLeastOnce, false, sat::encode(&e), None).await }
         };
         let deadline = tokio::time::Instant::now() + self.timeout;
+        // A newer speech to the same satellite replaces this one's entry: a cancel stops the newest.
+        let cancel = Arc::new(Notify::new());
+        let n = self.next_speech.fetch_add(1, Ordering::Relaxed);
+        self.speaking.lock().insert(satellite.to_string(), (n, speak.session.clone(), cancel.clone()));
+        let _entry = Speaking { shared: self, satellite, n };
+        let mut cancelled = false;
         let mut rx = self.engine.stream(&speak.text, &speak.opts);
         let (mut sent, mut first, mut rate) = (0u64, None::<f64>, 0u32);
         // Where the time went, over the sentences: waiting for a session, and the model.
         let (mut queue_ms, mut inference_ms) = (0.0f64, 0.0f64);
         loop {
-            let chunk = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.notified() => {
+                    cancelled = true;
+                    break;
+                }
+                c = tokio::time::timeout_at(deadline, rx.recv()) => c,
+            };
+            let chunk = match next {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => {
                     let err = tts_error(&e);
@@ -310,6 +353,10 @@ impl Shared {
                     .await
                     .map_err(|e| ServiceError::new("unavailable", e.to_string()))?;
                 first = Some(started.elapsed().as_secs_f64() * 1000.0);
+                let why = speak.why.unwrap_or("request");
+                self.event(json!({"event": "speaking", "satellite": satellite, "session_id": speak.session,
+                                  "text": speak.text, "for": why}))
+                    .await;
             }
             let per = (rate as usize * CHUNK_MS as usize / 1000).max(1);
             for piece in chunk.samples.chunks(per) {
@@ -323,11 +370,17 @@ impl Shared {
             }
         }
         let ts = sent * 1000 / rate.max(1) as u64;
-        send(sat::audio_stop(ts, session)).await.map_err(|e| ServiceError::new("unavailable", e.to_string()))?;
+        let mut stop = sat::audio_stop(ts, session);
+        if cancelled {
+            // The satellite stops playing too: this speech was cut short on purpose.
+            stop.data.insert("cancelled".into(), Value::Bool(true));
+        }
+        send(stop).await.map_err(|e| ServiceError::new("unavailable", e.to_string()))?;
         self.counters.streamed.fetch_add(1, Ordering::Relaxed);
         Ok(json!({
             "satellite": satellite,
             "session_id": speak.session,
+            "cancelled": cancelled,
             "sample_rate": rate,
             "duration_seconds": round3(sent as f64 / rate.max(1) as f64),
             "timings_ms": {
@@ -361,11 +414,14 @@ impl Shared {
     }
 
     /// Speaks to a satellite and says so on `P/voice/tts/events`.
-    async fn speak_to(&self, satellite: &str, speak: &Speak, why: &str) -> Result<Value, ServiceError> {
+    async fn speak_to(&self, satellite: &str, speak: &Speak, why: &'static str) -> Result<Value, ServiceError> {
+        let speak = Speak { why: Some(why), ..speak.clone() };
+        let speak = &speak;
         let r = self.stream_to(satellite, speak).await;
         match &r {
             Ok(summary) => {
-                self.event(json!({"event": "spoken", "satellite": satellite, "session_id": speak.session,
+                let kind = if summary["cancelled"] == true { "cancelled" } else { "spoken" };
+                self.event(json!({"event": kind, "satellite": satellite, "session_id": speak.session,
                                   "text": speak.text, "for": why, "summary": summary}))
                     .await
             }
@@ -386,7 +442,12 @@ impl BusService for TtsService {
 
     fn subscriptions(&self) -> Vec<Subscription> {
         let t = &self.shared.topics;
-        let mut subs = vec![Subscription::shared(t.tts_request()), Subscription::new(t.rebirth())];
+        // Cancels go to every instance: only the one speaking to the satellite has anything to stop.
+        let mut subs = vec![
+            Subscription::shared(t.tts_request()),
+            Subscription::new(t.rebirth()),
+            Subscription::new(t.tts_cancel()),
+        ];
         if self.speak_answers {
             subs.push(Subscription::shared(t.ai_response()));
         }
@@ -401,6 +462,10 @@ impl BusService for TtsService {
         }
         if ctx.topic() == t.ai_response() {
             return self.answer(envelope).await;
+        }
+        if ctx.topic() == t.tts_cancel() {
+            self.cancel(&envelope.payload.data);
+            return Ok(None);
         }
         if matches!(envelope.message_type, MessageType::Response | MessageType::Heartbeat) {
             let reason = format!("tts_service takes requests; a {} has nothing to say", envelope.message_type);
@@ -436,6 +501,20 @@ impl BusService for TtsService {
 }
 
 impl TtsService {
+    /// `{satellite, session_id?}`: stops the speech to that satellite (only that session's,
+    /// when one is named) if this instance is speaking it.
+    fn cancel(&self, data: &Value) {
+        let Some(satellite) = data.get("satellite").and_then(Value::as_str) else { return };
+        let session = data.get("session_id").and_then(Value::as_str);
+        let map = self.shared.speaking.lock();
+        if let Some((_, s, signal)) = map.get(satellite) {
+            if session.is_none() || s.as_deref() == session {
+                // A stored permit: a cancel that arrives between two chunks is not lost.
+                signal.notify_one();
+            }
+        }
+    }
+
     /// The assistant's answer: its `response` spoken to the satellite it is for.
     async fn answer(&self, envelope: Envelope) -> HandlerResult {
         if envelope.payload.metadata.status == Some(ReplyStatus::Error) {
@@ -455,7 +534,8 @@ impl TtsService {
         };
         let session =
             data.get("session_id").or_else(|| meta.get("session_id")).and_then(Value::as_str).map(str::to_string);
-        let speak = Speak { text, opts: SpeakOptions::default(), satellite: Some(satellite.clone()), session };
+        let speak =
+            Speak { text, opts: SpeakOptions::default(), satellite: Some(satellite.clone()), session, why: None };
         if let Err(e) = self.shared.speak_to(&satellite, &speak, "answer").await {
             tracing::warn!(%satellite, code = %e.code, error = %e.message, "cannot speak the answer");
         }

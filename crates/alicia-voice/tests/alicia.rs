@@ -2,6 +2,7 @@
 
 mod common;
 mod scenarios;
+mod spoken;
 
 use common::alicia_broker;
 
@@ -57,4 +58,10 @@ async fn bad_input_is_answered_and_dead_lettered() {
 async fn a_full_queue_answers_busy() {
     let (_b, addr) = alicia_broker().await;
     scenarios::busy(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_commands_reach_devices_and_are_answered() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::spoken_commands_reach_devices(addr).await;
 }

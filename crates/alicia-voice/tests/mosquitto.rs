@@ -4,6 +4,7 @@
 
 mod common;
 mod scenarios;
+mod spoken;
 
 use common::Mosquitto;
 
@@ -29,4 +30,10 @@ async fn satellites_stream_over_mosquitto() {
 async fn speech_streams_to_a_satellite_over_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
     scenarios::tts_streams_to_a_satellite(m.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_commands_reach_devices_over_mosquitto() {
+    let Some(m) = Mosquitto::start().await else { return };
+    spoken::spoken_commands_reach_devices(m.addr).await;
 }

@@ -228,9 +228,16 @@ pub async fn answers_are_spoken(addr: SocketAddr) {
     }
     assert!(n > 5, "{n} chunks");
     let mut events_obs = events_obs;
+    // `speaking` at the first audio (the voice pipeline times it), `spoken` at the end.
+    let speaking = alicia_envelope::Envelope::parse(&events_obs.next().await.payload).unwrap();
+    assert_eq!(
+        (speaking.payload.data["event"].as_str(), speaking.payload.data["session_id"].as_str()),
+        (Some("speaking"), Some("s-1"))
+    );
     let spoken = alicia_envelope::Envelope::parse(&events_obs.next().await.payload).unwrap();
     assert_eq!(spoken.payload.data["event"], "spoken");
     assert_eq!(spoken.payload.data["for"], "answer");
+    assert_eq!(spoken.payload.data["summary"]["cancelled"], false);
     // An answer for nobody (typed, no satellite) is not spoken.
     let typed = alicia_envelope::Envelope::new(
         "ai_service",
