@@ -15,6 +15,7 @@ pub const SECTIONS: &[&str] = &[
     "stt_service",
     "tts_service",
     "ai_service",
+    "voice_pipeline",
     "security",
     "monitoring",
     "logging",
@@ -43,6 +44,8 @@ pub struct Config {
     pub tts_service: TtsConfig,
     /// The assistant: intents, device commands, answers.
     pub ai_service: AiConfig,
+    /// The voice pipeline: satellites' sessions, arbitration, barge-in.
+    pub voice_pipeline: VoicePipelineConfig,
     /// Envelope signing and encryption.
     pub security: SecurityConfig,
     /// Health monitor, alerts, log rules, containers.
@@ -384,6 +387,39 @@ pub struct AiConfig {
     pub llm: LlmFallback,
 }
 
+/// The voice pipeline (`voice_pipeline`): one session per satellite utterance between the
+/// speech services and the assistant. While it runs, the assistant takes transcripts from it,
+/// not from `<prefix>/voice/stt/response` (`alicia up` turns `ai_service.listen_transcripts` off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoicePipelineConfig {
+    pub enabled: bool,
+    /// Speech starting on two satellites within this many milliseconds is one utterance heard
+    /// twice: only the satellite that heard it loudest answers.
+    pub arbitration_window_ms: u64,
+    /// Longest wait for the other satellites' transcripts before deciding, milliseconds.
+    pub arbitration_wait_ms: u64,
+    /// Longest wait for the assistant's answer, seconds.
+    pub assistant_timeout_secs: u64,
+    /// Utterances that only stop the answer playing.
+    pub stop_words: Vec<String>,
+}
+
+impl Default for VoicePipelineConfig {
+    fn default() -> Self {
+        VoicePipelineConfig {
+            enabled: true,
+            arbitration_window_ms: 300,
+            arbitration_wait_ms: 3000,
+            assistant_timeout_secs: 10,
+            stop_words: ["stop", "cancel", "never mind", "nevermind", "be quiet", "quiet", "shut up", "enough"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// A local language model behind an OpenAI-compatible API (llama.cpp's `llama-server`,
 /// Ollama), offered the home's devices as tools. Off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -694,6 +730,9 @@ impl Config {
             "tts_service.piper.quality",
             "must be x_low, low, medium or high",
         );
+        let vp = &self.voice_pipeline;
+        need(vp.arbitration_window_ms <= 5000, "voice_pipeline.arbitration_window_ms", "must be at most 5000");
+        need(vp.assistant_timeout_secs >= 1, "voice_pipeline.assistant_timeout_secs", "must be at least 1");
         let ai = &self.ai_service;
         need(!ai.language.trim().is_empty(), "ai_service.language", "must not be empty");
         need(ai.dialogue_timeout_secs >= 1, "ai_service.dialogue_timeout_secs", "must be at least 1");

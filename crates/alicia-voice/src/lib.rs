@@ -1,6 +1,8 @@
 //! Alicia's voice services on the bus: `stt_service` ([`stt`]) and `tts_service` ([`tts`])
-//! on the speech engines of `alicia-stt` and `alicia-tts`, the satellite protocol ([`sat`],
-//! written down in `docs/voice-protocol.md`), and the Wyoming bridge ([`wyoming_bridge`]) that
+//! on the speech engines of `alicia-stt` and `alicia-tts`, `voice_pipeline` ([`pipeline`]:
+//! a session per satellite utterance, arbitration, barge-in), the satellite protocol ([`sat`],
+//! written down in `docs/voice-protocol.md`) and a satellite client ([`satellite`]), and the
+//! Wyoming bridge ([`wyoming_bridge`]) that
 //! lets Home Assistant use them.
 //!
 //! Both services are SDK bus services and capability providers: each registers itself in the
@@ -19,6 +21,9 @@
 //! | `P/voice/stt/instances/<instance>` | STT ↔ STT | retained presence of each STT instance (who follows which satellite; see [`stream`]) |
 //! | `P/services/tts_service/inbox`, `P/voice/tts/request` | anyone → one TTS instance | `{text, voice?, rate? (1.0 normal, 0.25–4), satellite?, session_id?}` → `{audio_data (base64 WAV), audio_format: "wav", sample_rate, channels: 1, duration_seconds, voice, cached, timings_ms: {first_audio, total, queue, inference}}` (`queue`: waiting for a free voice session, `inference`: the model, both over all sentences); with `satellite` the speech is streamed to its `snd` topic instead and the answer is `{satellite, session_id, sample_rate, duration_seconds, timings_ms}` (the same timings); `{"action": "describe"}` → voices |
 //! | `P/voice/ai/response` | assistant → one TTS instance | the assistant's answers: `data.response` is spoken to `data.satellite` (else `metadata.device_id`); no satellite, nothing said |
+//! | `P/voice/stt/events` (also) | STT → the voice pipeline | per utterance: `{event: "voice_started", satellite, session_id, at (unix ms), publish}`, `{event: "utterance_ended", satellite, session_id, reason, speech: {started_at, start_ms, end_ms, energy_dbfs}, publish}` |
+//! | `P/voice/tts/cancel` | the pipeline → every TTS instance | `{satellite, session_id?, reason}`: stop that speech (`audio-stop` with `cancelled: true`) |
+//! | `P/voice/events` | the pipeline → anyone | `started`, `transcript`, `arbitrated`, `cancelled`, `error`, `finished` (the session's record with `timings_ms`) ([`pipeline`]) |
 //! | `P/voice/tts/events` | TTS → anyone | `{event: "synthesized", for: "request", requester, request_id, session_id, text, voice, sample_rate, duration_seconds, cached, timings_ms}` for each request answered with a WAV; `{event: "spoken", satellite, session_id, text, for: "request"/"answer"/"synthesize", summary}` for speech streamed to a satellite; `{event: "error", …, code, message}` |
 //! | `P/voice/sat/<id>/mic` | satellite → STT (and TTS for `synthesize`) | one Wyoming event per message ([`sat`]): `transcribe`, `audio-start`, `audio-chunk` (raw PCM payload, 20–100 ms), `audio-stop`, `synthesize` |
 //! | `P/voice/sat/<id>/snd` | STT/TTS → satellite | `voice-started`, `voice-stopped`, `transcript`, `error`; speech as `audio-start`, `audio-chunk`s (100 ms), `audio-stop`; each with `session_id` |
@@ -42,6 +47,7 @@
 //!   response carries the request's metadata, and the same envelope also goes to
 //!   `P/voice/stt/response`.
 
+pub mod pipeline;
 pub mod provider;
 pub mod sat;
 pub mod satellite;

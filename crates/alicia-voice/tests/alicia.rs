@@ -65,3 +65,27 @@ async fn spoken_commands_reach_devices_and_are_answered() {
     let (_b, addr) = alicia_broker().await;
     spoken::spoken_commands_reach_devices(addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voice_pipeline_keeps_sessions() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::the_pipeline_keeps_sessions(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_satellites_hearing_one_utterance_are_arbitrated() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::two_satellites_are_arbitrated(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_cancels_the_answer() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::barge_in_cancels_the_answer(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_to_a_satellite_can_be_cancelled() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::speech_can_be_cancelled(addr).await;
+}

@@ -37,3 +37,9 @@ async fn spoken_commands_reach_devices_over_mosquitto() {
     let Some(m) = Mosquitto::start().await else { return };
     spoken::spoken_commands_reach_devices(m.addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_satellites_are_arbitrated_over_mosquitto() {
+    let Some(m) = Mosquitto::start().await else { return };
+    spoken::two_satellites_are_arbitrated(m.addr).await;
+}

@@ -38,6 +38,7 @@ pub const SERVICES: &[&str] = &[
     STT,
     TTS,
     WYOMING,
+    PIPELINE,
 ];
 
 /// The voice services (`alicia-voice`): only the topics they use (see [`VOICE_ACL`]), not the
@@ -45,7 +46,8 @@ pub const SERVICES: &[&str] = &[
 const STT: &str = "stt_service";
 const TTS: &str = "tts_service";
 const WYOMING: &str = "wyoming";
-const VOICE: &[&str] = &[STT, TTS, WYOMING];
+const PIPELINE: &str = "voice_pipeline";
+const VOICE: &[&str] = &[STT, TTS, WYOMING, PIPELINE];
 
 /// The voice services' rights: the design document's ACL lines for `stt_service` and
 /// `tts_service` first, then what each needs besides: its inbox, replies, presence and health,
@@ -80,6 +82,21 @@ topic readwrite alicia/system/services/tts_service/#
 topic read alicia/system/discovery/rebirth
 topic write alicia/system/deadletter
 topic write alicia/devices/+/errors
+
+user voice_pipeline
+# Sessions: what stt_service heard and tts_service said in, requests to the assistant out
+# (inboxes: the patterns below), cancels and arbitration to satellites, events.
+topic read alicia/voice/stt/response
+topic read alicia/voice/stt/events
+topic read alicia/voice/tts/events
+topic write alicia/voice/tts/cancel
+topic write alicia/voice/ai/response
+topic write alicia/voice/events
+topic write alicia/voice/sat/+/snd
+topic readwrite alicia/services/voice_pipeline/#
+topic readwrite alicia/system/services/voice_pipeline/#
+topic write alicia/system/discovery/heartbeat
+topic write alicia/system/deadletter
 
 user wyoming
 # Each Home Assistant connection is a satellite of its own (wyoming_<bridge>_<n>).

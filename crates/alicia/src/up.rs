@@ -91,6 +91,7 @@ pub struct Running {
     registry: Option<alicia_registry::RegistryHandle>,
     router: Option<alicia_router::RouterHandle>,
     assistant: Option<alicia_assistant::AssistantHandle>,
+    pipeline: Option<alicia_voice::pipeline::PipelineHandle>,
     voice: Option<crate::voice::Voice>,
     monitor: alicia_monitor::MonitorHandle,
     devices: devices::DeviceServices,
@@ -218,13 +219,37 @@ impl Services {
             router = Some(alicia_router::start(r).await.context("cannot start the router")?);
         }
 
+        // The voice pipeline hands transcripts to the assistant; without it (disabled, or a
+        // home made before it existed) the assistant takes them from stt_service itself.
+        let pipeline_name = alicia_voice::pipeline::SERVICE_NAME;
+        let pipeline_login = !self.layout().passwd().exists() || self.layout().password_file(pipeline_name).exists();
+        let pipeline_on = cfg.voice_pipeline.enabled && cfg.ai_service.enabled && pipeline_login;
+        if cfg.voice_pipeline.enabled && !pipeline_login {
+            tracing::error!(
+                "{pipeline_name} not started: this home has no login for it (it was made before the voice pipeline \
+                 existed): add one with `alicia passwd {home}/passwd {pipeline_name}` (keep the password in \
+                 {home}/secrets/{pipeline_name}.password, mode 0600) and give it the ACL block `alicia init` writes \
+                 for it; until then the assistant takes transcripts from stt_service itself",
+                home = self.home.display()
+            );
+        }
         let mut assistant = None;
         if cfg.ai_service.enabled {
-            match self.start_assistant(broker, &cfg).await {
+            match self.start_assistant(broker, &cfg, pipeline_on).await {
                 Ok(a) => assistant = Some(a),
                 // The rest of the bus is useful without it; the reason is said once, clearly.
                 Err(e) => tracing::error!("ai_service not started: {e:#}"),
             }
+        }
+        let mut pipeline = None;
+        if pipeline_on && assistant.is_some() {
+            let vp = &cfg.voice_pipeline;
+            let mut p = alicia_voice::pipeline::PipelineConfig::new(self.config(pipeline_name, broker, &cfg)?);
+            p.arbitration_window = Duration::from_millis(vp.arbitration_window_ms);
+            p.arbitration_wait = Duration::from_millis(vp.arbitration_wait_ms);
+            p.assistant_timeout = Duration::from_secs(vp.assistant_timeout_secs);
+            p.stop_words = vp.stop_words.iter().map(|w| w.trim().to_lowercase()).collect();
+            pipeline = Some(alicia_voice::pipeline::start(p).await.context("cannot start the voice pipeline")?);
         }
 
         let voice = match self.start_voice(broker, &cfg).await {
@@ -245,7 +270,7 @@ impl Services {
             monitor.set_extra_metrics(metrics);
         }
         let devices = devices::DeviceServices::start(self, broker, &cfg).await?;
-        let running = Running { config, registry, router, assistant, voice, monitor, devices };
+        let running = Running { config, registry, router, assistant, pipeline, voice, monitor, devices };
         running.wait_subscribed(Duration::from_secs(15)).await;
         Ok(running)
     }
@@ -256,6 +281,7 @@ impl Services {
         &self,
         broker: SocketAddr,
         cfg: &Config,
+        pipeline_on: bool,
     ) -> anyhow::Result<alicia_assistant::AssistantHandle> {
         let name = alicia_assistant::SERVICE_NAME;
         if self.layout().passwd().exists() && !self.layout().password_file(name).exists() {
@@ -280,7 +306,7 @@ impl Services {
         tracing::info!(sentences = engine.sentence_count(), from = %file.display(), "ai_service: sentences compiled");
         let mut a =
             alicia_assistant::AssistantConfig::new(self.config(name, broker, cfg)?, std::sync::Arc::new(engine));
-        a.listen_transcripts = ai.listen_transcripts;
+        a.listen_transcripts = ai.listen_transcripts && !pipeline_on;
         a.dialogue_timeout = Duration::from_secs(ai.dialogue_timeout_secs);
         a.volume_step_percent = ai.volume_step_percent;
         a.announce_timers = ai.announce_timers;
@@ -437,6 +463,9 @@ impl Running {
         if let Some(a) = &self.assistant {
             waits.push((a.bus().name().to_string(), a.wait_online(left()).await));
         }
+        if let Some(p) = &self.pipeline {
+            waits.push((p.bus().name().to_string(), p.wait_online(left()).await));
+        }
         for b in self.devices.buses() {
             waits.push((b.name().to_string(), b.wait_online(left()).await));
         }
@@ -460,6 +489,9 @@ impl Running {
             voice.stop().await;
         }
         self.monitor.shutdown().await;
+        if let Some(pipeline) = self.pipeline {
+            pipeline.shutdown().await;
+        }
         if let Some(assistant) = self.assistant {
             assistant.shutdown().await;
         }

@@ -46,11 +46,14 @@ pub struct Home {
     pub kitchen_light: SimDevice,
     pub bedroom_lamp: SimDevice,
     pub client: alicia_sdk::ServiceHandle,
+    pub pipeline: Option<alicia_voice::pipeline::PipelineHandle>,
 }
 
 impl Home {
-    /// `listen_transcripts`: the assistant acts on `voice/stt/response` itself (no pipeline).
-    pub async fn start(addr: SocketAddr, listen_transcripts: bool) -> Home {
+    /// `with_pipeline`: voice_pipeline hands transcripts to the assistant (as under `alicia
+    /// up`); else the assistant acts on `voice/stt/response` itself.
+    pub async fn start(addr: SocketAddr, with_pipeline: bool) -> Home {
+        let listen_transcripts = !with_pipeline;
         let core = core(addr).await;
         let stt = stt(addr, 1, 8, 30.0).await;
         let tts = tts(addr).await;
@@ -71,7 +74,17 @@ impl Home {
         bedroom_lamp.wait_registered(WAIT).await.unwrap();
         core.provider("speech_to_text").await;
         let client = requester(addr, "tester").await;
-        Home { addr, core, stt, tts, assistant, kitchen_light, bedroom_lamp, client }
+        let pipeline = match with_pipeline {
+            true => {
+                let p = alicia_voice::pipeline::start(alicia_voice::pipeline::PipelineConfig::new(config(addr)))
+                    .await
+                    .unwrap();
+                p.wait_online(WAIT).await.unwrap();
+                Some(p)
+            }
+            false => None,
+        };
+        Home { addr, core, stt, tts, assistant, kitchen_light, bedroom_lamp, client, pipeline }
     }
 
     /// A satellite in `location`, registered (and known to the assistant).
@@ -117,6 +130,13 @@ pub fn live(session: &str) -> StreamOptions {
     StreamOptions { transcribe: t, end: End::Vad(Duration::from_secs(4)), ..StreamOptions::default() }
 }
 
+/// Waits while a satellite would still be playing the answer (a person waits for it before
+/// speaking again; speaking sooner is a barge-in).
+pub async fn listen_to(c: &Conversation) {
+    let secs = c.answer.len() as f64 / f64::from(c.answer_rate.max(1));
+    tokio::time::sleep(Duration::from_secs_f64(secs + 0.3)).await;
+}
+
 /// The next command a simulated device received.
 pub async fn command(events: &mut tokio::sync::broadcast::Receiver<SimEvent>) -> Envelope {
     loop {
@@ -132,7 +152,7 @@ pub async fn command(events: &mut tokio::sync::broadcast::Receiver<SimEvent>) ->
 /// spoken back (and Whisper hears the expected words in it); without an area the satellite's
 /// location is used; an unknown sentence gets a polite spoken "Sorry, I don't know how to …".
 pub async fn spoken_commands_reach_devices(addr: SocketAddr) {
-    let home = Home::start(addr, true).await;
+    let home = Home::start(addr, false).await;
     let mut answers = Observer::start(addr, &["alicia/voice/ai/response"]).await;
     let mut hall = home.satellite("hall_sat", "hall").await;
     let mut kitchen = home.kitchen_light.events();
@@ -208,4 +228,196 @@ pub fn heard_as(heard: &str, expected: &str) {
 
 pub fn session_of(v: &Value) -> Option<&str> {
     v.get("session_id").and_then(Value::as_str)
+}
+
+/// Events on `alicia/voice/events`.
+pub struct Events(Observer);
+
+impl Events {
+    pub async fn start(addr: SocketAddr) -> Events {
+        Events(Observer::start(addr, &["alicia/voice/events"]).await)
+    }
+
+    /// The next event (its `data`) satisfying `pred`, skipping the others.
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let r = tokio::time::timeout(ANSWER, async {
+            loop {
+                let p = self.0.next().await;
+                let env = Envelope::parse(&p.payload).expect("voice events are envelopes");
+                if pred(&env.payload.data) {
+                    return env.payload.data;
+                }
+            }
+        })
+        .await;
+        r.unwrap_or_else(|_| panic!("no {what} event in time"))
+    }
+
+    /// The `finished` record of `session`.
+    pub async fn finished(&mut self, session: &str) -> Value {
+        self.until(&format!("finished of {session}"), |d| d["event"] == "finished" && d["session_id"] == session).await
+    }
+}
+
+/// The voice pipeline owns each utterance: a session with the satellite's id, its events in
+/// order (started, transcript, the assistant's intent and action, finished), and a record with
+/// the transcript, intent, actions, response and the stage times after the end of speech.
+pub async fn the_pipeline_keeps_sessions(addr: SocketAddr) {
+    let home = Home::start(addr, true).await;
+    let mut events = Events::start(addr).await;
+    let mut hall = home.satellite("hall_sat", "hall").await;
+    let mut kitchen = home.kitchen_light.events();
+    let c = hall.converse(&espeak("turn on the kitchen light"), &live("p-1"), ANSWER).await.unwrap();
+    assert_eq!(c.outcome, Outcome::Answered, "{c:?}");
+    let cmd = command(&mut kitchen).await;
+    assert_eq!(
+        (cmd.payload.data["command"].as_str(), cmd.routing.route.as_slice()),
+        (Some("turn_on"), &["router".to_string()][..])
+    );
+    heard_as(&home.transcribe(&c).await, "turned on the light");
+    let is = |kind: &'static str| move |d: &Value| d["event"] == kind && d["session_id"] == "p-1";
+    let started = events.until("started", is("started")).await;
+    assert_eq!(started["satellite"], "hall_sat");
+    let t = events.until("transcript", is("transcript")).await;
+    assert_eq!(words(t["text"].as_str().unwrap()), "turn on the kitchen light");
+    let intent = events.until("intent", is("intent")).await;
+    assert_eq!(intent["intent"]["name"], "HassTurnOn", "{intent}");
+    let action = events.until("action", is("action")).await;
+    assert_eq!((action["device_id"].as_str(), action["status"].as_str()), (Some("kitchen_light"), Some("sent")));
+    let r = events.finished("p-1").await;
+    assert_eq!((r["outcome"].as_str(), r["intent"].as_str()), (Some("action"), Some("HassTurnOn")), "{r:#}");
+    assert_eq!(r["satellite"], "hall_sat");
+    assert_eq!(words(r["transcript"].as_str().unwrap()), "turn on the kitchen light");
+    assert_eq!(r["response"], "Turned on the light");
+    assert_eq!(r["actions"][0]["device_id"], "kitchen_light");
+    // Every stage, in the order they happen (times are the benchmark's business).
+    let t = &r["timings_ms"];
+    let stages = ["transcript", "intent", "command_sent", "answered", "first_audio", "done"];
+    let at: Vec<f64> = stages.iter().map(|s| t[*s].as_f64().unwrap_or_else(|| panic!("{s}: {r:#}"))).collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{t}");
+    assert!(at[0] >= 0.0, "{t}");
+    assert!(
+        r["stt_timings_ms"]["inference"].as_f64().is_some() && r["assistant_timings_ms"]["total"].as_f64().is_some(),
+        "{r:#}"
+    );
+
+    // Unknown: a polite answer, spoken, and the session says no_match.
+    listen_to(&c).await;
+    let c = hall.converse(&espeak("make me a sandwich"), &live("p-2"), ANSWER).await.unwrap();
+    heard_as(&home.transcribe(&c).await, "sorry i dont know how to make you a sandwich");
+    let r = events.finished("p-2").await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["response"].as_str()),
+        (Some("no_match"), Some("Sorry, I don't know how to make you a sandwich"))
+    );
+    assert!(r["timings_ms"]["done"].as_f64().is_some(), "{r:#}");
+    assert_eq!(home.kitchen_light.commands().len(), 1);
+    hall.close().await;
+}
+
+/// Two satellites hear one utterance: the one that heard it louder answers, though the
+/// other's speech started first; the other is told `arbitrated` and hears no answer.
+pub async fn two_satellites_are_arbitrated(addr: SocketAddr) {
+    let home = Home::start(addr, true).await;
+    let mut events = Events::start(addr).await;
+    let mut far = home.satellite("hall_sat", "hall").await;
+    let mut near = home.satellite("kitchen_sat", "kitchen").await;
+    let wav = espeak("turn on the kitchen light");
+    let far_opts = StreamOptions { gain: 0.2, ..live("far-1") };
+    let near_opts = live("near-1");
+    let (a, b) = tokio::join!(far.converse(&wav, &far_opts, ANSWER), async {
+        // The far satellite reports first; the near one 80 ms later, within the window.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        near.converse(&wav, &near_opts, ANSWER).await
+    });
+    let (far_c, near_c) = (a.unwrap(), b.unwrap());
+    assert_eq!(far_c.outcome, Outcome::Arbitrated { winner: "kitchen_sat".into() }, "{far_c:?}");
+    assert!(far_c.answer.is_empty(), "the far satellite hears no answer");
+    assert_eq!(near_c.outcome, Outcome::Answered, "{near_c:?}");
+    heard_as(&home.transcribe(&near_c).await, "turned on the light");
+    let ev = events.until("arbitrated", |d| d["event"] == "arbitrated").await;
+    assert_eq!((ev["session_id"].as_str(), ev["winner"].as_str()), (Some("far-1"), Some("kitchen_sat")), "{ev}");
+    let r = events.finished("near-1").await;
+    let heard = r["arbitration"]["heard"].as_array().unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(heard.len(), 2, "{r:#}");
+    assert_eq!(heard[0]["satellite"], "kitchen_sat");
+    assert!(heard[0]["energy_dbfs"].as_f64().unwrap() > heard[1]["energy_dbfs"].as_f64().unwrap() + 6.0, "{r:#}");
+    // One command, once.
+    home.kitchen_light.wait_state(|s| s["power"] == "on", WAIT).await.unwrap();
+    assert_eq!(home.kitchen_light.commands().len(), 1);
+    far.close().await;
+    near.close().await;
+}
+
+/// Barge-in: speech on a satellite while its answer still plays cancels the answer
+/// (`audio-cancel` to the satellite, a `cancelled` event); "stop" then does nothing more.
+pub async fn barge_in_cancels_the_answer(addr: SocketAddr) {
+    let home = Home::start(addr, true).await;
+    let mut events = Events::start(addr).await;
+    let mut responses = Observer::start(addr, &["alicia/voice/ai/response"]).await;
+    let mut hall = home.satellite("hall_sat", "hall").await;
+    // A long answer (about 3 s of speech): still playing when the next utterance starts.
+    let first = hall.converse(&espeak("make me a sandwich"), &live("b-1"), ANSWER).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Answered, "{first:?}");
+    responses.next_on("alicia/voice/ai/response").await;
+    let second = hall.converse(&espeak("stop"), &live("b-2"), ANSWER).await.unwrap();
+    assert_eq!(second.outcome, Outcome::Cancelled, "{second:?}");
+    let ev = events.until("cancelled", |d| d["event"] == "cancelled").await;
+    assert_eq!((ev["session_id"].as_str(), ev["reason"].as_str()), (Some("b-1"), Some("barge_in")), "{ev}");
+    let r = events.finished("b-2").await;
+    assert_eq!((r["outcome"].as_str(), r["barge_in"].as_bool()), (Some("stopped"), Some(true)), "{r:#}");
+    assert_eq!(words(r["transcript"].as_str().unwrap()), "stop");
+    // "Stop" went to nobody: no answer.
+    responses.quiet(Duration::from_millis(500)).await;
+    hall.close().await;
+}
+
+/// tts_service stops a speech it is streaming when asked on `voice/tts/cancel`: the stream
+/// ends with `audio-stop` `cancelled: true`, and the event says `cancelled`.
+pub async fn speech_can_be_cancelled(addr: SocketAddr) {
+    let core = core(addr).await;
+    let _tts = tts(addr).await;
+    core.provider("text_to_speech").await;
+    let mut sat = Satellite::connect(SatelliteConfig::new(config(addr), "den_sat").at("den"), WAIT).await.unwrap();
+    let mut tts_events = Observer::start(addr, &["alicia/voice/tts/events"]).await;
+    let client = requester(addr, "tester").await;
+    let text = "The first sentence is short. The second one is a little longer than that. \
+                The third goes on about the weather. The fourth talks about the garden. \
+                The fifth sentence is about the kitchen. The sixth is the last one.";
+    let env = Envelope::request(
+        "tester",
+        Destination::service("tts_service"),
+        json!({"text": text, "satellite": "den_sat", "session_id": "c-1"}),
+    )
+    .with_ttl(30);
+    client.bus().send(&env).await.unwrap();
+    let start = sat.next(ANSWER).await.expect("speech starts");
+    assert_eq!(start.event.kind, "audio-start");
+    let cancel = Envelope::event(
+        "voice_pipeline",
+        Destination::topic("alicia/voice/tts/cancel"),
+        json!({"satellite": "den_sat", "session_id": "c-1", "reason": "test"}),
+    );
+    client.bus().send(&cancel).await.unwrap();
+    let mut chunks = 0;
+    let stop = loop {
+        let h = sat.next(ANSWER).await.expect("the speech ends");
+        match h.event.kind.as_str() {
+            "audio-chunk" => chunks += 1,
+            "audio-stop" => break h.event,
+            other => panic!("unexpected {other}"),
+        }
+    };
+    assert_eq!(stop.data.get("cancelled"), Some(&json!(true)), "{stop:?} after {chunks} chunks");
+    let ev = loop {
+        let e = Envelope::parse(&tts_events.next().await.payload).unwrap();
+        if e.payload.data["event"] != "speaking" {
+            break e.payload.data;
+        }
+    };
+    assert_eq!((ev["event"].as_str(), ev["session_id"].as_str()), (Some("cancelled"), Some("c-1")), "{ev}");
+    // Less than the whole text was sent (about 10 s of speech at 100 ms a chunk).
+    let secs = ev["summary"]["duration_seconds"].as_f64().unwrap();
+    assert!(secs < 8.0, "{ev}");
+    sat.close().await;
 }
