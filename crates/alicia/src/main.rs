@@ -13,6 +13,7 @@ mod init;
 mod intents_data;
 mod listening;
 mod models_cmd;
+mod satellite_cmd;
 mod simulate_cmd;
 mod up;
 mod voice;
@@ -111,6 +112,10 @@ enum Command {
     Say(voice_cmd::SayArgs),
     /// Ask the assistant (`ai_service`, over the bus): prints each stage's result and time.
     Ask(ask_cmd::AskCommand),
+    /// A satellite without hardware: registers (microphone, audio_playback), streams a WAV in
+    /// real time as an ESP32 satellite does, and prints the transcript, the answer and when
+    /// each stage arrived; `--out` keeps the spoken answer.
+    Satellite(satellite_cmd::SatelliteArgs),
     /// Add or change a user in a Mosquitto-format password file (the password is read from
     /// standard input, one line). Mosquitto accepts the entries this writes.
     Passwd {
@@ -134,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Broker { args: a, action: None } => broker_cmd::log_plan(a)?,
         // The bus client's connection retries are reported as one clear error instead.
-        Command::Devices(_) | Command::Ask(_) | Command::Transcribe(_) | Command::Say(_) => {
+        Command::Devices(_) | Command::Ask(_) | Command::Transcribe(_) | Command::Say(_) | Command::Satellite(_) => {
             broker_log::LogPlan { filter: "error".into(), outputs: vec![broker_log::Output::Stderr], notes: Vec::new() }
         }
         // whisper.cpp reports every model load at info.
@@ -202,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transcribe(args) => voice_cmd::transcribe(args),
         Command::Say(args) => voice_cmd::say(args),
         Command::Ask(cmd) => ask_cmd::run(cmd),
+        Command::Satellite(args) => satellite_cmd::run(args),
         Command::Init { dir, hosts } => {
             let dir = dir.unwrap_or_else(init::default_home);
             let config = init::init(&dir, &with_default_hosts(hosts), init::Ports { mqtt: 1883, mqtts: 8883 })?;
