@@ -34,6 +34,12 @@ pub enum Scenario {
     /// `--sessions` satellites at once for `--duration` s; faster-whisper and piper-tts in the
     /// same run (a virtual environment the bench creates) unless `--no-reference`.
     Voice,
+    /// Spoken commands through the whole voice chain (satellites → stt_service →
+    /// voice_pipeline → ai_service → the router → simulated lights, and the answer from
+    /// tts_service back to the satellite), all in this process on the model store's models:
+    /// end of speech → first answer audio and → the device's command, one satellite at a time
+    /// (`--requests`) and `--sessions` satellites at once. Needs `--intents`.
+    Assistant,
 }
 
 impl Scenario {
@@ -47,6 +53,7 @@ impl Scenario {
             Scenario::Route => "route",
             Scenario::AssistantText => "assistant-text",
             Scenario::Voice => "voice",
+            Scenario::Assistant => "assistant",
         }
     }
 }
@@ -186,12 +193,22 @@ impl Plan {
         let s = args.scenario;
         let publishers = args.publishers.unwrap_or(match s {
             Scenario::FanIn | Scenario::Pairs => 10,
-            Scenario::FanOut | Scenario::Latency | Scenario::Route | Scenario::AssistantText | Scenario::Voice => 1,
+            Scenario::FanOut
+            | Scenario::Latency
+            | Scenario::Route
+            | Scenario::AssistantText
+            | Scenario::Voice
+            | Scenario::Assistant => 1,
         });
         let subscribers = args.subscribers.unwrap_or(match s {
             Scenario::FanOut => 50,
             Scenario::Pairs => publishers,
-            Scenario::FanIn | Scenario::Latency | Scenario::Route | Scenario::AssistantText | Scenario::Voice => 1,
+            Scenario::FanIn
+            | Scenario::Latency
+            | Scenario::Route
+            | Scenario::AssistantText
+            | Scenario::Voice
+            | Scenario::Assistant => 1,
         });
         if publishers == 0 || subscribers == 0 {
             bail!("--publishers and --subscribers must be at least 1");

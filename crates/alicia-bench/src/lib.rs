@@ -51,6 +51,7 @@ mod publisher;
 mod report;
 pub mod route;
 mod shared;
+pub mod spoken;
 mod subscriber;
 pub mod voice;
 
@@ -82,6 +83,9 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Voice {
         return voice::cli(args).await;
     }
+    if args.scenario == Scenario::Assistant {
+        return spoken::cli(args).await;
+    }
     let report = run(args).await?;
     if args.json {
         println!("{}", report.to_json());
@@ -95,7 +99,7 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
 /// what it measured. Fails if the target is not a loopback address, if a connection or
 /// subscription fails, or if the broker cannot be reached within `--duration`.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    if matches!(args.scenario, Scenario::Route | Scenario::AssistantText | Scenario::Voice) {
+    if matches!(args.scenario, Scenario::Route | Scenario::AssistantText | Scenario::Voice | Scenario::Assistant) {
         anyhow::bail!("the {} scenario reports through its own module", args.scenario.name());
     }
     let plan = Arc::new(Plan::new(args).await?);

@@ -26,7 +26,8 @@
 //!   `finished` (the record). The assistant's own `intent` and `action` events carry the same
 //!   `session_id`.
 //! - **Arbitration**: when satellites' speech starts lie within
-//!   [`PipelineConfig::arbitration_window`] of each other, they heard one utterance; the one
+//!   [`PipelineConfig::arbitration_window`] of each other and their transcripts have nearly
+//!   the same words, they heard one utterance; the one
 //!   whose speech was loudest (`speech.energy_dbfs` of the transcript) goes to the assistant,
 //!   the others get an `arbitrated` event on their `snd` topic and no answer. The decision
 //!   waits for every such satellite's transcript (at most
@@ -352,6 +353,30 @@ struct Actor {
     playing: HashMap<String, Playing>,
 }
 
+/// Two transcripts of one utterance: the same words, give or take a third of them (each
+/// satellite hears it through its own room).
+fn same_words(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> Vec<String> {
+        s.to_lowercase()
+            .split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let (x, y) = (norm(a), norm(b));
+    let mut row: Vec<usize> = (0..=y.len()).collect();
+    for (i, wx) in x.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, wy) in y.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(wx != wy)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[y.len()] * 3 <= x.len().max(y.len())
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -501,6 +526,8 @@ impl Actor {
                 .values()
                 .filter(|o| o.id != me.id && o.satellite != me.satellite && !o.failed)
                 .filter(|o| o.speech_at.is_some_and(|t| t.abs_diff(at) <= window))
+                // Heard differently, it was something else said at the same time elsewhere.
+                .filter(|o| o.transcript.is_none() || same_words(o.text(), me.text()))
                 .collect(),
             None => Vec::new(),
         };
@@ -746,5 +773,19 @@ impl Actor {
         me.finished = true;
         let record = me.record(outcome, error);
         self.event(record).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_utterance_heard_twice_has_nearly_the_same_words() {
+        assert!(same_words("Turn on the kitchen light.", "turn on the kitchen light"));
+        assert!(same_words("turn on the kitchen light", "turn on the kitchen lights"));
+        assert!(!same_words("turn on the kitchen light", "turn off the bedroom light"));
+        assert!(!same_words("stop", "play jazz"));
+        assert!(same_words("", ""));
     }
 }

@@ -249,7 +249,9 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(simulate_cmd::run(args, home))
         }
         Command::Bench(mut args) => {
-            if args.scenario == alicia_bench::Scenario::AssistantText && args.intents.is_none() {
+            let needs_intents =
+                matches!(args.scenario, alicia_bench::Scenario::AssistantText | alicia_bench::Scenario::Assistant);
+            if needs_intents && args.intents.is_none() {
                 args.intents = Some(intents_data::locate(None, "en")?);
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

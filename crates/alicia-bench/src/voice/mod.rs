@@ -70,15 +70,15 @@ pub async fn cli(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Models {
-    whisper: PathBuf,
-    voice: PathBuf,
-    vad: PathBuf,
+pub(crate) struct Models {
+    pub(crate) whisper: PathBuf,
+    pub(crate) voice: PathBuf,
+    pub(crate) vad: PathBuf,
 }
 
 /// The models from the store, as `alicia models fetch` leaves them (never fetched here: a
 /// benchmark does not download).
-fn load_models() -> anyhow::Result<Models> {
+pub(crate) fn load_models() -> anyhow::Result<Models> {
     use alicia_models::{FetchPolicy, ModelStore, Progress};
     let need = "the voice bench needs the speech models: run `alicia models fetch`";
     let store = ModelStore::locate(None, None)?;
