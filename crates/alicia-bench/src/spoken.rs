@@ -14,8 +14,8 @@
 //! chunk of the answer's audio at the satellite, the device receiving its command (the
 //! simulated light, in this process), and the transcript at the satellite. Two phases: one
 //! satellite at a time (`--requests` commands), then `--sessions` satellites speaking at once
-//! (their starts 350 ms apart, so that arbitration, which pairs speech starting within 300 ms,
-//! cannot take them for one utterance; each says `--requests / --sessions` commands, waiting
+//! (their starts 500 ms apart, so that arbitration, which pairs speech starting within 300 ms,
+//! does not take two of them for one utterance; each says `--requests / --sessions` commands, waiting
 //! for its answer to have played before the next).
 
 use std::collections::HashMap;
@@ -31,18 +31,20 @@ use serde_json::{json, Map, Value};
 
 use crate::args::{resolve_loopback, BenchArgs};
 
-/// The areas, each with a light and a satellite.
+/// The areas, each with a light and a satellite: names Whisper tiny.en hears right in
+/// espeak-ng's voice ("dining room" comes out "guiding room", "attic" "added", "porch"
+/// "porcelite": word errors are the voice benchmark's subject, not this one's).
 const AREAS: [&str; 10] = [
-    "kitchen",
     "bedroom",
     "bathroom",
-    "office",
     "garage",
     "hallway",
-    "dining room",
     "living room",
     "basement",
-    "attic",
+    "nursery",
+    "laundry room",
+    "patio",
+    "guest room",
 ];
 
 /// Runs the scenario and prints the report.
@@ -448,7 +450,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<SpokenReport> {
         for (i, mut sat) in sats.into_iter().enumerate().take(args.sessions) {
             let (wavs, arrivals) = (wavs.clone(), arrivals.clone());
             tasks.spawn(async move {
-                tokio::time::sleep(Duration::from_millis(350 * i as u64)).await;
+                tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
                 let mut out = Vec::new();
                 for r in 0..rounds {
                     let on = r % 2 == 1;

@@ -353,8 +353,10 @@ struct Actor {
     playing: HashMap<String, Playing>,
 }
 
-/// Two transcripts of one utterance: the same words, give or take a third of them (each
-/// satellite hears it through its own room).
+/// Two transcripts of one utterance: the same words, give or take one in six (each satellite
+/// hears it through its own room). Short commands must match word for word: "turn off the
+/// nursery light" and "turn off the bedroom light" said at once in two rooms are two
+/// utterances, and both are answered.
 fn same_words(a: &str, b: &str) -> bool {
     let norm = |s: &str| -> Vec<String> {
         s.to_lowercase()
@@ -374,7 +376,7 @@ fn same_words(a: &str, b: &str) -> bool {
             prev = cur;
         }
     }
-    row[y.len()] * 3 <= x.len().max(y.len())
+    row[y.len()] * 6 <= x.len().max(y.len())
 }
 
 fn round3(v: f64) -> f64 {
@@ -511,6 +513,16 @@ impl Actor {
         sess.transcript = Some(data);
         self.event(ev).await;
         self.decide(&id, false).await;
+        // Utterances waiting for this one's transcript may now know that it was something else.
+        let waiting: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.waiting && s.decided.is_none() && s.id != id)
+            .map(|s| s.id.clone())
+            .collect();
+        for w in waiting {
+            self.decide(&w, false).await;
+        }
     }
 
     /// Arbitration: does this utterance go to the assistant?
@@ -783,9 +795,11 @@ mod tests {
     #[test]
     fn one_utterance_heard_twice_has_nearly_the_same_words() {
         assert!(same_words("Turn on the kitchen light.", "turn on the kitchen light"));
-        assert!(same_words("turn on the kitchen light", "turn on the kitchen lights"));
+        assert!(!same_words("turn off the nursery light", "turn off the bedroom light"));
+        assert!(same_words("please turn on the light in the kitchen", "please turn on the lights in the kitchen"));
         assert!(!same_words("turn on the kitchen light", "turn off the bedroom light"));
         assert!(!same_words("stop", "play jazz"));
+        assert!(!same_words("turn on the basement light", "turn on the living room light"));
         assert!(same_words("", ""));
     }
 }
