@@ -4,7 +4,6 @@
 //! answered, in both phases, and that the JSON report has its fields.
 
 #[path = "../../alicia-intents/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod ha;
 
 use alicia_bench::{BenchArgs, Scenario};
