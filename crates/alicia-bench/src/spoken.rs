@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alicia_sdk::ServiceConfig;
 use alicia_simulate::{Kind, SimConfig, SimDevice, SimEvent};
 use alicia_voice::satellite::{End, Outcome, Satellite, SatelliteConfig, StreamOptions};
 use anyhow::{bail, Context};
@@ -297,49 +296,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<SpokenReport> {
         }
     };
     note("assistant: loading the models and the sentences".into());
-    let models = tokio::task::spawn_blocking(crate::voice::load_models).await.context("loading the models")??;
+    let crate::voice::VoiceRig { dir, prefix, base, services, .. } = crate::voice::VoiceRig::start(addr, true).await?;
+    let crate::voice::VoiceServices { stt, tts, .. } = &services;
     let bytes = std::fs::read(&intents).with_context(|| format!("cannot read {}", intents.display()))?;
     let engine = Arc::new(
         alicia_intents::Engine::with_alicia_sentences(&bytes, "home-assistant-intents en")
             .context("compiling the sentences")?,
     );
-    let dir = tempfile::tempdir().context("a temporary directory")?;
-    let prefix = format!("bench/{}/alicia", crate::run_id());
-    let mut base = ServiceConfig::broker(addr.ip().to_string(), addr.port());
-    base.topic_prefix = prefix.clone();
-    base.heartbeat_interval = Duration::from_secs(30);
-
     let defaults = alicia_config::Config::default();
-    let (sp, tp) = (&defaults.stt_service.performance, &defaults.tts_service.performance);
-    let mut sc = alicia_stt::SttConfig::new(&models.whisper);
-    sc.workers = sp.max_concurrent.max(1);
-    sc.queue = sp.queue;
-    sc.max_audio_seconds = sp.max_audio_length.max(1) as f32;
-    sc.language = Some(defaults.stt_service.whisper.language.clone());
-    let tc = alicia_tts::TtsConfig {
-        cache_entries: 0,
-        sessions_per_voice: tp.max_concurrent.max(1),
-        ..alicia_tts::TtsConfig::default()
-    };
-    let voice_path = models.voice.clone();
-    let (stt_engine, tts_engine) = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((alicia_stt::SttEngine::new(sc)?, alicia_tts::TtsEngine::new(&[voice_path], tc)?))
-    })
-    .await
-    .context("loading the engines")??;
-    let registry =
-        alicia_registry::start(alicia_registry::RegistryConfig::new(base.clone(), dir.path().join("registry.db")))
-            .await
-            .context("starting the registry")?;
-    let router =
-        alicia_router::start(alicia_router::RouterConfig::new(base.clone())).await.context("starting the router")?;
-    let mut scfg = alicia_voice::stt::SttServiceConfig::new(base.clone(), stt_engine, "tiny.en");
-    scfg.vad = Some((models.vad.clone(), alicia_stt::vad::VadConfig::default()));
-    scfg.timeout = Duration::from_secs(sp.timeout.max(1));
-    let stt = alicia_voice::stt::start(scfg).await.context("starting stt_service")?;
-    let mut tcfg = alicia_voice::tts::TtsServiceConfig::new(base.clone(), tts_engine);
-    tcfg.timeout = Duration::from_secs(tp.timeout.max(1));
-    let tts = alicia_voice::tts::start(tcfg).await.context("starting tts_service")?;
     let mut acfg = alicia_assistant::AssistantConfig::new(base.clone(), engine);
     acfg.listen_transcripts = false;
     let assistant = alicia_assistant::start(acfg).await.context("starting the assistant")?;
@@ -476,9 +440,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<SpokenReport> {
     let stop = Duration::from_secs(10);
     let _ = tokio::time::timeout(stop, pipeline.shutdown()).await;
     let _ = tokio::time::timeout(stop, assistant.shutdown()).await;
-    let _ = tokio::time::timeout(stop, tts.shutdown()).await;
-    let _ = tokio::time::timeout(stop, stt.shutdown()).await;
-    let _ = tokio::time::timeout(stop, router.shutdown()).await;
-    let _ = tokio::time::timeout(stop, registry.shutdown()).await;
+    services.shutdown().await;
     outcome
 }

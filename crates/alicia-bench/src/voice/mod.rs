@@ -76,6 +76,87 @@ pub(crate) struct Models {
     pub(crate) vad: PathBuf,
 }
 
+/// The voice services as `alicia up` runs them (its defaults, but no TTS cache: every request
+/// is synthesised), with the registry and the router, in this process against the broker at
+/// `addr` under a fresh topic prefix: what both voice scenarios (`voice`, `assistant`) measure.
+pub(crate) struct VoiceRig {
+    pub models: Models,
+    /// The registry's database and whatever a scenario writes.
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+    /// The services' settings (broker, prefix): a scenario's own clients start from it.
+    pub base: ServiceConfig,
+    pub services: VoiceServices,
+}
+
+/// The running services of a [`VoiceRig`].
+pub(crate) struct VoiceServices {
+    pub registry: alicia_registry::RegistryHandle,
+    pub router: alicia_router::RouterHandle,
+    pub stt: alicia_voice::stt::SttHandle,
+    pub tts: alicia_voice::tts::TtsHandle,
+}
+
+impl VoiceRig {
+    /// Loads the models and starts the services; `speak_answers`: whether tts_service speaks
+    /// the assistant's answers to satellites (as under `alicia up`).
+    pub(crate) async fn start(addr: std::net::SocketAddr, speak_answers: bool) -> anyhow::Result<VoiceRig> {
+        let models = tokio::task::spawn_blocking(load_models).await.context("loading the models")??;
+        let dir = tempfile::tempdir().context("a temporary directory")?;
+        let prefix = format!("bench/{}/alicia", crate::run_id());
+        let mut base = ServiceConfig::broker(addr.ip().to_string(), addr.port());
+        base.topic_prefix = prefix.clone();
+        base.heartbeat_interval = Duration::from_secs(30);
+
+        // The services, with `alicia up`'s defaults (but the TTS cache: every request synthesised).
+        let defaults = alicia_config::Config::default();
+        let (sp, tp) = (&defaults.stt_service.performance, &defaults.tts_service.performance);
+        let mut sc = alicia_stt::SttConfig::new(&models.whisper);
+        sc.workers = sp.max_concurrent.max(1);
+        sc.queue = sp.queue;
+        sc.max_audio_seconds = sp.max_audio_length.max(1) as f32;
+        sc.language = Some(defaults.stt_service.whisper.language.clone());
+        let tc = alicia_tts::TtsConfig {
+            cache_entries: 0,
+            sessions_per_voice: tp.max_concurrent.max(1),
+            ..alicia_tts::TtsConfig::default()
+        };
+        let voice_path = models.voice.clone();
+        let (stt_engine, tts_engine) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((alicia_stt::SttEngine::new(sc)?, alicia_tts::TtsEngine::new(&[voice_path], tc)?))
+        })
+        .await
+        .context("loading the engines")??;
+        let registry =
+            alicia_registry::start(alicia_registry::RegistryConfig::new(base.clone(), dir.path().join("registry.db")))
+                .await
+                .context("starting the registry")?;
+        let router = alicia_router::start(alicia_router::RouterConfig::new(base.clone()))
+            .await
+            .context("starting the router")?;
+        let mut scfg = alicia_voice::stt::SttServiceConfig::new(base.clone(), stt_engine, "tiny.en");
+        scfg.vad = Some((models.vad.clone(), alicia_stt::vad::VadConfig::default()));
+        scfg.timeout = Duration::from_secs(sp.timeout.max(1));
+        let stt = alicia_voice::stt::start(scfg).await.context("starting stt_service")?;
+        let mut tcfg = alicia_voice::tts::TtsServiceConfig::new(base.clone(), tts_engine);
+        tcfg.timeout = Duration::from_secs(tp.timeout.max(1));
+        tcfg.speak_answers = speak_answers;
+        let tts = alicia_voice::tts::start(tcfg).await.context("starting tts_service")?;
+        Ok(VoiceRig { models, dir, prefix, base, services: VoiceServices { registry, router, stt, tts } })
+    }
+}
+
+impl VoiceServices {
+    /// Stops them, the voice first, each given at most 10 s.
+    pub(crate) async fn shutdown(self) {
+        let stop = Duration::from_secs(10);
+        let _ = tokio::time::timeout(stop, self.tts.shutdown()).await;
+        let _ = tokio::time::timeout(stop, self.stt.shutdown()).await;
+        let _ = tokio::time::timeout(stop, self.router.shutdown()).await;
+        let _ = tokio::time::timeout(stop, self.registry.shutdown()).await;
+    }
+}
+
 /// The models from the store, as `alicia models fetch` leaves them (never fetched here: a
 /// benchmark does not download).
 pub(crate) fn load_models() -> anyhow::Result<Models> {
@@ -284,56 +365,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<VoiceReport> {
         }
     };
     say("voice: loading the models from the model store".into());
-    let models = tokio::task::spawn_blocking(load_models).await.context("loading the models")??;
-    let dir = tempfile::tempdir().context("a temporary directory")?;
-    let prefix = format!("bench/{}/alicia", crate::run_id());
-    let mut base = ServiceConfig::broker(addr.ip().to_string(), addr.port());
-    base.topic_prefix = prefix.clone();
-    base.heartbeat_interval = Duration::from_secs(30);
+    let VoiceRig { models, dir, prefix, base, services } = VoiceRig::start(addr, false).await?;
     let topics = VoiceTopics::new(prefix.clone());
-
-    // The services, with `alicia up`'s defaults (but the TTS cache: every request synthesised).
-    let defaults = alicia_config::Config::default();
-    let (sp, tp) = (&defaults.stt_service.performance, &defaults.tts_service.performance);
-    let mut sc = alicia_stt::SttConfig::new(&models.whisper);
-    sc.workers = sp.max_concurrent.max(1);
-    sc.queue = sp.queue;
-    sc.max_audio_seconds = sp.max_audio_length.max(1) as f32;
-    sc.language = Some(defaults.stt_service.whisper.language.clone());
-    let tc = alicia_tts::TtsConfig {
-        cache_entries: 0,
-        sessions_per_voice: tp.max_concurrent.max(1),
-        ..alicia_tts::TtsConfig::default()
-    };
-    let voice_path = models.voice.clone();
-    let (stt_engine, tts_engine) = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((alicia_stt::SttEngine::new(sc)?, alicia_tts::TtsEngine::new(&[voice_path], tc)?))
-    })
-    .await
-    .context("loading the engines")??;
-    let registry =
-        alicia_registry::start(alicia_registry::RegistryConfig::new(base.clone(), dir.path().join("registry.db")))
-            .await
-            .context("starting the registry")?;
-    let router =
-        alicia_router::start(alicia_router::RouterConfig::new(base.clone())).await.context("starting the router")?;
-    let mut scfg = alicia_voice::stt::SttServiceConfig::new(base.clone(), stt_engine, "tiny.en");
-    scfg.vad = Some((models.vad.clone(), alicia_stt::vad::VadConfig::default()));
-    scfg.timeout = Duration::from_secs(sp.timeout.max(1));
-    let stt = alicia_voice::stt::start(scfg).await.context("starting stt_service")?;
-    let mut tcfg = alicia_voice::tts::TtsServiceConfig::new(base.clone(), tts_engine);
-    tcfg.timeout = Duration::from_secs(tp.timeout.max(1));
-    tcfg.speak_answers = false;
-    let tts = alicia_voice::tts::start(tcfg).await.context("starting tts_service")?;
     let client = alicia_sdk::connect(base.clone().with_name("bench_voice"))?;
 
-    let outcome = measure(args, &say, &base, &topics, &router, &client, dir.path()).await;
+    let outcome = measure(args, &say, &base, &topics, &services.router, &client, dir.path()).await;
 
     let _ = tokio::time::timeout(Duration::from_secs(10), client.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), tts.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), stt.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), router.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), registry.shutdown()).await;
+    services.shutdown().await;
     let (mut report, clips, latency_clip) = outcome?;
 
     // The references, with nothing else running.
