@@ -172,6 +172,25 @@ def test_registry_survives_a_restart_of_alicia_up(up):
     assert status == 404 and "removed" in gone["message"]
 
 
+def services(home: Path, env: dict, stderr, stdout=subprocess.PIPE) -> subprocess.Popen:
+    """`alicia services` of `home` with every HTTP endpoint on a free loopback port."""
+    return subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
+                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
+                             "--data-store-http", "127.0.0.1:0"],
+                            stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
+
+
+def ready(proc: subprocess.Popen) -> dict[str, str]:
+    """Reads `KIND listening on ADDR` lines until `alicia ready`; returns KIND -> ADDR."""
+    addrs = {}
+    while True:
+        line = brokers._read_line(proc, brokers.STARTUP_TIMEOUT)
+        if line == "alicia ready":
+            return addrs
+        kind, _, addr = line.partition(" listening on ")
+        addrs[kind] = addr
+
+
 def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_path):
     """`alicia services` against Debian's Mosquitto (found through ALICIA__MQTT__ overrides of the
     environment file), which enforces the password file and ACL that `alicia init` wrote: the
@@ -183,18 +202,9 @@ def test_services_run_against_mosquitto_with_alicias_password_and_acl_files(tmp_
     log = open(tmp_path / "services.stderr", "wb")
     # The broker comes from the environment's `mqtt` section, overridden by a variable.
     env = {**os.environ, "ALICIA__MQTT__HOST": "127.0.0.1", "ALICIA__MQTT__PORT": str(m.port)}
-    proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
-                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
-                             "--data-store-http", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    proc = services(home, env, log)
     try:
-        addrs = {}
-        while True:
-            line = brokers._read_line(proc, brokers.STARTUP_TIMEOUT)
-            if line == "alicia ready":
-                break
-            kind, _, addr = line.partition(" listening on ")
-            addrs[kind] = addr
+        addrs = ready(proc)
         api = f"http://{addrs['registry']}"
         dev = Client(m, client_id="speaker")
         dev.c.username_pw_set("api", (home / "secrets" / "api.password").read_text().strip())
@@ -234,18 +244,9 @@ def test_services_reach_mosquitto_over_tls_as_the_environment_file_says(tmp_path
     env = {**os.environ, "ALICIA__MQTT__HOST": "127.0.0.1", "ALICIA__MQTT__PORT": str(m.port),
            "ALICIA__MQTT__TLS__ENABLED": "true"}
     log = open(tmp_path / "services.stderr", "wb")
-    proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
-                             "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
-                             "--data-store-http", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    proc = services(home, env, log)
     try:
-        addrs = {}
-        while True:
-            line = brokers._read_line(proc, brokers.STARTUP_TIMEOUT)
-            if line == "alicia ready":
-                break
-            kind, _, addr = line.partition(" listening on ")
-            addrs[kind] = addr
+        addrs = ready(proc)
         api = f"http://{addrs['registry']}"
         dev = Client(m, client_id="speaker")
         dev.c.tls_set(ca_certs=str(certs / "ca.crt"))
@@ -265,10 +266,7 @@ def test_services_reach_mosquitto_over_tls_as_the_environment_file_says(tmp_path
     env["ALICIA__MQTT__TLS__CA_FILE"] = str(other)
     err_path = tmp_path / "services-other-ca.stderr"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([brokers.alicia_bin(), "services", "--home", str(home), "--http", "127.0.0.1:0",
-                                 "--registry-http", "127.0.0.1:0", "--discovery-http", "127.0.0.1:0",
-                                 "--data-store-http", "127.0.0.1:0"],
-                                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        proc = services(home, env, err, stdout=subprocess.DEVNULL)
         try:
             wait_for(lambda: "UnknownIssuer" in err_path.read_text(errors="replace"),
                      "the log names the untrusted certificate", timeout=30)
