@@ -397,7 +397,8 @@ pub struct VoicePipelineConfig {
     /// Speech starting on two satellites within this many milliseconds is one utterance heard
     /// twice: only the satellite that heard it loudest answers.
     pub arbitration_window_ms: u64,
-    /// Longest wait for the other satellites' transcripts before deciding, milliseconds.
+    /// Longest wait for a louder satellite's transcript before deciding without it,
+    /// milliseconds (it comes within stt_service's timeout, or its error does).
     pub arbitration_wait_ms: u64,
     /// Longest wait for the assistant's answer, seconds.
     pub assistant_timeout_secs: u64,
@@ -410,7 +411,7 @@ impl Default for VoicePipelineConfig {
         VoicePipelineConfig {
             enabled: true,
             arbitration_window_ms: 300,
-            arbitration_wait_ms: 3000,
+            arbitration_wait_ms: 10_000,
             assistant_timeout_secs: 10,
             stop_words: ["stop", "cancel", "never mind", "nevermind", "be quiet", "quiet", "shut up", "enough"]
                 .iter()

@@ -1,7 +1,8 @@
 //! Text → sentences → IPA phonemes (espeak-ng) → Piper phoneme ids.
 //!
 //! Checked against the reference: for the benchmark's sentences the ids equal piper-tts's
-//! (`PiperVoice.phonemize` + `phonemes_to_ids`), see `alicia-voice-bench`.
+//! (`PiperVoice.phonemize` + `phonemes_to_ids`), see `alicia-voice-bench`. One difference on
+//! purpose: text that ends without punctuation gets a final `.` (see [`phonemize`]).
 //!
 //! espeak-ng is GPL-3.0: it runs as a subprocess (`espeak-ng -q --ipa -v <voice>`, text on
 //! standard input, one line of phonemes per clause out), never linked. Its command line drops
@@ -142,9 +143,16 @@ fn espeak(text: &str, voice: &str) -> Result<Vec<String>, TtsError> {
 
 /// IPA for one sentence, with its clauses' punctuation: `həlˈoʊ ðˈɛɹ, hˈaʊ ɑːɹ juː?`.
 pub fn phonemize(sentence: &str, espeak_voice: &str) -> Result<String, TtsError> {
-    let clauses = clauses(sentence);
+    let mut clauses = clauses(sentence);
     if clauses.is_empty() {
         return Ok(String::new());
+    }
+    // Text that just stops ("Turned on the light", as assistants answer) is a statement: said
+    // without a final `.` the voice trails off mid-word (tiny.en hears "Perned on the white"
+    // every time, with the period "Turned on the light." every time). Piper's phonemizer
+    // leaves it off; here it is added.
+    if let Some(last) = clauses.last_mut() {
+        last.1.get_or_insert('.');
     }
     // One espeak-ng run per sentence (~10 ms); its clause lines are matched to ours when the
     // counts agree, else joined and only the sentence's final punctuation is kept.

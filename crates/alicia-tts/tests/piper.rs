@@ -49,6 +49,9 @@ async fn tts_then_stt_recovers_the_text() {
         "Good morning, the coffee is ready.",
         // Short: tiny.en looped on it with a fitted audio context until the full-context retry.
         "Good night.",
+        // An assistant's answer, unpunctuated: without the statement's `.` the voice trailed
+        // off and tiny.en heard "Perned on the white" every time.
+        "Turned on the light",
     ] {
         let speech = tts.synthesize(text, &opts).await.unwrap();
         assert_eq!(speech.sample_rate, 22050);
@@ -172,6 +175,9 @@ async fn bad_requests_get_typed_errors() {
 fn espeak_phonemes_keep_the_clause_punctuation() {
     let p = alicia_tts::phonemes::phonemize("Hello there, how are you?", "en-us").unwrap();
     assert_eq!(p, "həlˈoʊ ðˈɛɹ, hˈaʊ ɑːɹ juː?");
+    // Text that just stops is said as a statement.
+    let p = alicia_tts::phonemes::phonemize("Hello there", "en-us").unwrap();
+    assert_eq!(p, "həlˈoʊ ðˈɛɹ.");
     let e = alicia_tts::phonemes::phonemize("Hello.", "xx-no-such-voice").unwrap_err();
     assert_eq!(e.code(), "tts_failed", "{e}");
 }

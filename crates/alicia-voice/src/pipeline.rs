@@ -30,8 +30,9 @@
 //!   the same words, they heard one utterance; the one
 //!   whose speech was loudest (`speech.energy_dbfs` of the transcript) goes to the assistant,
 //!   the others get an `arbitrated` event on their `snd` topic and no answer. The decision
-//!   waits for every such satellite's transcript (at most
-//!   [`PipelineConfig::arbitration_wait`]): never the first to report, the best.
+//!   waits for the transcript of every such satellite that may have heard it louder (at most
+//!   [`PipelineConfig::arbitration_wait`]; loudness is known at the end of speech, before the
+//!   transcription): never the first to report, the best, and the best waits for no one.
 //! - **Barge-in**: speech starting on a satellite whose answer is still playing (from its
 //!   first audio until its duration has passed) cancels the answer: a cancel to tts_service on
 //!   `P/voice/tts/cancel` (it stops streaming and ends with `audio-stop` `cancelled: true`)
@@ -85,7 +86,7 @@ impl PipelineConfig {
             service,
             assistant: "ai_service".into(),
             arbitration_window: Duration::from_millis(300),
-            arbitration_wait: Duration::from_secs(3),
+            arbitration_wait: Duration::from_secs(10),
             assistant_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(60),
             stop_words: ["stop", "cancel", "never mind", "nevermind", "be quiet", "quiet", "shut up", "enough"]
@@ -362,7 +363,8 @@ fn same_words(a: &str, b: &str) -> bool {
         s.to_lowercase()
             .split(|c: char| !c.is_alphanumeric() && c != '\'')
             .filter(|w| !w.is_empty())
-            .map(str::to_string)
+            // A quieter satellite's Whisper often bends a plural ("light" / "lights"): one word.
+            .map(|w| if w.len() > 3 { w.strip_suffix('s').unwrap_or(w) } else { w }.to_string())
             .collect()
     };
     let (x, y) = (norm(a), norm(b));
@@ -548,8 +550,15 @@ impl Actor {
             self.lose(id, &winner, &winner_session).await;
             return;
         }
-        let pending = rivals.iter().any(|o| o.transcript.is_none() && o.decided.is_none());
-        if pending && !force {
+        // Only a rival that may have heard it louder is worth waiting for: a quieter one's
+        // transcript could only confirm that it lost. (Energies come with `utterance_ended`,
+        // before the transcription; unknown counts as maybe louder.)
+        let louder_pending = rivals.iter().any(|o| {
+            o.transcript.is_none()
+                && o.decided.is_none()
+                && !matches!((o.energy, me.energy), (Some(e), Some(m)) if e <= m)
+        });
+        if louder_pending && !force {
             if let Some(me) = self.sessions.get_mut(id) {
                 if !me.waiting {
                     me.waiting = true;
@@ -568,14 +577,23 @@ impl Actor {
             .map(|s| (s, s.energy.unwrap_or(f64::NEG_INFINITY)))
             .collect();
         field.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.speech_at.cmp(&b.0.speech_at)));
+        // Quieter rivals still being transcribed heard it too; they lose when their transcript
+        // comes (if it has the same words), and are listed as `pending` here.
+        let quieter: Vec<&Session> =
+            rivals.iter().copied().filter(|o| o.transcript.is_none() && o.decided.is_none() && !o.finished).collect();
+        let dbfs = |e: Option<f64>| e.filter(|e| e.is_finite());
         let heard: Vec<Value> = field
             .iter()
-            .map(|(s, e)| json!({"satellite": s.satellite, "session_id": s.id, "energy_dbfs": e.is_finite().then_some(*e)}))
+            .map(|(s, e)| json!({"satellite": s.satellite, "session_id": s.id, "energy_dbfs": dbfs(Some(*e))}))
+            .chain(quieter.iter().map(|s| {
+                json!({"satellite": s.satellite, "session_id": s.id, "energy_dbfs": dbfs(s.energy), "pending": true})
+            }))
             .collect();
         let ids: Vec<(String, String)> = field.iter().map(|(s, _)| (s.id.clone(), s.satellite.clone())).collect();
+        let quieter: Vec<String> = quieter.iter().map(|s| s.id.clone()).collect();
         let (winner_id, winner) = ids[0].clone();
-        if ids.len() > 1 {
-            for (sid, _) in &ids {
+        if heard.len() > 1 {
+            for sid in ids.iter().map(|(sid, _)| sid).chain(&quieter) {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     s.arbitration = Some(json!({"winner": winner, "winner_session": winner_id, "heard": heard}));
                 }
@@ -801,5 +819,6 @@ mod tests {
         assert!(!same_words("stop", "play jazz"));
         assert!(!same_words("turn on the basement light", "turn on the living room light"));
         assert!(same_words("", ""));
+        assert!(same_words("turn on the kitchen lights", "Turn on the kitchen light."));
     }
 }

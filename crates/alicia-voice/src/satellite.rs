@@ -120,7 +120,7 @@ pub enum Outcome {
 }
 
 /// One utterance and what came back.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Conversation {
     pub session_id: Option<String>,
     /// The `transcript` event's data.
@@ -134,6 +134,20 @@ pub struct Conversation {
     /// Milliseconds from `spoken_end` to each event kind's first arrival (`voice-stopped`,
     /// `transcript`, `audio-start`, `first_audio` (the first answer chunk), `audio-stop`).
     pub stages: Vec<(String, f64)>,
+}
+
+/// The answer as its length, not tens of thousands of samples in a failed test's message.
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("session_id", &self.session_id)
+            .field("transcript", &self.transcript)
+            .field("answer", &format_args!("{} samples", self.answer.len()))
+            .field("answer_rate", &self.answer_rate)
+            .field("outcome", &self.outcome)
+            .field("stages", &self.stages)
+            .finish()
+    }
 }
 
 impl Conversation {

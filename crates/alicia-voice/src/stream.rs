@@ -331,8 +331,12 @@ struct Utterance {
     /// Answered already (transcribed at VAD's end of speech, or refused).
     answered: bool,
     started: Instant,
+    /// Wall clock (unix ms) when its `audio-start` arrived.
+    started_unix: u64,
     /// Wall clock (unix ms) when voice activity began: satellites that heard one utterance
-    /// report starts close together (the voice pipeline's arbitration).
+    /// report starts close together (the voice pipeline's arbitration). It is the stream's
+    /// start plus the speech's offset in the audio, not the time VAD got round to noticing:
+    /// on a busy machine one stream's VAD may lag another's by far more than the window.
     speech_at: Option<u64>,
 }
 
@@ -393,11 +397,11 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                             Some(&u.session),
                         );
                         state.send_snd(&satellite, &e).await;
-                        let now = unix_ms();
-                        u.speech_at = Some(now);
+                        let speech_at = u.started_unix.saturating_add(at);
+                        u.speech_at = Some(speech_at);
                         state
                             .event(json!({"event": "voice_started", "satellite": satellite, "session_id": u.session,
-                                          "at": now, "timestamp": at, "publish": u.opts.publish}))
+                                          "at": speech_at, "timestamp": at, "publish": u.opts.publish}))
                             .await;
                     }
                     Ok(StreamEvent::SpeechEnded) => {
@@ -413,6 +417,7 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                             session: u.session.clone(),
                             answered: false,
                             started: u.started,
+                            started_unix: u.started_unix,
                             speech_at: u.speech_at,
                         };
                         u.answered = true;
@@ -463,7 +468,15 @@ async fn start(state: &State, satellite: &str, event: &Event, opts: Options) -> 
         };
         SttStream::new(fmt, vad, state.shared.engine.config().max_audio_seconds).map_err(|e| stream_error(&e))
     });
-    let mut u = Utterance { stream: None, opts, session, answered: false, started: Instant::now(), speech_at: None };
+    let mut u = Utterance {
+        stream: None,
+        opts,
+        session,
+        answered: false,
+        started: Instant::now(),
+        started_unix: unix_ms(),
+        speech_at: None,
+    };
     match opened {
         Ok(s) => u.stream = Some(s),
         Err(e) => {
@@ -489,7 +502,7 @@ async fn finish(state: &State, satellite: &str, u: Utterance, why: &str) {
     let spoken = stream.speech();
     let audio = stream.finish();
     let speech = json!({
-        "started_at": u.speech_at.unwrap_or_else(|| unix_ms().saturating_sub(u.started.elapsed().as_millis() as u64)),
+        "started_at": u.speech_at.unwrap_or_else(|| u.started_unix.saturating_add(spoken.map_or(0, |(s, _)| s))),
         "start_ms": spoken.map(|(s, _)| s),
         "end_ms": spoken.and_then(|(_, e)| e),
         "energy_dbfs": audio.as_ref().ok().and_then(|a| energy_dbfs(a, spoken)),

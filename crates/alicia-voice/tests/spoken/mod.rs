@@ -315,8 +315,8 @@ pub async fn the_pipeline_keeps_sessions(addr: SocketAddr) {
     hall.close().await;
 }
 
-/// Two satellites hear one utterance: the one that heard it louder answers, though the
-/// other's speech started first; the other is told `arbitrated` and hears no answer.
+/// Two satellites hear one utterance: the one that heard it louder answers, whichever
+/// reported first; the other is told `arbitrated` and hears no answer.
 pub async fn two_satellites_are_arbitrated(addr: SocketAddr) {
     let home = Home::start(addr, true).await;
     let mut events = Events::start(addr).await;
@@ -345,6 +345,24 @@ pub async fn two_satellites_are_arbitrated(addr: SocketAddr) {
     // One command, once.
     home.kitchen_light.wait_state(|s| s["power"] == "on", WAIT).await.unwrap();
     assert_eq!(home.kitchen_light.commands().len(), 1);
+
+    // The other way round: the near satellite reports first and is transcribed first; it
+    // goes on without waiting for the quieter one, which then loses.
+    listen_to(&near_c).await;
+    let wav = espeak("turn off the kitchen light");
+    let (near_opts, far_opts) = (live("near-2"), StreamOptions { gain: 0.2, ..live("far-2") });
+    let (a, b) = tokio::join!(near.converse(&wav, &near_opts, ANSWER), async {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        far.converse(&wav, &far_opts, ANSWER).await
+    });
+    let (near_c, far_c) = (a.unwrap(), b.unwrap());
+    assert_eq!(near_c.outcome, Outcome::Answered, "{near_c:?}");
+    assert_eq!(far_c.outcome, Outcome::Arbitrated { winner: "kitchen_sat".into() }, "{far_c:?}");
+    let r = events.finished("near-2").await;
+    let heard = r["arbitration"]["heard"].as_array().unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!((heard.len(), heard[0]["satellite"].as_str()), (2, Some("kitchen_sat")), "{r:#}");
+    home.kitchen_light.wait_state(|s| s["power"] == "off", WAIT).await.unwrap();
+    assert_eq!(home.kitchen_light.commands().len(), 2);
     far.close().await;
     near.close().await;
 }
