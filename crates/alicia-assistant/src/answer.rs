@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 pub struct Request {
     pub text: String,
     pub session_id: Option<String>,
+    /// The conversation this continues (an earlier answer's `conversation_id`), as in Home
+    /// Assistant's conversation API.
+    pub conversation_id: Option<String>,
     /// The device that heard it (its registered location is the context area).
     pub satellite: Option<String>,
     /// `en`, `en-US`: only the primary subtag is compared with the engine's language.
@@ -86,6 +89,7 @@ impl Request {
         Ok(Request {
             text,
             session_id: str_field(data, metadata, &["session_id"])?,
+            conversation_id: str_field(data, metadata, &["conversation_id"])?,
             satellite: str_field(data, metadata, &["satellite", "device_id"])?,
             language: str_field(data, metadata, &["language"])?,
             area: str_field(data, metadata, &["area"])?,
@@ -161,6 +165,11 @@ pub struct ErrorInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
     pub session_id: String,
+    /// What an open question is kept under: the request's `conversation_id`, else its
+    /// satellite's (`satellite:ID`: every utterance on a satellite is a new session, and the
+    /// answer to a question comes in the next one), else its session. Send it back as
+    /// `conversation_id` to answer the question from elsewhere.
+    pub conversation_id: String,
     pub text: String,
     pub language: String,
     pub satellite: Option<String>,

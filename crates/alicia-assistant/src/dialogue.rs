@@ -1,7 +1,8 @@
 //! The conversation state of each session: a question the assistant asked back ("Which
 //! speaker: kitchen or bedroom?") and the intent waiting for its answer, so the follow-up "the
-//! kitchen one" completes it. Sessions are keyed by the request's `session_id`, else by the
-//! satellite; a question is forgotten after the dialogue timeout, on "never mind", or when
+//! kitchen one" completes it. Questions are kept by conversation: the request's
+//! `conversation_id`, else its satellite (each utterance there is a new session), else its
+//! `session_id` ([`crate::Answer::conversation_id`]); a question is forgotten after the dialogue timeout, on "never mind", or when
 //! the next utterance is not an answer to it (then it is understood on its own).
 
 use parking_lot::Mutex;

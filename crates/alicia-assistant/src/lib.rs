@@ -8,7 +8,7 @@
 //!
 //! | topic | direction | what |
 //! |-------|-----------|------|
-//! | `P/services/ai_service/inbox` | in | a `request` with `data` = `{"text", "session_id"?, "satellite"? (or `device_id`), "language"?, "area"?}` (`session_id`, `device_id`, `user_id` may be in `payload.metadata` instead); the response's `data` is the [`Answer`] |
+//! | `P/services/ai_service/inbox` | in | a `request` with `data` = `{"text", "session_id"?, "conversation_id"?, "satellite"? (or `device_id`), "language"?, "area"?}` (`session_id`, `device_id`, `user_id` may be in `payload.metadata` instead); the response's `data` is the [`Answer`] |
 //! | `P/voice/stt/response` | in (shared among instances) | the design document's STT response: `data` = `{"transcription", "confidence", "language"}`, `metadata` = `{session_id, user_id, device_id}` (the satellite); error responses are skipped |
 //! | `P/voice/ai/response` | out | every [`Answer`], as a `response` envelope to the requester (the STT response's destination for a transcript), `correlation_id` = the request's id (for a transcript: the STT request's), `metadata` = the request's plus `session_id`; the TTS service speaks `data.response`. A timer that ends is an `event` here with `data` = `{session_id, satellite, area, outcome: "timer_finished", response, timer}` |
 //! | `P/voice/events` | out | `event` envelopes, `data.event` = `intent` (understood; with outcome, intent, targets, response, timings), `no_match`, `clarification`, `action` (one per command: device, command, parameters, message id, status), `timer_started`, `timer_cancelled`, `timer_paused`, `timer_resumed`, `timer_changed`, `timer_finished` |
@@ -20,7 +20,7 @@
 //! # How a sentence is handled
 //!
 //! 1. The context area is the request's `area`, else the satellite's registered location.
-//! 2. If the session has an open question ("Which speaker: kitchen or bedroom?"), the
+//! 2. If the conversation (`conversation_id`, else the satellite, else the session) has an open question ("Which speaker: kitchen or bedroom?"), the
 //!    utterance is first read as its answer ([`dialogue`]).
 //! 3. [`alicia_intents::Engine::recognize`] against the [`home::HomeModel`] built from the
 //!    inventory (names and aliases, locations as areas, device types as domains, capabilities).

@@ -242,8 +242,14 @@ impl Shared {
             .clone()
             .or_else(|| req.satellite.as_ref().map(|s| format!("satellite:{s}")))
             .unwrap_or_else(|| format!("session-{}", MessageId::new()));
+        let conversation = req
+            .conversation_id
+            .clone()
+            .or_else(|| req.satellite.as_ref().map(|s| format!("satellite:{s}")))
+            .unwrap_or_else(|| session.clone());
         let mut answer = Answer {
             session_id: session.clone(),
+            conversation_id: conversation.clone(),
             text: req.text.clone(),
             language,
             satellite: req.satellite.clone(),
@@ -257,7 +263,15 @@ impl Shared {
             error: None,
             timings_ms: Map::new(),
         };
-        let turn = Turn { bus, req, origin, home: &home, session: &session, area: area.as_deref() };
+        let turn = Turn {
+            bus,
+            req,
+            origin,
+            home: &home,
+            session: &session,
+            conversation: &conversation,
+            area: area.as_deref(),
+        };
 
         if req.text.trim().is_empty() {
             answer.response = "Sorry, I didn't catch that".into();
@@ -266,7 +280,7 @@ impl Shared {
         }
 
         // An open question: is this its answer?
-        if let Some(p) = self.dialogues.take(&session) {
+        if let Some(p) = self.dialogues.take(&conversation) {
             let choice = dialogue::choose(&req.text, &p.candidates, &home);
             clock.lap("dialogue");
             match choice {
@@ -365,7 +379,7 @@ impl Shared {
         answer.continue_conversation = true;
         let pending =
             Pending { candidates: candidates.clone(), m, question, asked: std::time::Instant::now(), asked_times };
-        self.dialogues.ask(turn.session, pending);
+        self.dialogues.ask(turn.conversation, pending);
     }
 
     fn refuse(answer: &mut Answer, code: &str, text: String) {
@@ -389,7 +403,7 @@ impl Shared {
             return;
         }
         if m.intent == "HassNevermind" {
-            self.dialogues.forget(turn.session);
+            self.dialogues.forget(turn.conversation);
             answer.outcome = Outcome::Cancelled;
             answer.response = self.engine.respond(&m, &ResponseContext::default()).unwrap_or_default();
             return;
@@ -523,7 +537,8 @@ impl Shared {
     fn timer(&self, turn: &Turn<'_>, m: &IntentMatch, answer: &mut Answer) {
         let filter = timer_filter(m);
         let mut extra = ResponseContext::default();
-        let session = turn.session;
+        // Timers are the conversation's: "cancel the timer" on a satellite is a new session.
+        let session = turn.conversation;
         let by = || {
             Duration::from_secs(
                 slot_u64(m, "hours").unwrap_or(0) * 3600
@@ -539,7 +554,8 @@ impl Shared {
                     slot_u64(m, "seconds").unwrap_or(0),
                 );
                 let owner = Owner {
-                    session: session.to_string(),
+                    session: turn.session.to_string(),
+                    conversation: session.to_string(),
                     satellite: turn.req.satellite.clone(),
                     area: turn.area.map(str::to_string),
                     requester: turn.origin.reply_to.to_string(),
@@ -718,6 +734,8 @@ struct Turn<'a> {
     origin: &'a Origin,
     home: &'a HomeModel,
     session: &'a str,
+    /// The open question's key ([`Answer::conversation_id`]).
+    conversation: &'a str,
     area: Option<&'a str>,
 }
 

@@ -2,8 +2,9 @@
 //! lengthened, cancelled and reported on by voice, and announced when done. Each running timer
 //! is a tokio task sleeping until its end; the service hears the ones that finish on a channel.
 //!
-//! A timer belongs to the session or satellite that set it (Home Assistant keeps timers per
-//! satellite too): "cancel the timer" means that one's timers; a name, a start length or an
+//! A timer belongs to the conversation that set it: its satellite (every utterance there is a
+//! new session), else its session (Home Assistant keeps timers per satellite too): "cancel the
+//! timer" means that one's timers; a name, a start length or an
 //! area ("cancel the kitchen timer") finds any.
 
 use std::collections::HashMap;
@@ -27,8 +28,11 @@ pub const MAX_TIMERS: usize = 10_000;
 /// Who set a timer and where to say it is done.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Owner {
-    /// The session key (session id, else satellite).
+    /// The session that set it (named in its events).
     pub session: String,
+    /// Whose timers it is among ([`crate::Answer::conversation_id`]: the satellite's, else
+    /// the session's).
+    pub conversation: String,
     pub satellite: Option<String>,
     /// The area it was set in (the satellite's).
     pub area: Option<String>,
@@ -225,7 +229,7 @@ impl Timers {
         let entries = self.lock();
         let own: Vec<u64> = entries
             .values()
-            .filter(|e| e.timer.owner.session == session && filter.fits(&e.timer))
+            .filter(|e| e.timer.owner.conversation == session && filter.fits(&e.timer))
             .map(|e| e.timer.id)
             .collect();
         if !own.is_empty() || filter.is_empty() {
@@ -259,7 +263,7 @@ impl Timers {
             .values()
             .filter(|e| match area {
                 Some(a) => e.timer.owner.area.as_deref() == Some(a),
-                None => e.timer.owner.session == session,
+                None => e.timer.owner.conversation == session,
             })
             .map(|e| e.timer.id)
             .collect();
@@ -348,7 +352,7 @@ mod tests {
     use super::*;
 
     fn owner(s: &str) -> Owner {
-        Owner { session: s.into(), ..Default::default() }
+        Owner { session: s.into(), conversation: s.into(), ..Default::default() }
     }
 
     #[tokio::test(start_paused = true)]

@@ -155,7 +155,10 @@ pub(crate) fn interpret(
                 match list_name.as_str() {
                     "name" => {
                         name_len += entry.text.len() as i64;
-                        name_devices = Some((heard.clone(), entry.refs.iter().map(|r| (r.index, r.kind)).collect()));
+                        // A question back names what was matched ("Which lamp"), not what was misheard
+                        // ("Which ramp").
+                        name_devices =
+                            Some((entry.text.clone(), entry.refs.iter().map(|r| (r.index, r.kind)).collect()));
                         display = Some(entry.display.clone());
                         (Value::from(entry.display.clone()), heard)
                     }

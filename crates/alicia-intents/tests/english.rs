@@ -361,6 +361,9 @@ fn ambiguity_is_reported_with_candidates() {
     assert!(matches!(m.targets, Targets::Ambiguous { .. }), "{:?}", m.targets);
     // The same question, answered by the satellite's area.
     assert_eq!(matched("pause the speaker", Some("bedroom")).device_ids(), ["speaker_bedroom"]);
+    // Misheard ("speaker" as "speeker"): the question names what was understood.
+    let m = matched("pause the speeker", None);
+    assert_eq!(m.clarification().as_deref(), Some("Which speaker: kitchen or bedroom?"), "{:?}", m.targets);
 }
 
 #[test]

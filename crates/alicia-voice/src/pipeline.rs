@@ -682,11 +682,13 @@ impl Actor {
                 let empty =
                     env.payload.data.get("response").and_then(Value::as_str).is_none_or(|r| r.trim().is_empty());
                 me.answer = Some(env.payload.data);
-                if empty {
+                // Empty: nothing to say. Spoken already: tts_service (a cached answer streams in
+                // a millisecond) was heard before this reply. Otherwise tts_service is speaking
+                // it: finished when it says so.
+                if empty || me.done_at.is_some() {
                     let outcome = self.outcome(id);
                     self.finish(id, &outcome, None).await;
                 }
-                // Otherwise tts_service is speaking it: finished when it says so.
             }
             Err(e) => {
                 let satellite = me.satellite.clone();
@@ -736,7 +738,12 @@ impl Actor {
         match s(&d, "event") {
             Some("speaking") => {
                 me.first_audio.get_or_insert_with(Instant::now);
-                self.playing.insert(satellite, Playing { session: id, until: None });
+                // Handled after its "spoken" (events may be handled out of order, and a session
+                // stays open after it until the assistant's reply): the answer's end is known,
+                // and an open-ended entry would barge in on the next utterance.
+                if me.done_at.is_none() {
+                    self.playing.insert(satellite, Playing { session: id, until: None });
+                }
             }
             Some("spoken") | Some("cancelled") => {
                 let now = Instant::now();
@@ -755,6 +762,12 @@ impl Actor {
                 } else {
                     let until = first + Duration::from_secs_f64(secs.clamp(0.0, 600.0));
                     self.playing.insert(satellite, Playing { session: id.clone(), until: Some(until) });
+                }
+                // The assistant's reply to this service may come after tts_service spoke it
+                // (two paths over the broker): then the reply finishes the session.
+                let waiting = self.sessions.get(&id).is_some_and(|s| s.request_sent.is_some() && s.answer.is_none());
+                if waiting && !cancelled {
+                    return;
                 }
                 let outcome = if cancelled { "cancelled".to_string() } else { self.outcome(&id) };
                 self.finish(&id, &outcome, None).await;

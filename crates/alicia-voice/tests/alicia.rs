@@ -89,3 +89,15 @@ async fn speech_to_a_satellite_can_be_cancelled() {
     let (_b, addr) = alicia_broker().await;
     spoken::speech_can_be_cancelled(addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_is_answered_in_the_next_utterance() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::a_question_is_answered_in_the_next_utterance(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_intent_is_spoken() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::every_intent_is_spoken(addr).await;
+}

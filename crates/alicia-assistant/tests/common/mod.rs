@@ -424,6 +424,11 @@ impl House {
         if let Some(s) = session {
             data["session_id"] = json!(s);
         }
+        self.ask_data(data).await
+    }
+
+    /// A request with these `data`.
+    pub async fn ask_data(&self, data: Value) -> Value {
         let answer = self.tester.request(Destination::service("ai_service"), data, WAIT).await.expect("an answer");
         assert_eq!(answer.message_type, MessageType::Response);
         answer.payload.data

@@ -170,6 +170,15 @@ pub async fn ambiguity_asks_back(addr: SocketAddr) {
     assert_eq!(a["response"], "Turned on the light", "{a:#}");
     house.device("light_kitchen").applied().await;
     assert_eq!(commands.next().await.topic, "alicia/devices/light_kitchen/command".as_bytes());
+    // An answer's `conversation_id` answers its question from another session.
+    let a = house.ask("pause the speaker", None, Some("s-4")).await;
+    assert_eq!((a["outcome"].as_str(), a["conversation_id"].as_str()), (Some("clarification"), Some("s-4")), "{a:#}");
+    let a = house.ask("the bedroom one", None, Some("s-5")).await;
+    assert_ne!(a["response"], "Paused", "another session, no conversation: {a:#}");
+    let a = house.ask_data(json!({"text": "the bedroom one", "session_id": "s-6", "conversation_id": "s-4"})).await;
+    assert_eq!((a["response"].as_str(), a["session_id"].as_str()), (Some("Paused"), Some("s-6")), "{a:#}");
+    assert_eq!(house.device("speaker_bedroom").applied().await.command, "pause");
+    assert_eq!(commands.next().await.topic, "alicia/devices/speaker_bedroom/command".as_bytes());
     // By satellite, without a session id: the satellite is the session.
     let a = house.ask("play jazz on the speaker", Some("lamp_bedroom"), None).await;
     assert_eq!(a["targets"][0]["device_id"], "speaker_bedroom", "the bedroom's speaker, from the bedroom: {a:#}");
@@ -286,6 +295,12 @@ pub async fn timers(addr: SocketAddr) {
     assert_eq!(a["response"], "Timer cancelled", "by name, from anywhere: {a:#}");
     let a = house.ask("cancel the timer", Some("sat_kitchen"), None).await;
     assert_eq!(a["response"], "Sorry, I couldn't find that timer", "{a:#}");
+    // A satellite's utterances are sessions of their own (as voice_pipeline sends them): the
+    // timer is still the satellite's.
+    let a = house.ask("set a timer for 3 minutes", Some("sat_kitchen"), Some("u-1")).await;
+    assert_eq!(a["response"], "Timer set for 3 minutes", "{a:#}");
+    let a = house.ask("cancel the timer", Some("sat_kitchen"), Some("u-2")).await;
+    assert_eq!(a["response"], "Timer cancelled", "{a:#}");
 
     let a = house.ask("set a timer for 1 second", Some("sat_kitchen"), None).await;
     assert_eq!(a["response"], "Timer set for 1 second", "{a:#}");

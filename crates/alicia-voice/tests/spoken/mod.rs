@@ -212,6 +212,38 @@ pub async fn spoken_commands_reach_devices(addr: SocketAddr) {
 /// Whisper heard `expected`, give or take one word ("lights" for "light": tiny.en's errors).
 #[track_caller]
 pub fn heard_as(heard: &str, expected: &str) {
+    assert!(word_edits(heard, expected) <= 1, "Whisper heard {heard:?} in the answer, expected {expected:?}");
+}
+
+/// Lowercase words with small numbers as digits and no "percent" (Whisper writes "5" and
+/// "40%" as often as "five" and "40 percent").
+fn as_digits(s: &str) -> String {
+    const N: [(&str, &str); 14] = [
+        ("one", "1"),
+        ("two", "2"),
+        ("three", "3"),
+        ("four", "4"),
+        ("five", "5"),
+        ("six", "6"),
+        ("seven", "7"),
+        ("eight", "8"),
+        ("nine", "9"),
+        ("ten", "10"),
+        ("twenty", "20"),
+        ("thirty", "30"),
+        ("forty", "40"),
+        ("fifty", "50"),
+    ];
+    words(s)
+        .split(' ')
+        .filter(|w| *w != "percent")
+        .map(|w| N.iter().find(|(n, _)| *n == w).map_or(w, |(_, d)| *d))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Words inserted, deleted or replaced to get from `heard` to `expected`.
+pub fn word_edits(heard: &str, expected: &str) -> usize {
     let (a, b): (Vec<&str>, Vec<&str>) = (heard.split(' ').collect(), expected.split(' ').collect());
     let mut d: Vec<usize> = (0..=b.len()).collect();
     for (i, x) in a.iter().enumerate() {
@@ -223,7 +255,7 @@ pub fn heard_as(heard: &str, expected: &str) {
             prev = cur;
         }
     }
-    assert!(d[b.len()] <= 1, "Whisper heard {heard:?} in the answer, expected {expected:?}");
+    d[b.len()]
 }
 
 pub fn session_of(v: &Value) -> Option<&str> {
@@ -312,6 +344,235 @@ pub async fn the_pipeline_keeps_sessions(addr: SocketAddr) {
     );
     assert!(r["timings_ms"]["done"].as_f64().is_some(), "{r:#}");
     assert_eq!(home.kitchen_light.commands().len(), 1);
+    hall.close().await;
+}
+
+/// Who says an utterance: espeak-ng (a robotic voice, hard for tiny.en) or Piper (asked of
+/// tts_service over the bus, as any client would).
+#[derive(Debug, Clone, Copy)]
+pub enum Voice {
+    Espeak,
+    Piper,
+}
+
+impl Home {
+    /// `text` said by `voice`, as a WAV file.
+    pub async fn say(&self, voice: Voice, text: &str) -> Vec<u8> {
+        match voice {
+            Voice::Espeak => espeak(text),
+            Voice::Piper => {
+                let r = ask(self.client.bus(), Destination::capability("text_to_speech"), json!({"text": text}))
+                    .await
+                    .unwrap();
+                let b64 = response(&r)["audio_data"].as_str().expect("WAV bytes").to_string();
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap()
+            }
+        }
+    }
+}
+
+/// Every intent, spoken (by espeak-ng and by Piper in turn) on a kitchen satellite through
+/// the whole chain under voice_pipeline: the right simulated device gets the right command
+/// with parameters within its registered capability, and the spoken answer is Home
+/// Assistant's response, as Whisper hears it again. Questions and timers act on no device.
+pub async fn every_intent_is_spoken(addr: SocketAddr) {
+    let home = Home::start(addr, true).await;
+    let mut events = Events::start(addr).await;
+    let sim = |kind, id: &str, name: &str| {
+        let mut c = SimConfig::new(kind, id, addr.ip().to_string(), addr.port()).at("kitchen");
+        c.name = Some(name.into());
+        c.telemetry_interval = Duration::from_millis(500);
+        c
+    };
+    let speaker = alicia_simulate::start(sim(Kind::Speaker, "kitchen_speaker", "Kitchen Speaker")).await.unwrap();
+    let thermo = alicia_simulate::start(sim(Kind::Sensor, "kitchen_thermo", "Kitchen Thermometer")).await.unwrap();
+    speaker.wait_registered(WAIT).await.unwrap();
+    thermo.wait_registered(WAIT).await.unwrap();
+    let a = &home.assistant;
+    assert!(
+        a.wait_for_home(WAIT, |h| h.device("kitchen_speaker").is_some() && h.device("kitchen_thermo").is_some()).await
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while a.reading("kitchen_thermo", "temperature").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the assistant never saw a temperature");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sat = home.satellite("kitchen_sat", "kitchen").await;
+    let devices: [(&str, &SimDevice); 3] =
+        [("kitchen_light", &home.kitchen_light), ("bedroom_lamp", &home.bedroom_lamp), ("kitchen_speaker", &speaker)];
+    let mut seen: Vec<usize> = devices.iter().map(|(_, d)| d.commands().len()).collect();
+    let mut misheard: Vec<String> = Vec::new();
+    let mut answers: Vec<(bool, String, String)> = Vec::new();
+
+    // (utterance, device and command (None: no device acts), parameters it must carry, the
+    // response, or its start when it has a changing value)
+    type Case = (&'static str, Option<(&'static str, &'static str)>, Value, &'static str);
+    let cases: Vec<Case> = vec![
+        ("turn on the kitchen light", Some(("kitchen_light", "turn_on")), json!({}), "Turned on the light"),
+        (
+            "set the kitchen light brightness to 40%",
+            Some(("kitchen_light", "set_brightness")),
+            json!({"brightness": 40}),
+            "Brightness set",
+        ),
+        ("turn off the bedroom lamp", Some(("bedroom_lamp", "turn_off")), json!({}), "Turned off the light"),
+        ("set the volume to 30", Some(("kitchen_speaker", "set_volume")), json!({"volume": 30}), "Volume set"),
+        // 10 % of the speaker's 0..100 in steps of 5, down.
+        ("turn the volume down", Some(("kitchen_speaker", "volume_step")), json!({"steps": -2}), "Volume set"),
+        ("pause the music", Some(("kitchen_speaker", "pause")), json!({}), "Paused"),
+        ("resume the music", Some(("kitchen_speaker", "resume")), json!({}), "Resumed"),
+        ("next song", Some(("kitchen_speaker", "next")), json!({}), "Playing next"),
+        ("previous track", Some(("kitchen_speaker", "previous")), json!({}), "Playing previous"),
+        (
+            "announce dinner is ready in the kitchen",
+            Some(("kitchen_speaker", "announce")),
+            json!({"text": "dinner is ready"}),
+            "Announcing in the Kitchen",
+        ),
+        ("what is the temperature in the kitchen", None, json!({}), ""),
+        ("set a timer for 5 minutes", None, json!({}), "Timer set for 5 minutes"),
+        ("cancel the timer", None, json!({}), "Timer cancelled"),
+    ];
+    let total = cases.len();
+    let mut n = 0;
+    'cases: for (i, (said, target, params, expected)) in cases.into_iter().enumerate() {
+        // tiny.en mishears short commands now and then, espeak-ng's most ("sent the volume to
+        // 30"; its word error rate is about 10 %), and Piper samples noise, so its speech
+        // differs each time ("kitchen white" once, "kitchen light" the next): what was not
+        // heard right is not the assistant's to get right, and is said again, as a person
+        // would, by the other voice and then by Piper again.
+        let first = if i % 2 == 0 { Voice::Piper } else { Voice::Espeak };
+        let other = if i % 2 == 0 { Voice::Espeak } else { Voice::Piper };
+        let mut heard_as_what = Vec::new();
+        let mut done = None;
+        for voice in [first, other, Voice::Piper] {
+            n += 1;
+            let session = format!("i-{n}");
+            let c = sat.converse(&home.say(voice, said).await, &live(&session), ANSWER).await.unwrap();
+            assert_eq!(c.outcome, Outcome::Answered, "{said:?} ({voice:?}): {c:?}");
+            let r = events.finished(&session).await;
+            let heard = words(r["transcript"].as_str().unwrap_or_default());
+            if as_digits(&heard) == as_digits(said) {
+                done = Some((voice, c, r));
+                break;
+            }
+            heard_as_what.push(format!("{voice:?}: {heard:?}"));
+            seen = devices.iter().map(|(_, d)| d.commands().len()).collect();
+            listen_to(&c).await;
+        }
+        let Some((voice, c, r)) = done else {
+            misheard.push(format!("{said:?} as {heard_as_what:?}"));
+            assert!(misheard.len() <= 2, "more than two commands never heard right: {misheard:?}");
+            continue 'cases;
+        };
+        let response = r["response"].as_str().unwrap_or_else(|| panic!("{said:?} ({voice:?}): {r:#}")).to_string();
+        if expected.is_empty() {
+            // The thermometer's last reading, said as Home Assistant says it.
+            let t = a.reading("kitchen_thermo", "temperature").unwrap();
+            assert!(response.ends_with(" degrees"), "{said:?} ({voice:?}): {r:#} (reading {t:?})");
+        } else {
+            assert_eq!(response, expected, "{said:?} ({voice:?}), heard as {:?}: {r:#}", r["transcript"]);
+        }
+        match target {
+            Some((id, command)) => {
+                let (k, (_, dev)) = devices.iter().enumerate().find(|(_, (d, _))| *d == id).unwrap();
+                let deadline = std::time::Instant::now() + WAIT;
+                while dev.commands().len() == seen[k] {
+                    assert!(std::time::Instant::now() < deadline, "{said:?} ({voice:?}): {id} got no command: {r:#}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let cmd = dev.commands().last().cloned().unwrap();
+                let d = &cmd.payload.data;
+                assert_eq!((d["command"].as_str(), &d["parameters"]), (Some(command), &params), "{said:?} ({voice:?})");
+                assert_eq!(cmd.routing.route, vec!["router".to_string()], "through the router");
+            }
+            None => assert_eq!(r["actions"].as_array().map_or(0, Vec::len), 0, "{said:?}: {r:#}"),
+        }
+        // No other device got anything.
+        let now: Vec<usize> = devices.iter().map(|(_, d)| d.commands().len()).collect();
+        let changed = now.iter().zip(&seen).filter(|(a, b)| a != b).count();
+        assert!(changed <= usize::from(target.is_some()), "{said:?}: commands {seen:?} -> {now:?}");
+        seen = now;
+        // The answer was spoken. Whisper hears most short answers right; "Brightness set" it
+        // once heard as "right in the set" (each answer's words are checked above; how well
+        // speech is heard is the benchmark's word error rate).
+        let heard = home.transcribe(&c).await;
+        answers.push((word_edits(&heard, &words(&response)) <= 1, heard, response));
+        listen_to(&c).await;
+    }
+    assert!(total - misheard.len() >= 11, "{misheard:?}");
+    let wrong: Vec<_> = answers.iter().filter(|(ok, ..)| !ok).collect();
+    assert!(wrong.len() * 3 <= answers.len(), "answers not heard as said: {wrong:?}");
+    if !misheard.is_empty() {
+        eprintln!("never heard right, not checked: {misheard:?}");
+    }
+    sat.close().await;
+}
+
+/// A question asked back is answered in the next utterance (a new session on the same
+/// satellite): "turn on the lamp" from the hall, where two lamps elsewhere fit, asks "Which
+/// lamp: bedroom or kitchen?" aloud, and "the kitchen one" turns on the kitchen's.
+pub async fn a_question_is_answered_in_the_next_utterance(addr: SocketAddr) {
+    let home = Home::start(addr, true).await;
+    let mut events = Events::start(addr).await;
+    let mut c = SimConfig::new(Kind::Light, "kitchen_lamp", addr.ip().to_string(), addr.port()).at("kitchen");
+    c.name = Some("Kitchen Lamp".into());
+    let kitchen_lamp = alicia_simulate::start(c).await.unwrap();
+    kitchen_lamp.wait_registered(WAIT).await.unwrap();
+    assert!(home.assistant.wait_for_home(WAIT, |h| h.device("kitchen_lamp").is_some()).await);
+    let mut hall = home.satellite("hall_sat", "hall").await;
+    let mut lamp = kitchen_lamp.events();
+
+    // The question is asked aloud. tiny.en hears Piper's "lamp" as "land", "slam" or
+    // "witchland" in some renditions: what it did not hear right is asked again, as a person
+    // would say "sorry?" (a new command while a question is open asks it anew).
+    let mut misheard = Vec::new();
+    loop {
+        let session = format!("q-1-{}", misheard.len());
+        let q = hall.converse(&espeak("turn on the lamp"), &live(&session), ANSWER).await.unwrap();
+        assert_eq!(q.outcome, Outcome::Answered, "{q:?}");
+        let r = events.finished(&session).await;
+        assert_eq!(r["outcome"], "clarification", "{r:#}");
+        let asked = r["response"].as_str().unwrap_or_else(|| panic!("{r:#}")).to_string();
+        assert!(asked == "Which lamp: bedroom or kitchen?" || asked == "Which lamp: kitchen or bedroom?", "{r:#}");
+        let heard = home.transcribe(&q).await;
+        listen_to(&q).await;
+        if word_edits(&heard, &words(&asked)) <= 1 {
+            break;
+        }
+        misheard.push(heard);
+        assert!(misheard.len() < 3, "the question was never heard as asked: {misheard:?}");
+    }
+
+    // Piper, and again if tiny.en mishears it (espeak-ng's "the kitchen one" it hears as "Vakit
+    // and one", Piper's "The kitchen one." as "the catching one"); a misheard answer is no
+    // answer and leaves the question open.
+    let mut tries = Vec::new();
+    let (a, r) = loop {
+        let session = format!("q-2-{}", tries.len());
+        let a = hall
+            .converse(&home.say(Voice::Piper, "The one in the kitchen.").await, &live(&session), ANSWER)
+            .await
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::Answered, "{a:?}");
+        let r = events.finished(&session).await;
+        if words(r["transcript"].as_str().unwrap_or_default()) == "the one in the kitchen" {
+            break (a, r);
+        }
+        tries.push(r["transcript"].clone());
+        assert!(tries.len() < 3, "never heard right: {tries:?}");
+        listen_to(&a).await;
+        // The question is asked again: a misheard answer was understood as something else.
+        let q =
+            hall.converse(&espeak("turn on the lamp"), &live(&format!("q-3-{}", tries.len())), ANSWER).await.unwrap();
+        listen_to(&q).await;
+    };
+    assert_eq!((r["outcome"].as_str(), r["intent"].as_str()), (Some("action"), Some("HassTurnOn")), "{r:#}");
+    let cmd = command(&mut lamp).await;
+    assert_eq!(cmd.payload.data["command"], "turn_on", "{:?}", cmd.payload.data);
+    kitchen_lamp.wait_state(|s| s["power"] == "on", WAIT).await.unwrap();
+    heard_as(&home.transcribe(&a).await, &words(r["response"].as_str().unwrap()));
+    assert!(home.bedroom_lamp.commands().is_empty() && home.kitchen_light.commands().is_empty());
     hall.close().await;
 }
 
