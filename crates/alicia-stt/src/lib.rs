@@ -8,6 +8,8 @@
 //!   cores that is ~0.5 s for a 1.6 s clip instead of ~0.1 s), confidence from token
 //!   probabilities, language forced or detected.
 //! - [`vad::Vad`]: Silero VAD on ONNX Runtime, for end of speech in streamed audio.
+//! - [`wake::WakeDetector`]: openWakeWord's wake word models on ONNX Runtime, for a server-side
+//!   wake word in streamed audio (Wyoming's wake service).
 //! - [`stream::SttStream`]: the streaming path (Wyoming `audio-start`/`audio-chunk`/
 //!   `audio-stop`, satellites' mic topics): chunks in any PCM format are converted as they arrive,
 //!   VAD runs on each, and the utterance is transcribed when the stream stops or VAD says speech
@@ -22,6 +24,7 @@ pub mod languages {
     }
 }
 pub mod vad;
+pub mod wake;
 mod whisper;
 
 pub use whisper::{SttConfig, SttEngine, Transcript};
@@ -42,6 +45,8 @@ pub enum SttError {
     Whisper(String),
     #[error("voice activity detection failed: {0}")]
     Vad(String),
+    #[error("wake word detection failed: {0}")]
+    Wake(String),
     /// The engine was dropped while the request waited.
     #[error("speech to text stopped")]
     Stopped,
@@ -57,6 +62,7 @@ impl SttError {
             SttError::Language(_) => "unsupported_language",
             SttError::Whisper(_) | SttError::Stopped => "stt_failed",
             SttError::Vad(_) => "vad_failed",
+            SttError::Wake(_) => "wake_failed",
         }
     }
 }

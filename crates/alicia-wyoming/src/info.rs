@@ -78,3 +78,37 @@ pub fn tts(voices: &[VoiceInfo]) -> Event {
         }),
     )
 }
+
+/// `info` for a wake word server: openWakeWord with its wake words.
+pub fn wake(names: &[String]) -> Event {
+    let oww = attribution("David Scripka (openWakeWord)", "https://github.com/dscripka/openWakeWord");
+    let models: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n,
+                "attribution": oww,
+                "installed": true,
+                "description": format!("openWakeWord {}", n.replace('_', " ")),
+                "version": null,
+                "languages": ["en"],
+                "phrase": n.replace('_', " "),
+            })
+        })
+        .collect();
+    Event::with_data(
+        "info",
+        json!({
+            "asr": [], "tts": [],
+            "wake": [{
+                "name": "alicia-openwakeword",
+                "attribution": oww,
+                "installed": true,
+                "description": "Alicia wake word detection (openWakeWord models, CC BY-NC-SA 4.0)",
+                "version": env!("CARGO_PKG_VERSION"),
+                "models": models,
+            }],
+            "handle": [], "intent": [], "mic": [], "snd": [],
+        }),
+    )
+}

@@ -7,6 +7,9 @@
 //! - [`tts`]: the text-to-speech server (default port 10200): `describe` → `info`; `synthesize`
 //!   (text, voice by name or language) → `audio-start`, `audio-chunk`s as each sentence is ready,
 //!   `audio-stop`.
+//! - [`wake`]: the wake word server (default port 10400): `describe` → `info`; `detect`
+//!   (names), `audio-start`, `audio-chunk`s → `detection` for each wake word heard, and
+//!   `not-detected` at `audio-stop` when none was.
 //! - [`zeroconf`]: `_wyoming._tcp` advertisement (mDNS), when enabled.
 //!
 //! Requests that fail (busy engine, audio too long, unknown voice) are answered with an
@@ -17,6 +20,7 @@ pub mod asr;
 pub mod info;
 pub mod protocol;
 pub mod tts;
+pub mod wake;
 pub mod zeroconf;
 
 use std::future::Future;
@@ -30,6 +34,7 @@ use protocol::{Event, Limits};
 
 pub const DEFAULT_ASR_PORT: u16 = 10300;
 pub const DEFAULT_TTS_PORT: u16 = 10200;
+pub use wake::DEFAULT_WAKE_PORT;
 
 /// What both servers share.
 #[derive(Debug, Clone, Copy)]

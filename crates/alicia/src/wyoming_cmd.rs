@@ -1,15 +1,18 @@
 //! `alicia wyoming`: Alicia's speech engines as Wyoming servers, for Home Assistant (Settings →
-//! Devices & services → Wyoming Protocol, host and port; or discovered by zeroconf).
+//! Devices & services → Wyoming Protocol, host and port; or discovered by zeroconf): speech to
+//! text, text to speech, and with `--wake` openWakeWord's wake words.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use alicia_models::{FetchPolicy, ModelStore, Progress};
 use alicia_stt::vad::VadConfig;
+use alicia_stt::wake::{WakeDetector, WakeModels};
 use alicia_stt::{SttConfig, SttEngine};
 use alicia_tts::{TtsConfig, TtsEngine};
 use alicia_wyoming::asr::AsrServer;
 use alicia_wyoming::tts::TtsServer;
+use alicia_wyoming::wake::WakeServer;
 use alicia_wyoming::ServerConfig;
 use anyhow::Context;
 use clap::Args;
@@ -22,12 +25,20 @@ pub struct WyomingArgs {
     /// Text-to-speech server address.
     #[arg(long, default_value = "127.0.0.1:10200")]
     tts: SocketAddr,
-    /// Serve text to speech only.
-    #[arg(long, conflicts_with = "no_tts")]
+    /// No speech-to-text server.
+    #[arg(long)]
     no_asr: bool,
-    /// Serve speech to text only.
+    /// No text-to-speech server.
     #[arg(long)]
     no_tts: bool,
+    /// Serve wake word detection here too (openWakeWord's alexa and hey_mycroft; its
+    /// pre-trained models are for non-commercial use, CC BY-NC-SA 4.0, and are fetched on
+    /// first use) [default address: 127.0.0.1:10400].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:10400")]
+    wake: Option<SocketAddr>,
+    /// The score (0..1) at which a wake word fires.
+    #[arg(long, default_value_t = 0.5)]
+    wake_threshold: f32,
     /// Whisper model (`tiny.en`, `base`; `alicia models list`).
     #[arg(long, default_value = "tiny.en")]
     model: String,
@@ -58,6 +69,31 @@ pub fn run(args: WyomingArgs) -> anyhow::Result<()> {
     let store = ModelStore::locate(args.models.as_deref(), None)?;
     let policy = if args.offline { FetchPolicy::Never } else { FetchPolicy::Fetch };
     let progress = Progress::Auto;
+    if args.no_asr && args.no_tts && args.wake.is_none() {
+        anyhow::bail!("nothing to serve: --no-asr and --no-tts without --wake");
+    }
+    if !(0.0..=1.0).contains(&args.wake_threshold) || args.wake_threshold == 0.0 {
+        anyhow::bail!("--wake-threshold is a score in (0, 1], not {}", args.wake_threshold);
+    }
+    let wake = match args.wake {
+        None => None,
+        Some(_) => {
+            init_onnx(&store, policy, progress)?;
+            let p = alicia_models::openwakeword(&store, policy, progress)?;
+            let models = WakeModels {
+                melspectrogram: p.files[0].clone(),
+                embedding: p.files[1].clone(),
+                words: alicia_models::WAKE_WORDS
+                    .iter()
+                    .zip(&p.files[2..])
+                    .map(|(n, f)| (n.to_string(), f.clone()))
+                    .collect(),
+            };
+            // Load once now, so a broken model is an error at start, not on the first stream.
+            WakeDetector::new(&models, &[], args.wake_threshold)?;
+            Some(WakeServer { models, threshold: args.wake_threshold })
+        }
+    };
     let stt = if args.no_asr {
         None
     } else {
@@ -112,6 +148,15 @@ pub fn run(args: WyomingArgs) -> anyhow::Result<()> {
             tracing::info!(%addr, "wyoming text to speech listening");
             if let Some(name) = &args.zeroconf {
                 adverts.push(alicia_wyoming::zeroconf::advertise(&format!("{name}-tts"), addr.port(), None)?);
+            }
+            tasks.spawn(server.serve(listener, ServerConfig::default()));
+        }
+        if let (Some(server), Some(at)) = (wake, args.wake) {
+            let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("cannot listen on {at}"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, words = ?server.models.names(), "wyoming wake word detection listening");
+            if let Some(name) = &args.zeroconf {
+                adverts.push(alicia_wyoming::zeroconf::advertise(&format!("{name}-wake"), addr.port(), None)?);
             }
             tasks.spawn(server.serve(listener, ServerConfig::default()));
         }
