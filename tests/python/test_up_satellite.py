@@ -3,10 +3,12 @@ token, registers (microphone, audio_playback, its location), streams a spoken co
 in real time; the voice pipeline hands the transcript to the assistant, a simulated light
 (`alicia simulate`) gets the command through the router, the spoken answer comes back to the
 satellite (written with --out, and `alicia transcribe` hears the expected words in it), and the
-session's record is on alicia/voice/events."""
+session's record is on alicia/voice/events. With stt_service.wake_word on, a clip that starts
+with a wake word is listened to by the server first."""
 
 import json
 import subprocess
+import wave
 
 import pytest
 
@@ -86,3 +88,56 @@ def test_a_satellite_commands_a_light_and_hears_the_answer(up, tmp_path):
     bad.write_bytes(b"not a wav")
     out = run(home, x, "satellite", "--wav", str(bad), "--id", "hall_sat")
     assert out.returncode != 0 and "not a WAV file" in out.stderr, out.stderr
+
+
+def test_a_wake_word_heard_by_the_server_starts_the_command(up, tmp_path):
+    """stt_service.wake_word on: a satellite with no wake word of its own streams a clip that
+    starts with Piper's "Alexa" (from `alicia say`, through the running tts_service), then the
+    command; the server hears the word, and the command after it reaches the light."""
+    home, start = up
+    out = subprocess.run([brokers.alicia_bin(), "init", str(home)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    dev = home / "config" / "development.yaml"
+    text = dev.read_text()
+    assert "  wake_word:" in text and "    enabled: false        # openWakeWord" in text, text
+    dev.write_text(text.replace("    enabled: false        # openWakeWord", "    enabled: true         # openWakeWord"))
+    x = start()
+    for service in ("stt_service", "tts_service"):
+        wait_for(lambda: (registry_device(x, service) or {}).get("status") == "online",
+                 f"{service} registered and online", timeout=90)
+    light = Simulator("light", "kitchen_light", home, x.addrs["mqtt"], "--location", "kitchen",
+                      "--name", "Kitchen Light", workdir=tmp_path)
+    try:
+        light.wait_for("registered")
+        said = run(home, x, "say", "Alexa.", "-o", str(tmp_path / "alexa.wav"))
+        assert said.returncode == 0, said.stderr
+        command = espeak_wav("turn on the kitchen light", tmp_path / "command.wav")
+        frames = []
+        for f in (tmp_path / "alexa.wav", command):
+            with wave.open(str(f)) as w:
+                assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (22050, 2, 1)
+                frames.append(w.readframes(w.getnframes()))
+        second = bytes(22050 * 2)
+        clip = tmp_path / "alexa-command.wav"
+        with wave.open(str(clip), "wb") as w:
+            w.setframerate(22050)
+            w.setsampwidth(2)
+            w.setnchannels(1)
+            w.writeframes(second + frames[0] + second + frames[1])
+        out = run(home, x, "satellite", "--wav", str(clip), "--id", "hall_sat", "--location", "hall",
+                  "--vad", "--wake", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        r = json.loads(out.stdout)
+        assert (r["outcome"], r["wake"]) == ("answered", "alexa"), r
+        assert words(r["transcript"]["text"]) == "turn on the kitchen light", r
+        assert r["session_id"].endswith("-1"), r
+        cmd = light.wait_for("command")["envelope"]
+        assert cmd["payload"]["data"] == {"command": "turn_on", "parameters": {}}, cmd
+
+        # The command alone: no wake word, nothing done.
+        out = run(home, x, "satellite", "--wav", str(command), "--id", "hall_sat", "--location", "hall",
+                  "--vad", "--wake", "--json")
+        assert out.returncode != 0 and json.loads(out.stdout)["outcome"] == "not_detected", out.stdout
+        assert "heard no wake word" in out.stderr, out.stderr
+    finally:
+        light.stop()

@@ -251,6 +251,8 @@ pub struct SttConfig {
     pub performance: SttPerformance,
     /// The Wyoming ASR server (for Home Assistant).
     pub wyoming: WyomingConfig,
+    /// A wake word heard on the server, for satellites without one of their own.
+    pub wake_word: WakeWordConfig,
 }
 
 impl Default for SttConfig {
@@ -260,7 +262,26 @@ impl Default for SttConfig {
             whisper: WhisperConfig::default(),
             performance: SttPerformance::default(),
             wyoming: WyomingConfig { port: 10300, ..WyomingConfig::default() },
+            wake_word: WakeWordConfig::default(),
         }
+    }
+}
+
+/// openWakeWord on the server (`stt_service.wake_word`): satellites that send `detect` before
+/// their audio are listened to for `alexa` or `hey_mycroft`. Off by default: openWakeWord's
+/// pre-trained models are licensed for non-commercial use only (CC BY-NC-SA 4.0), and
+/// turning this on fetches them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WakeWordConfig {
+    pub enabled: bool,
+    /// The score (0..1] at which a wake word fires: lower hears more, and more falsely.
+    pub threshold: f64,
+}
+
+impl Default for WakeWordConfig {
+    fn default() -> Self {
+        WakeWordConfig { enabled: false, threshold: 0.5 }
     }
 }
 
@@ -722,6 +743,8 @@ impl Config {
         need(stt.max_audio_length >= 1, "stt_service.performance.max_audio_length", "must be at least 1");
         need(stt.timeout >= 1, "stt_service.performance.timeout", "must be at least 1");
         need(stt.max_concurrent >= 1, "stt_service.performance.max_concurrent", "must be at least 1");
+        let wake = self.stt_service.wake_word.threshold;
+        need(wake > 0.0 && wake <= 1.0, "stt_service.wake_word.threshold", "must be a score in (0, 1]");
         need(tts.timeout >= 1, "tts_service.performance.timeout", "must be at least 1");
         need(tts.max_concurrent >= 1, "tts_service.performance.max_concurrent", "must be at least 1");
         need(!self.stt_service.whisper.model.trim().is_empty(), "stt_service.whisper.model", "must not be empty");

@@ -30,6 +30,12 @@ pub mod kind {
     pub const SYNTHESIZE: &str = "synthesize";
     pub const VOICE_STARTED: &str = "voice-started";
     pub const VOICE_STOPPED: &str = "voice-stopped";
+    /// Wyoming's wake word events: `detect` (names) before a stream asks the server to listen
+    /// for a wake word; `detection` (name, timestamp) when it heard one; `not-detected` at
+    /// `audio-stop` when it heard none.
+    pub const DETECT: &str = "detect";
+    pub const DETECTION: &str = "detection";
+    pub const NOT_DETECTED: &str = "not-detected";
     pub const ERROR: &str = "error";
 }
 

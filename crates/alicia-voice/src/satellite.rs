@@ -81,6 +81,10 @@ pub struct StreamOptions {
     pub transcribe: Map<String, Value>,
     /// Scales the audio (a satellite further away hears it quieter).
     pub gain: f32,
+    /// Ask the server to listen for a wake word first (`detect` with these names; empty: any
+    /// it has): the clip holds the wake word, then the command. `None`: the satellite heard
+    /// its wake word itself and streams only the command.
+    pub wake: Option<Vec<String>>,
 }
 
 /// How an utterance ends on the satellite's side.
@@ -100,6 +104,7 @@ impl Default for StreamOptions {
             end: End::Vad(Duration::from_secs(3)),
             transcribe: Map::new(),
             gain: 1.0,
+            wake: None,
         }
     }
 }
@@ -115,6 +120,8 @@ pub enum Outcome {
     Arbitrated { winner: String },
     /// An `error` event.
     Error { code: String, text: String },
+    /// The server listened for a wake word and heard none (`not-detected`).
+    NotDetected,
     /// Nothing more came within the wait.
     NoAnswer,
 }
@@ -122,7 +129,10 @@ pub enum Outcome {
 /// One utterance and what came back.
 #[derive(Clone)]
 pub struct Conversation {
+    /// The utterance's session (with a wake word on the server: the one `detection` named).
     pub session_id: Option<String>,
+    /// The wake word the server heard (`detection`'s name).
+    pub wake: Option<String>,
     /// The `transcript` event's data.
     pub transcript: Option<Map<String, Value>>,
     /// The answer's audio (16-bit mono at `answer_rate`).
@@ -141,6 +151,7 @@ impl std::fmt::Debug for Conversation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conversation")
             .field("session_id", &self.session_id)
+            .field("wake", &self.wake)
             .field("transcript", &self.transcript)
             .field("answer", &format_args!("{} samples", self.answer.len()))
             .field("answer_rate", &self.answer_rate)
@@ -306,6 +317,7 @@ impl Satellite {
         };
         let mut c = Conversation {
             session_id: opts.transcribe.get("session_id").and_then(Value::as_str).map(str::to_string),
+            wake: None,
             transcript: None,
             answer: Vec::new(),
             answer_rate: 0,
@@ -329,6 +341,15 @@ impl Satellite {
                 c.session_id = e.str("session_id").map(str::to_string);
             }
             let done = match e.kind.as_str() {
+                kind::DETECTION => {
+                    c.wake = e.str("name").map(str::to_string);
+                    c.session_id = e.str("session_id").map(str::to_string).or(c.session_id.take());
+                    false
+                }
+                kind::NOT_DETECTED => {
+                    c.outcome = Outcome::NotDetected;
+                    true
+                }
                 kind::VOICE_STOPPED => {
                     let _ = stop_tx.send(true);
                     false
@@ -429,6 +450,10 @@ impl Streamer {
     ) -> Result<(), SatelliteError> {
         let per = (RATE * opts.chunk_ms.max(1) / 1000) as usize;
         let session = opts.transcribe.get("session_id").and_then(Value::as_str);
+        if let Some(names) = &opts.wake {
+            let names = if names.is_empty() { Value::Null } else { json!(names) };
+            self.send(&Event::with_data(kind::DETECT, json!({"names": names}))).await?;
+        }
         self.send(&Event::with_data(kind::TRANSCRIBE, opts.transcribe.clone().into())).await?;
         self.send(&sat::audio_start(RATE, session)).await?;
         let start = tokio::time::Instant::now();

@@ -19,6 +19,17 @@
 //! An utterance begins with `audio-start` (or `transcribe`); chunks without a start are
 //! ignored (counted), so an instance that becomes owner mid-utterance does not transcribe its
 //! second half.
+//!
+//! # Wake word on the server
+//!
+//! A satellite with no wake word of its own sends `detect` (Wyoming's, optional `names`)
+//! before `audio-start` and then streams for as long as it listens. Its audio goes to
+//! openWakeWord ([`alicia_stt::wake`]) until a wake word is heard; then `detection` (name,
+//! timestamp, and the new utterance's `session_id`) goes to the satellite and `wake_detected`
+//! to `P/voice/stt/events`, and the audio after it is an utterance like any other (VAD ends
+//! it, it is transcribed and published). After it, the stream listens for the wake word
+//! again. `audio-stop` ends the stream; `not-detected` answers it if no word was heard. The
+//! utterances' session ids are the stream's `session_id` with `-1`, `-2`, … (else random).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -31,6 +42,7 @@ use alicia_envelope::{Destination, Envelope, MessageType, ReplyStatus, Value};
 use alicia_sdk::{Bus, LastWill, Link, LinkEvent, LinkOptions, Publish, QoS, Refusal, SdkError, Sender, ServiceConfig};
 use alicia_stt::stream::{StreamEvent, SttStream};
 use alicia_stt::vad::{Vad, VadConfig};
+use alicia_stt::wake::{WakeDetector, WakeModels};
 use alicia_stt::SttError;
 use parking_lot::Mutex;
 use serde_json::{json, Map};
@@ -58,6 +70,7 @@ struct State {
     link: Link,
     me: String,
     vad: Option<(PathBuf, VadConfig)>,
+    wake: Option<(WakeModels, f32)>,
     idle: Duration,
     max_streams: usize,
     trust_identity: bool,
@@ -100,6 +113,7 @@ impl Streams {
             link,
             me,
             vad: cfg.vad.clone(),
+            wake: cfg.wake.clone(),
             idle: cfg.stream_idle,
             max_streams: cfg.max_streams.max(1),
             trust_identity: service.trust_broker_identity,
@@ -259,7 +273,7 @@ async fn on_mic(state: &Arc<State>, topic: &str, satellite: &str, p: Publish) {
         return;
     }
     match event.kind.as_str() {
-        kind::TRANSCRIBE | kind::AUDIO_START => {
+        kind::TRANSCRIBE | kind::AUDIO_START | kind::DETECT => {
             if state.sessions.lock().len() >= state.max_streams {
                 let why = format!("this instance follows {} streams already", state.max_streams);
                 state.send_snd(satellite, &sat::error("busy", &why, event.str("session_id"))).await;
@@ -291,11 +305,13 @@ struct Options {
     /// End the utterance when speech ends (Silero VAD), not only at `audio-stop`.
     vad: bool,
     threshold: Option<f64>,
+    /// `detect` came first: listen for these wake words (empty: any) before each utterance.
+    wake: Option<Vec<String>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { language: None, session: None, user: None, publish: true, vad: true, threshold: None }
+        Options { language: None, session: None, user: None, publish: true, vad: true, threshold: None, wake: None }
     }
 }
 
@@ -340,6 +356,17 @@ struct Utterance {
     speech_at: Option<u64>,
 }
 
+/// A stream listening for a wake word between its utterances.
+struct Listening {
+    detector: WakeDetector,
+    conv: alicia_audio::pcm::StreamConverter,
+    /// The stream's `audio-start`: each utterance after a wake word opens with its format.
+    start: Event,
+    opts: Options,
+    /// Wake words heard so far (the utterances' session suffixes).
+    heard: u32,
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -362,6 +389,7 @@ fn energy_dbfs(audio: &[f32], speech: Option<(u64, Option<u64>)>) -> Option<f64>
 async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Event>, gen: u64) {
     let mut next = Options::default();
     let mut cur: Option<Utterance> = None;
+    let mut listening: Option<Listening> = None;
     loop {
         let event = match tokio::time::timeout(state.idle, rx.recv()).await {
             Ok(Some(e)) => e,
@@ -376,14 +404,67 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
         };
         match event.kind.as_str() {
             kind::TRANSCRIBE => next.update(&event.data),
+            kind::DETECT => {
+                let names = event
+                    .data
+                    .get("names")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>());
+                next.wake = Some(names.unwrap_or_default());
+            }
             kind::AUDIO_START => {
                 if let Some(old) = cur.take().filter(|u| !u.answered) {
                     let e = sat::error("interrupted", "a new audio-start came before audio-stop", Some(&old.session));
                     state.send_snd(&satellite, &e).await;
                 }
+                listening = None;
                 let mut opts = std::mem::take(&mut next);
                 opts.update(&event.data);
+                if let Some(names) = opts.wake.clone() {
+                    match listen(&state, &event, opts, &names) {
+                        Ok(l) => listening = Some(l),
+                        Err(e) => fail(&state, &satellite, event.str("session_id").unwrap_or_default(), e).await,
+                    }
+                    continue;
+                }
                 cur = Some(start(&state, &satellite, &event, opts).await);
+            }
+            kind::AUDIO_CHUNK if cur.as_ref().is_none_or(|u| u.answered) && listening.is_some() => {
+                let l = listening.as_mut().expect("checked");
+                let heard = l
+                    .conv
+                    .push(event.payload.as_deref().unwrap_or_default())
+                    .map_err(SttError::from)
+                    .and_then(|samples| l.detector.push(&samples));
+                match heard {
+                    Ok(h) if h.is_empty() => {}
+                    Ok(h) => {
+                        l.heard += 1;
+                        // The utterance starts now: the detector starts afresh when it is over.
+                        l.detector.reset();
+                        let mut opts = l.opts.clone();
+                        opts.wake = None;
+                        opts.session = Some(match &l.opts.session {
+                            Some(s) => format!("{s}-{}", l.heard),
+                            None => alicia_envelope::Uuid::new_v4().simple().to_string(),
+                        });
+                        let u = start(&state, &satellite, &l.start, opts).await;
+                        let (name, score, at) = (&h[0].name, h[0].score, h[0].at_ms);
+                        let e = Event::with_data(kind::DETECTION, json!({"name": name, "timestamp": at}));
+                        state.send_snd(&satellite, &sat::with_session(e, Some(&u.session))).await;
+                        state
+                            .event(json!({"event": "wake_detected", "satellite": satellite, "session_id": u.session,
+                                          "name": name, "score": round3(f64::from(score)), "timestamp": at,
+                                          "publish": u.opts.publish}))
+                            .await;
+                        cur = Some(u);
+                    }
+                    Err(e) => {
+                        let session = l.opts.session.clone().unwrap_or_default();
+                        listening = None;
+                        fail(&state, &satellite, &session, stream_error(&e)).await;
+                    }
+                }
             }
             kind::AUDIO_CHUNK => {
                 let Some(u) = cur.as_mut().filter(|u| !u.answered) else { continue };
@@ -434,6 +515,10 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                 if let Some(u) = cur.take().filter(|u| !u.answered) {
                     finish(&state, &satellite, u, "audio_stop").await;
                 }
+                if let Some(l) = listening.take().filter(|l| l.heard == 0) {
+                    let e = Event::with_data(kind::NOT_DETECTED, json!({}));
+                    state.send_snd(&satellite, &sat::with_session(e, l.opts.session.as_deref())).await;
+                }
                 next = Options::default();
             }
             _ => {}
@@ -443,6 +528,33 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
     if sessions.get(&satellite).is_some_and(|(g, _)| *g == gen) {
         sessions.remove(&satellite);
     }
+}
+
+/// A stream that listens for a wake word (`detect` came before its `audio-start`).
+fn listen(
+    state: &State,
+    event: &Event,
+    opts: Options,
+    names: &[String],
+) -> Result<Listening, alicia_sdk::ServiceError> {
+    let Some((models, threshold)) = &state.wake else {
+        return Err(alicia_sdk::ServiceError::new(
+            "wake_unavailable",
+            "this speech-to-text service listens for no wake word (stt_service.wake_word.enabled is off): detect on the satellite, or enable it",
+        ));
+    };
+    let fmt = PcmFormat::new(
+        event.u64("rate").unwrap_or(16_000).min(u32::MAX as u64) as u32,
+        event.u64("width").unwrap_or(2).min(16) as u16,
+        event.u64("channels").unwrap_or(1).min(64) as u16,
+    )
+    .map_err(|e| audio_error(&e))?;
+    let conv = alicia_audio::pcm::StreamConverter::new(fmt).map_err(|e| audio_error(&e))?;
+    let detector = WakeDetector::new(models, names, *threshold).map_err(|e| {
+        let code = if names.is_empty() { "wake_failed" } else { "unknown_wake_word" };
+        alicia_sdk::ServiceError::new(code, e.to_string())
+    })?;
+    Ok(Listening { detector, conv, start: event.clone(), opts, heard: 0 })
 }
 
 fn stream_error(e: &SttError) -> alicia_sdk::ServiceError {

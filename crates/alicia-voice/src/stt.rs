@@ -42,6 +42,10 @@ pub struct SttServiceConfig {
     /// Silero VAD for streams (end of speech without `audio-stop`); `None`: streams end at
     /// `audio-stop` only.
     pub vad: Option<(PathBuf, VadConfig)>,
+    /// openWakeWord's models and the score that fires, for streams that begin with `detect`
+    /// (a satellite without a wake word of its own); `None`: such streams are refused
+    /// (`wake_unavailable`).
+    pub wake: Option<(alicia_stt::wake::WakeModels, f32)>,
     /// Longest a transcription may take (`stt_service.performance.timeout`).
     pub timeout: Duration,
     /// Streams (satellites speaking) one instance follows at once; more are answered `busy`.
@@ -59,6 +63,7 @@ impl SttServiceConfig {
             engine,
             model_name: model_name.into(),
             vad: None,
+            wake: None,
             timeout: Duration::from_secs(10),
             max_streams: 32,
             stream_idle: Duration::from_secs(10),

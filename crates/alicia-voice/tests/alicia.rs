@@ -101,3 +101,9 @@ async fn every_intent_is_spoken() {
     let (_b, addr) = alicia_broker().await;
     spoken::every_intent_is_spoken(addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_word_heard_on_the_server_starts_the_command() {
+    let (_b, addr) = alicia_broker().await;
+    spoken::a_wake_word_heard_on_the_server_starts_the_command(addr).await;
+}

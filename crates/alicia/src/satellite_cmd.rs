@@ -42,6 +42,11 @@ pub struct SatelliteArgs {
     /// utterance (a live microphone), instead of `audio-stop` at the end of the file.
     #[arg(long)]
     vad: bool,
+    /// The clip starts with a wake word for the server to hear (`alexa`, `hey_mycroft`;
+    /// comma-separated; none: any the service has) before the command, as a satellite without
+    /// a wake word of its own streams (needs stt_service.wake_word.enabled).
+    #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
+    wake: Option<String>,
     /// Language spoken [default: the service's].
     #[arg(long)]
     language: Option<String>,
@@ -102,6 +107,10 @@ async fn converse(args: SatelliteArgs) -> anyhow::Result<()> {
         end: if args.vad { End::Vad(Duration::from_secs(5)) } else { End::Stop },
         transcribe,
         gain: 1.0,
+        wake: args
+            .wake
+            .as_deref()
+            .map(|w| w.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect()),
     };
     let c = sat.converse(&wav, &opts, wait).await?;
     sat.close().await;
@@ -113,6 +122,7 @@ async fn converse(args: SatelliteArgs) -> anyhow::Result<()> {
         Outcome::Cancelled => json!({"outcome": "cancelled"}),
         Outcome::Arbitrated { winner } => json!({"outcome": "arbitrated", "winner": winner}),
         Outcome::Error { code, text } => json!({"outcome": "error", "code": code, "message": text}),
+        Outcome::NotDetected => json!({"outcome": "not_detected"}),
         Outcome::NoAnswer => json!({"outcome": "no_answer"}),
     };
     let answer_seconds = c.answer.len() as f64 / f64::from(c.answer_rate.max(1));
@@ -120,7 +130,7 @@ async fn converse(args: SatelliteArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut doc = json!({
-            "satellite": args.id, "session_id": c.session_id, "transcript": c.transcript,
+            "satellite": args.id, "session_id": c.session_id, "wake": c.wake, "transcript": c.transcript,
             "answer": {"sample_rate": c.answer_rate, "seconds": (answer_seconds * 1000.0).round() / 1000.0,
                        "file": args.out.as_ref().filter(|_| !c.answer.is_empty()).map(|p| p.display().to_string())},
             "stages_ms": stages,
@@ -129,6 +139,9 @@ async fn converse(args: SatelliteArgs) -> anyhow::Result<()> {
         writeln!(out, "{doc}")?;
     } else {
         writeln!(out, "satellite {} session {}", args.id, c.session_id.as_deref().unwrap_or("-"))?;
+        if let Some(w) = &c.wake {
+            writeln!(out, "wake:     {w}")?;
+        }
         writeln!(out, "heard:    {}", c.text().unwrap_or("(no transcript)"))?;
         writeln!(out, "outcome:  {}", outcome["outcome"].as_str().unwrap_or_default())?;
         if let Some(m) = outcome.get("message") {
@@ -148,6 +161,7 @@ async fn converse(args: SatelliteArgs) -> anyhow::Result<()> {
     match c.outcome {
         Outcome::Answered | Outcome::Arbitrated { .. } | Outcome::Cancelled => Ok(()),
         Outcome::Error { code, text } => bail!("the satellite was answered with an error: {code}: {text}"),
+        Outcome::NotDetected => bail!("the service heard no wake word in the clip"),
         Outcome::NoAnswer => bail!("no answer within {}s", args.timeout),
     }
 }

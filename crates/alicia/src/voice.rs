@@ -264,7 +264,7 @@ fn merge_fixes(errors: Vec<Unavailable>) -> Unavailable {
 async fn start_stt(setup: &VoiceSetup, service: ServiceConfig, policy: FetchPolicy) -> Result<SttHandle, Unavailable> {
     let s = setup.cfg.stt_service.clone();
     let home = setup.home.clone();
-    let (engine, model_name, vad) = tokio::task::spawn_blocking(move || {
+    let (engine, model_name, vad, wake) = tokio::task::spawn_blocking(move || {
         let store = store()?;
         let mut missing = Vec::new();
         let (model, name) = match configured_file(&home, &s.whisper.model) {
@@ -296,6 +296,43 @@ async fn start_stt(setup: &VoiceSetup, service: ServiceConfig, policy: FetchPoli
                 None
             }
         };
+        // openWakeWord, asked for (its pre-trained models are for non-commercial use).
+        let wake = match s.wake_word.enabled {
+            false => None,
+            true => match alicia_models::openwakeword(&store, policy, progress()) {
+                Ok(p) => {
+                    tracing::info!(
+                        "stt_service.wake_word: openWakeWord's alexa and hey_mycroft (models licensed CC BY-NC-SA 4.0: non-commercial use only)"
+                    );
+                    let m = alicia_stt::wake::WakeModels {
+                        melspectrogram: p.files[0].clone(),
+                        embedding: p.files[1].clone(),
+                        words: alicia_models::WAKE_WORDS
+                            .iter()
+                            .zip(&p.files[2..])
+                            .map(|(n, f)| (n.to_string(), f.clone()))
+                            .collect(),
+                    };
+                    // Loaded once here, so a model that does not load is said at start, not
+                    // to the first satellite.
+                    match alicia_stt::wake::WakeDetector::new(&m, &[], s.wake_word.threshold as f32) {
+                        Ok(_) => Some(m),
+                        Err(e) => {
+                            missing.push(Unavailable {
+                                reason: format!("stt_service.wake_word: {e}"),
+                                fix: Some("alicia models fetch openwakeword".into()),
+                                retry: false,
+                            });
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    missing.push(Unavailable::of(&e, "stt_service.wake_word"));
+                    None
+                }
+            },
+        };
         if !missing.is_empty() {
             return Err(merge_fixes(missing));
         }
@@ -309,12 +346,13 @@ async fn start_stt(setup: &VoiceSetup, service: ServiceConfig, policy: FetchPoli
             fix: None,
             retry: false,
         })?;
-        Ok((engine, name, vad))
+        Ok((engine, name, vad, wake))
     })
     .await
     .map_err(|e| Unavailable { reason: format!("loading failed: {e}"), fix: None, retry: false })??;
     let mut c = SttServiceConfig::new(service, engine, model_name);
     c.vad = vad.map(|p| (p, VadConfig::default()));
+    c.wake = wake.map(|m| (m, setup.cfg.stt_service.wake_word.threshold as f32));
     c.timeout = Duration::from_secs(setup.cfg.stt_service.performance.timeout.max(1));
     alicia_voice::stt::start(c).await.map_err(|e| Unavailable { reason: e.to_string(), fix: None, retry: false })
 }

@@ -30,6 +30,8 @@ pub struct Models {
     pub whisper: PathBuf,
     pub voice: PathBuf,
     pub vad: PathBuf,
+    /// openWakeWord's (`alicia models fetch openwakeword`).
+    pub wake: alicia_stt::wake::WakeModels,
 }
 
 /// The fetched models (ONNX Runtime loaded once per process).
@@ -46,7 +48,18 @@ pub fn models() -> &'static Models {
         let v = alicia_models::piper_voice(&store, "en_US-joe-medium", FetchPolicy::Never, Progress::Quiet)
             .unwrap_or_else(|e| panic!("{e} {need}"));
         let vad = alicia_models::silero_vad(&store, FetchPolicy::Never, Progress::Quiet).unwrap();
-        Models { whisper: w.paths.main().to_path_buf(), voice: v.paths.main().to_path_buf(), vad }
+        let oww = alicia_models::openwakeword(&store, FetchPolicy::Never, Progress::Quiet)
+            .unwrap_or_else(|e| panic!("{e} (scripts/test.sh fetches it: alicia models fetch openwakeword)"));
+        let wake = alicia_stt::wake::WakeModels {
+            melspectrogram: oww.files[0].clone(),
+            embedding: oww.files[1].clone(),
+            words: alicia_models::WAKE_WORDS
+                .iter()
+                .zip(&oww.files[2..])
+                .map(|(n, f)| (n.to_string(), f.clone()))
+                .collect(),
+        };
+        Models { whisper: w.paths.main().to_path_buf(), voice: v.paths.main().to_path_buf(), vad, wake }
     })
 }
 
@@ -79,6 +92,8 @@ pub async fn stt(addr: SocketAddr, workers: usize, queue: usize, max_audio: f32)
     let engine = alicia_stt::SttEngine::new(c).unwrap();
     let mut cfg = SttServiceConfig::new(config(addr), engine, "tiny.en");
     cfg.vad = Some((m.vad.clone(), VadConfig::default()));
+    // Used only by streams that ask for it (`detect`).
+    cfg.wake = Some((m.wake.clone(), 0.5));
     // A loaded CI machine queues transcriptions for longer than production's 10 s; speed is
     // `alicia bench`'s business, not these tests'.
     cfg.timeout = ANSWER;

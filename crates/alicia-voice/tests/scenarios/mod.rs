@@ -202,8 +202,12 @@ pub async fn tts_streams_to_a_satellite(addr: SocketAddr) {
     let heard =
         ask(&client, Destination::capability("speech_to_text"), json!({"audio_data": b64(&wav), "publish": false}))
             .await;
-    // The STT provider may still be registering: `ask` retries no_provider.
-    assert_eq!(words(response(&heard.unwrap())["transcription"].as_str().unwrap()), words(text));
+    // The STT provider may still be registering: `ask` retries no_provider. What is checked is
+    // that the streamed chunks make up the speech: tiny.en hears Piper's "The door is locked."
+    // as "the doors lock" now and then (seen once in a full run, never alone), while chunks
+    // lost, doubled or out of order would leave little of the eight words.
+    let heard = words(response(&heard.unwrap())["transcription"].as_str().unwrap());
+    assert!(crate::spoken::word_edits(&heard, &words(text)) <= 3, "heard {heard:?} for {text:?}");
 }
 
 /// The assistant's answer on `alicia/voice/ai/response` is spoken to its satellite.

@@ -576,6 +576,42 @@ pub async fn a_question_is_answered_in_the_next_utterance(addr: SocketAddr) {
     hall.close().await;
 }
 
+/// A satellite with no wake word of its own streams everything after `detect`: the server
+/// hears Piper's "Alexa", tells the satellite (`detection`, with the new utterance's session),
+/// and the command said after it turns the kitchen light on and is answered. The command
+/// alone, with no wake word before it, is `not-detected` and acts on nothing.
+pub async fn a_wake_word_heard_on_the_server_starts_the_command(addr: SocketAddr) {
+    let home = Home::start(addr, true).await;
+    let mut events = Events::start(addr).await;
+    let mut stt_events = Events(Observer::start(addr, &["alicia/voice/stt/events"]).await);
+    let mut hall = home.satellite("hall_sat", "hall").await;
+    let pcm = |wav: &[u8]| alicia_audio::wav_to_16k_mono(wav, None).unwrap();
+    let (alexa, command) = (pcm(&home.say(Voice::Piper, "Alexa.").await), pcm(&espeak("turn on the kitchen light")));
+    let second = alicia_audio::silence(16_000, 1.0);
+    let clip = |parts: &[&[f32]]| -> Vec<u8> {
+        let samples: Vec<f32> = parts.concat();
+        alicia_audio::encode_wav(&alicia_audio::f32_to_i16(&samples), 16_000, 1)
+    };
+    let wake_opts = |session: &str| StreamOptions { wake: Some(Vec::new()), ..live(session) };
+
+    let c = hall.converse(&clip(&[&second, &alexa, &second, &command]), &wake_opts("w-1"), ANSWER).await.unwrap();
+    assert_eq!((c.outcome.clone(), c.wake.as_deref()), (Outcome::Answered, Some("alexa")), "{c:?}");
+    assert_eq!(c.session_id.as_deref(), Some("w-1-1"), "the utterance after the first wake word: {c:?}");
+    let ev = stt_events.until("wake_detected", |d| d["event"] == "wake_detected").await;
+    assert_eq!((ev["satellite"].as_str(), ev["name"].as_str()), (Some("hall_sat"), Some("alexa")), "{ev}");
+    let r = events.finished("w-1-1").await;
+    assert_eq!(words(r["transcript"].as_str().unwrap_or_default()), "turn on the kitchen light", "{r:#}");
+    home.kitchen_light.wait_state(|s| s["power"] == "on", WAIT).await.unwrap();
+    heard_as(&home.transcribe(&c).await, "turned on the light");
+    listen_to(&c).await;
+
+    let c = hall.converse(&clip(&[&second, &command]), &wake_opts("w-2"), ANSWER).await.unwrap();
+    assert_eq!((c.outcome.clone(), c.wake.as_deref()), (Outcome::NotDetected, None), "{c:?}");
+    assert!(c.transcript.is_none() && c.answer.is_empty(), "{c:?}");
+    assert_eq!(home.kitchen_light.commands().len(), 1, "the command without a wake word acted on nothing");
+    hall.close().await;
+}
+
 /// Two satellites hear one utterance: the one that heard it louder answers, whichever
 /// reported first; the other is told `arbitrated` and hears no answer.
 pub async fn two_satellites_are_arbitrated(addr: SocketAddr) {
