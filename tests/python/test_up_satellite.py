@@ -25,14 +25,19 @@ def run(home, x, *args: str, timeout: float = 60) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_a_satellite_commands_a_light_and_hears_the_answer(up, tmp_path):
-    home, start = up
-    x = start()
+def kitchen_light(home, x, tmp_path) -> Simulator:
+    """A simulated light in the kitchen, once the voice services are registered and online."""
     for service in ("stt_service", "tts_service"):
         wait_for(lambda: (registry_device(x, service) or {}).get("status") == "online",
                  f"{service} registered and online", timeout=90)
-    light = Simulator("light", "kitchen_light", home, x.addrs["mqtt"], "--location", "kitchen",
-                      "--name", "Kitchen Light", workdir=tmp_path)
+    return Simulator("light", "kitchen_light", home, x.addrs["mqtt"], "--location", "kitchen",
+                     "--name", "Kitchen Light", workdir=tmp_path)
+
+
+def test_a_satellite_commands_a_light_and_hears_the_answer(up, tmp_path):
+    home, start = up
+    x = start()
+    light = kitchen_light(home, x, tmp_path)
     events = login(x, home, "cli")
     try:
         light.wait_for("registered")
@@ -102,11 +107,7 @@ def test_a_wake_word_heard_by_the_server_starts_the_command(up, tmp_path):
     assert "  wake_word:" in text and "    enabled: false        # openWakeWord" in text, text
     dev.write_text(text.replace("    enabled: false        # openWakeWord", "    enabled: true         # openWakeWord"))
     x = start()
-    for service in ("stt_service", "tts_service"):
-        wait_for(lambda: (registry_device(x, service) or {}).get("status") == "online",
-                 f"{service} registered and online", timeout=90)
-    light = Simulator("light", "kitchen_light", home, x.addrs["mqtt"], "--location", "kitchen",
-                      "--name", "Kitchen Light", workdir=tmp_path)
+    light = kitchen_light(home, x, tmp_path)
     try:
         light.wait_for("registered")
         said = run(home, x, "say", "Alexa.", "-o", str(tmp_path / "alexa.wav"))

@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 import brokers
 from pahoclient import Client
 from upkit import device_token, envelope, login
+from wyokit import describe, synthesize
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary's services")
 
@@ -174,19 +175,10 @@ def test_home_assistants_wyoming_client(voice):
     from wyoming.asr import Transcribe, Transcript
     from wyoming.audio import AudioChunk, AudioStart, AudioStop
     from wyoming.client import AsyncTcpClient
-    from wyoming.info import Describe, Info
     from wyoming.tts import Synthesize
 
     asr_host, asr_port = x.addrs["wyoming-asr"].rsplit(":", 1)
     tts_host, tts_port = x.addrs["wyoming-tts"].rsplit(":", 1)
-
-    async def describe(host, port):
-        async with AsyncTcpClient(host, int(port)) as client:
-            await client.write_event(Describe().event())
-            while True:
-                e = await client.read_event()
-                if Info.is_type(e.type):
-                    return Info.from_event(e)
 
     async def transcribe(rate, width, channels, pcm):
         async with AsyncTcpClient(asr_host, int(asr_port)) as client:
@@ -203,32 +195,17 @@ def test_home_assistants_wyoming_client(voice):
                 if Transcript.is_type(e.type):
                     return Transcript.from_event(e).text
 
-    async def synthesize(text):
-        async with AsyncTcpClient(tts_host, int(tts_port)) as client:
-            await client.write_event(Synthesize(text=text).event())
-            fmt, audio = None, bytearray()
-            while True:
-                e = await client.read_event()
-                assert e is not None, "closed before audio-stop"
-                if AudioStart.is_type(e.type):
-                    s = AudioStart.from_event(e)
-                    fmt = (s.rate, s.width, s.channels)
-                elif AudioChunk.is_type(e.type):
-                    audio += AudioChunk.from_event(e).audio
-                elif AudioStop.is_type(e.type):
-                    return fmt, bytes(audio)
-
     async def scenario():
-        asr_info = await describe(asr_host, asr_port)
+        asr_info = await describe(asr_host, int(asr_port))
         assert asr_info.asr and asr_info.asr[0].models[0].name == "tiny.en"
         assert "en" in asr_info.asr[0].models[0].languages
-        tts_info = await describe(tts_host, tts_port)
+        tts_info = await describe(tts_host, int(tts_port))
         assert tts_info.tts and tts_info.tts[0].voices[0].name == "en_US-joe-medium"
         with wave.open(str(espeak_wav("turn off the kitchen light", tmp / "w.wav"))) as w:
             pcm = w.readframes(w.getnframes())
             text = await transcribe(w.getframerate(), w.getsampwidth(), w.getnchannels(), pcm)
         assert words(text) == "turn off the kitchen light"
-        (rate, width, channels), audio = await synthesize("The garage door is closed.")
+        (rate, width, channels), audio = await synthesize(tts_host, int(tts_port), "The garage door is closed.")
         assert (width, channels) == (2, 1) and len(audio) > rate
         heard = words(await transcribe(rate, width, channels, audio))
         assert word_distance(heard, "the garage door is closed") <= 1, heard

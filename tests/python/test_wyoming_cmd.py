@@ -15,6 +15,7 @@ import time
 import pytest
 
 from brokers import alicia_bin, free_port
+from wyokit import describe, synthesize
 
 pytestmark = pytest.mark.alicia_only("tests of the alicia binary")
 
@@ -54,26 +55,9 @@ def servers():
 def test_a_wake_word_said_by_piper_is_detected(servers):
     from wyoming.audio import AudioChunk, AudioStart, AudioStop
     from wyoming.client import AsyncTcpClient
-    from wyoming.info import Describe, Info
-    from wyoming.tts import Synthesize
     from wyoming.wake import Detect, Detection, NotDetected
 
     tts_port, wake_port = servers
-
-    async def synthesize(text):
-        async with AsyncTcpClient("127.0.0.1", tts_port) as client:
-            await client.write_event(Synthesize(text=text).event())
-            fmt, audio = None, bytearray()
-            while True:
-                e = await client.read_event()
-                assert e is not None, "closed before audio-stop"
-                if AudioStart.is_type(e.type):
-                    s = AudioStart.from_event(e)
-                    fmt = (s.rate, s.width, s.channels)
-                elif AudioChunk.is_type(e.type):
-                    audio += AudioChunk.from_event(e).audio
-                elif AudioStop.is_type(e.type):
-                    return fmt, bytes(audio)
 
     async def detect(fmt, audio, names=None):
         rate, width, channels = fmt
@@ -100,20 +84,14 @@ def test_a_wake_word_said_by_piper_is_detected(servers):
                     return seen
 
     async def scenario():
-        async with AsyncTcpClient("127.0.0.1", wake_port) as client:
-            await client.write_event(Describe().event())
-            while True:
-                e = await client.read_event()
-                if Info.is_type(e.type):
-                    info = Info.from_event(e)
-                    break
+        info = await describe("127.0.0.1", wake_port)
         assert [m.name for m in info.wake[0].models] == ["alexa", "hey_mycroft"]
         assert info.wake[0].models[1].phrase == "hey mycroft"
 
-        fmt, alexa = await synthesize("Alexa.")
+        fmt, alexa = await synthesize("127.0.0.1", tts_port, "Alexa.")
         assert fmt[1:] == (2, 1)
         assert await detect(fmt, alexa) == ["alexa"]
-        _, command = await synthesize("Turn on the kitchen light.")
+        _, command = await synthesize("127.0.0.1", tts_port, "Turn on the kitchen light.")
         assert await detect(fmt, command) == []
         # Louder or quieter, it is the same word.
         quiet = array.array("h", alexa)

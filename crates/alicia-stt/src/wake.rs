@@ -56,6 +56,21 @@ pub struct WakeModels {
 }
 
 impl WakeModels {
+    /// From the model store's files in their order: `melspectrogram.onnx`,
+    /// `embedding_model.onnx`, then one model per name in `words` (`alicia_models::openwakeword`
+    /// and `alicia_models::WAKE_WORDS`). `None` when there are fewer files than that.
+    pub fn from_files(files: &[PathBuf], words: &[&str]) -> Option<Self> {
+        let [melspectrogram, embedding, rest @ ..] = files else { return None };
+        if rest.len() < words.len() {
+            return None;
+        }
+        Some(WakeModels {
+            melspectrogram: melspectrogram.clone(),
+            embedding: embedding.clone(),
+            words: words.iter().zip(rest).map(|(n, f)| (n.to_string(), f.clone())).collect(),
+        })
+    }
+
     /// The wake words' names.
     pub fn names(&self) -> Vec<String> {
         self.words.iter().map(|(n, _)| n.clone()).collect()

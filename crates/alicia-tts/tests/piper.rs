@@ -53,21 +53,27 @@ async fn tts_then_stt_recovers_the_text() {
         // off and tiny.en heard "Perned on the white" every time.
         "Turned on the light",
     ] {
-        let speech = tts.synthesize(text, &opts).await.unwrap();
-        assert_eq!(speech.sample_rate, 22050);
-        assert_eq!(speech.voice, "en_US-joe-medium");
-        assert!((0.8..6.0).contains(&speech.seconds()), "{text}: {} s", speech.seconds());
-        let wav = speech.to_wav();
-        let heard = stt().transcribe_wav(&wav, Some("en")).await.unwrap();
-        let (said, heard_words) = (words(text).replace("ten", "10"), words(&heard.text));
-        let wrong = word_edits(&said, &heard_words);
         // Piper samples noise on every call (the voice's noise_scale), so the same sentence sounds
-        // slightly different each run and tiny.en now and then mishears one word ("Pern on the
-        // kitchen light" was seen in CI). Intelligible means: no sentence off by more than one word,
-        // and at most one sentence not heard exactly.
-        assert!(wrong <= 1, "{text:?} was heard as {:?} ({wrong} words wrong)", heard.text);
+        // slightly different each time and tiny.en now and then mishears a word ("Pern on the
+        // kitchen light", and once in a full run "Pern down the light"). Intelligible means:
+        // each sentence heard within one word in one of three syntheses (the unpunctuated
+        // answer's old fault was heard wrong 20 times in 20), and at most one not heard exactly.
+        let mut tries = Vec::new();
+        let wrong = loop {
+            let speech = tts.synthesize(text, &opts).await.unwrap();
+            assert_eq!(speech.sample_rate, 22050);
+            assert_eq!(speech.voice, "en_US-joe-medium");
+            assert!((0.8..6.0).contains(&speech.seconds()), "{text}: {} s", speech.seconds());
+            let heard = stt().transcribe_wav(&speech.to_wav(), Some("en")).await.unwrap();
+            let wrong = word_edits(&words(text).replace("ten", "10"), &words(&heard.text));
+            tries.push(heard.text);
+            if wrong <= 1 || tries.len() == 3 {
+                break wrong;
+            }
+        };
+        assert!(wrong <= 1, "{text:?} was heard as {tries:?}");
         if wrong > 0 {
-            misheard.push(format!("{text:?} as {:?}", heard.text));
+            misheard.push(format!("{text:?} as {tries:?}"));
         }
     }
     assert!(misheard.len() <= 1, "more than one sentence misheard: {misheard:?}");

@@ -65,11 +65,7 @@ struct AsrSession {
 
 impl AsrSession {
     fn start(&mut self, e: &Event) -> Result<(), SttError> {
-        let fmt = PcmFormat::new(
-            e.u64("rate").unwrap_or(16000) as u32,
-            e.u64("width").unwrap_or(2) as u16,
-            e.u64("channels").unwrap_or(1) as u16,
-        )?;
+        let fmt = crate::pcm_format(e)?;
         // A VAD per utterance: its recurrent state belongs to one stream (loading is ~ms).
         let vad = match &self.server.vad {
             Some((model, cfg)) => Some(Vad::new(model, *cfg)?),

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use alicia_audio::pcm::{PcmFormat, StreamConverter};
+use alicia_audio::pcm::StreamConverter;
 use alicia_stt::wake::{WakeDetector, WakeModels};
 use alicia_stt::SttError;
 use serde_json::json;
@@ -61,11 +61,7 @@ struct Stream {
 
 impl WakeSession {
     fn start(&mut self, e: &Event) -> Result<(), SttError> {
-        let fmt = PcmFormat::new(
-            e.u64("rate").unwrap_or(16000) as u32,
-            e.u64("width").unwrap_or(2) as u16,
-            e.u64("channels").unwrap_or(1) as u16,
-        )?;
+        let fmt = crate::pcm_format(e)?;
         let conv = StreamConverter::new(fmt)?;
         match self.detector.as_mut() {
             Some(d) => d.reset(),

@@ -5,14 +5,15 @@
 //! reference client (PyPI `wyoming`) with `detection` and `not-detected` as Home Assistant
 //! expects.
 
-use std::path::Path;
-
 use alicia_models::{FetchPolicy, ModelStore, Progress};
 use alicia_stt::wake::{WakeDetector, WakeModels};
 use alicia_tts::{SpeakOptions, TtsConfig, TtsEngine};
 use alicia_wyoming::wake::WakeServer;
 use alicia_wyoming::ServerConfig;
 use serde_json::Value;
+
+mod common;
+use common::variant;
 
 fn models(store: &ModelStore) -> WakeModels {
     let need = "(scripts/test.sh fetches the models: alicia models fetch openwakeword)";
@@ -21,11 +22,7 @@ fn models(store: &ModelStore) -> WakeModels {
     alicia_onnx::init(&ort).unwrap();
     let p = alicia_models::openwakeword(store, FetchPolicy::Never, Progress::Quiet)
         .unwrap_or_else(|e| panic!("{e} {need}"));
-    WakeModels {
-        melspectrogram: p.files[0].clone(),
-        embedding: p.files[1].clone(),
-        words: alicia_models::WAKE_WORDS.iter().zip(&p.files[2..]).map(|(n, f)| (n.to_string(), f.clone())).collect(),
-    }
+    WakeModels::from_files(&p.files, alicia_models::WAKE_WORDS).unwrap()
 }
 
 /// `text` said by Piper, 16 kHz, with a second of silence either side.
@@ -90,31 +87,13 @@ async fn wake_words_are_heard_where_they_are_said() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(WakeServer { models: models.clone(), threshold: 0.5 }.serve(listener, ServerConfig::default()));
     let dir = tempfile::tempdir().unwrap();
-    let pcm = |name: &str, audio: &[f32], rate: u32, channels: u16| -> String {
-        let s = alicia_audio::resample(audio, 16_000, rate).unwrap();
-        let mut bytes = Vec::new();
-        for v in s {
-            for _ in 0..channels {
-                bytes.extend_from_slice(&((v.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
-            }
-        }
-        let path = dir.path().join(format!("{name}.pcm"));
-        std::fs::write(&path, bytes).unwrap();
-        format!("{}:{rate}:2:{channels}", path.display())
-    };
-    let files =
-        vec![pcm("alexa", &alexa, 16_000, 1), pcm("alexa-44k", &alexa, 44_100, 2), pcm("command", &command, 16_000, 1)];
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wake_client.py");
+    let files = vec![
+        variant("alexa", &alexa, 16_000, 16_000, 2, 1, dir.path()),
+        variant("alexa", &alexa, 16_000, 44_100, 2, 2, dir.path()),
+        variant("command", &command, 16_000, 16_000, 2, 1, dir.path()),
+    ];
     let args: Vec<String> = std::iter::once(port.to_string()).chain(files).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).args(args).output().expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the client failed (pip install wyoming; scripts/test.sh does):\n{stderr}");
-    let r: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let r = common::reference_client("tests/wake_client.py", args).await;
     assert_eq!(r["info"]["program"], "alicia-openwakeword", "{r}");
     assert_eq!(r["info"]["models"], serde_json::json!(["alexa", "hey_mycroft"]), "{r}");
     let names = |v: &Value| -> Vec<String> {

@@ -2,8 +2,6 @@
 //! `wyoming`, installed by scripts/test.sh) from Python: describe/info, transcription of WAV
 //! files in several formats, synthesis read back and transcribed, and bad requests.
 
-use std::path::Path;
-
 use alicia_models::{FetchPolicy, ModelStore, Progress};
 use alicia_stt::vad::VadConfig;
 use alicia_stt::{SttConfig, SttEngine};
@@ -13,32 +11,13 @@ use alicia_wyoming::tts::TtsServer;
 use alicia_wyoming::ServerConfig;
 use serde_json::Value;
 
+mod common;
+use common::variant;
+
 fn espeak_wav(text: &str) -> Vec<u8> {
     let out = std::process::Command::new("espeak-ng").args(["-v", "en-us", "--stdout", text]).output().unwrap();
     assert!(out.status.success());
     out.stdout
-}
-
-/// The same speech as raw PCM at `rate`, `width` bytes, `channels`, as an argument for the
-/// client: `path:rate:width:channels`. (Raw, because Python 3.11's `wave` reads neither 24-bit
-/// nor WAVE_FORMAT_EXTENSIBLE files; WAV parsing is alicia-audio's, tested there.)
-fn variant(mono: &[f32], from: u32, rate: u32, width: u16, channels: u16, dir: &Path) -> String {
-    let samples = alicia_audio::resample(mono, from, rate).unwrap();
-    let mut pcm = Vec::new();
-    for s in samples {
-        let s = s.clamp(-1.0, 1.0);
-        for _ in 0..channels {
-            match width {
-                1 => pcm.push((s * 127.0 + 128.0).round() as u8),
-                2 => pcm.extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes()),
-                3 => pcm.extend_from_slice(&((s * 8_388_607.0).round() as i32).to_le_bytes()[..3]),
-                _ => pcm.extend_from_slice(&((s as f64 * 2_147_483_647.0).round() as i32).to_le_bytes()),
-            }
-        }
-    }
-    let path = dir.join(format!("speech-{rate}-{width}-{channels}.pcm"));
-    std::fs::write(&path, pcm).unwrap();
-    format!("{}:{rate}:{width}:{channels}", path.display())
 }
 
 fn words(v: &Value) -> String {
@@ -71,25 +50,17 @@ async fn the_reference_client_transcribes_and_synthesizes() {
     let (info, mono) = alicia_audio::decode_wav(&espeak_wav("turn on the kitchen light"), None).unwrap();
     let from = info.sample_rate;
     let files = vec![
-        variant(&mono, from, from, 2, 1, dir.path()),
-        variant(&mono, from, 44100, 2, 2, dir.path()),
-        variant(&mono, from, 48000, 3, 1, dir.path()),
-        variant(&mono, from, 8000, 2, 1, dir.path()),
-        variant(&mono, from, from, 1, 1, dir.path()),
-        variant(&mono, from, 16000, 4, 2, dir.path()),
+        variant("speech", &mono, from, from, 2, 1, dir.path()),
+        variant("speech", &mono, from, 44100, 2, 2, dir.path()),
+        variant("speech", &mono, from, 48000, 3, 1, dir.path()),
+        variant("speech", &mono, from, 8000, 2, 1, dir.path()),
+        variant("speech", &mono, from, from, 1, 1, dir.path()),
+        variant("speech", &mono, from, 16000, 4, 2, dir.path()),
     ];
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wyoming_client.py");
+    let script = "tests/wyoming_client.py";
     let args: Vec<String> = [asr_port.to_string(), tts_port.to_string()].into_iter().chain(files).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).args(args).output().expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the client failed (pip install wyoming; scripts/test.sh does):\n{stderr}");
-    let r: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let r = common::reference_client(script, args).await;
 
     assert_eq!(r["asr_info"]["program"], "alicia-whisper");
     assert_eq!(r["asr_info"]["model"], "tiny.en");

@@ -304,19 +304,14 @@ async fn start_stt(setup: &VoiceSetup, service: ServiceConfig, policy: FetchPoli
                     tracing::info!(
                         "stt_service.wake_word: openWakeWord's alexa and hey_mycroft (models licensed CC BY-NC-SA 4.0: non-commercial use only)"
                     );
-                    let m = alicia_stt::wake::WakeModels {
-                        melspectrogram: p.files[0].clone(),
-                        embedding: p.files[1].clone(),
-                        words: alicia_models::WAKE_WORDS
-                            .iter()
-                            .zip(&p.files[2..])
-                            .map(|(n, f)| (n.to_string(), f.clone()))
-                            .collect(),
-                    };
+                    let m = alicia_stt::wake::WakeModels::from_files(&p.files, alicia_models::WAKE_WORDS)
+                        .ok_or_else(|| alicia_stt::SttError::Wake("openwakeword: files missing".into()));
                     // Loaded once here, so a model that does not load is said at start, not
                     // to the first satellite.
-                    match alicia_stt::wake::WakeDetector::new(&m, &[], s.wake_word.threshold as f32) {
-                        Ok(_) => Some(m),
+                    match m.and_then(|m| {
+                        alicia_stt::wake::WakeDetector::new(&m, &[], s.wake_word.threshold as f32).map(|_| m)
+                    }) {
+                        Ok(m) => Some(m),
                         Err(e) => {
                             missing.push(Unavailable {
                                 reason: format!("stt_service.wake_word: {e}"),

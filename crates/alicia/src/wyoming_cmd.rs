@@ -80,15 +80,8 @@ pub fn run(args: WyomingArgs) -> anyhow::Result<()> {
         Some(_) => {
             init_onnx(&store, policy, progress)?;
             let p = alicia_models::openwakeword(&store, policy, progress)?;
-            let models = WakeModels {
-                melspectrogram: p.files[0].clone(),
-                embedding: p.files[1].clone(),
-                words: alicia_models::WAKE_WORDS
-                    .iter()
-                    .zip(&p.files[2..])
-                    .map(|(n, f)| (n.to_string(), f.clone()))
-                    .collect(),
-            };
+            let models = WakeModels::from_files(&p.files, alicia_models::WAKE_WORDS)
+                .context("openwakeword: files missing (alicia models verify openwakeword)")?;
             // Load once now, so a broken model is an error at start, not on the first stream.
             WakeDetector::new(&models, &[], args.wake_threshold)?;
             Some(WakeServer { models, threshold: args.wake_threshold })

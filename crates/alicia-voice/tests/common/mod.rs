@@ -50,15 +50,7 @@ pub fn models() -> &'static Models {
         let vad = alicia_models::silero_vad(&store, FetchPolicy::Never, Progress::Quiet).unwrap();
         let oww = alicia_models::openwakeword(&store, FetchPolicy::Never, Progress::Quiet)
             .unwrap_or_else(|e| panic!("{e} (scripts/test.sh fetches it: alicia models fetch openwakeword)"));
-        let wake = alicia_stt::wake::WakeModels {
-            melspectrogram: oww.files[0].clone(),
-            embedding: oww.files[1].clone(),
-            words: alicia_models::WAKE_WORDS
-                .iter()
-                .zip(&oww.files[2..])
-                .map(|(n, f)| (n.to_string(), f.clone()))
-                .collect(),
-        };
+        let wake = alicia_stt::wake::WakeModels::from_files(&oww.files, alicia_models::WAKE_WORDS).unwrap();
         Models { whisper: w.paths.main().to_path_buf(), voice: v.paths.main().to_path_buf(), vad, wake }
     })
 }
