@@ -23,6 +23,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "alicia_only(reason): feature mosquitto 2.0.11 lacks; skipped under it")
     config.addinivalue_line("markers", "mosquitto_only(reason): checks mosquitto specifics")
+    config.addinivalue_line("markers", "timeout(seconds): this test's bound instead of TEST_TIMEOUT")
 
 
 def pytest_report_header(config):
@@ -40,13 +41,16 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    """Fail any test that runs longer than TEST_TIMEOUT instead of hanging the suite."""
+    """Fail any test that runs longer than TEST_TIMEOUT (or its own `timeout` marker's bound)
+    instead of hanging the suite."""
+    marker = item.get_closest_marker("timeout")
+    bound = int(marker.args[0]) if marker and marker.args else TEST_TIMEOUT
 
     def on_alarm(signum, frame):
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT}s")
+        raise TimeoutError(f"test exceeded {bound}s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TEST_TIMEOUT)
+    signal.alarm(bound)
     try:
         yield
     finally:

@@ -271,6 +271,8 @@ def test_announcement_text_set_in_ha_is_spoken_on_the_speaker(alicia, ha, sims):
     assert status == 404 and body["error"] == "not_found", body
 
 
+# Starts two more Home Assistants of its own (20 s on a quiet machine).
+@pytest.mark.timeout(90)
 def test_home_assistant_over_tls_as_the_readme_says(alicia, make_module_ha, sims):
     """The README's second way: HA's MQTT integration on Alicia's TLS listener, the broker's
     certificate checked against the home's certs/ca.crt ("custom" validation), logged in as
@@ -297,6 +299,9 @@ def test_home_assistant_over_tls_as_the_readme_says(alicia, make_module_ha, sims
     assert "cannot_connect" in str(refused.value), refused.value
 
 
+# Restarts the real Home Assistant (10-20 s on a busy 2-core machine) and then waits up to 30 s
+# for its birth message: more than the suite's 30 s bound for one test.
+@pytest.mark.timeout(90)
 def test_entities_are_published_again_when_home_assistant_restarts(alicia, ha, sims):
     """HA announces itself on homeassistant/status when it starts; the bridge answers by
     publishing every entity's discovery config again (HA may have lost them; a retained copy
