@@ -531,48 +531,43 @@ pub async fn a_question_is_answered_in_the_next_utterance(addr: SocketAddr) {
     let mut lamp = kitchen_lamp.events();
 
     // The question is asked aloud. tiny.en hears Piper's "lamp" as "land", "slam" or
-    // "witchland" in some renditions: what it did not hear right is asked again, as a person
-    // would say "sorry?" (a new command while a question is open asks it anew).
-    let mut misheard = Vec::new();
-    loop {
-        let session = format!("q-1-{}", misheard.len());
-        let q = hall.converse(&espeak("turn on the lamp"), &live(&session), ANSWER).await.unwrap();
-        assert_eq!(q.outcome, Outcome::Answered, "{q:?}");
-        let r = events.finished(&session).await;
-        assert_eq!(r["outcome"], "clarification", "{r:#}");
-        let asked = r["response"].as_str().unwrap_or_else(|| panic!("{r:#}")).to_string();
-        assert!(asked == "Which lamp: bedroom or kitchen?" || asked == "Which lamp: kitchen or bedroom?", "{r:#}");
-        let heard = home.transcribe(&q).await;
-        listen_to(&q).await;
-        if word_edits(&heard, &words(&asked)) <= 1 {
-            break;
-        }
-        misheard.push(heard);
-        assert!(misheard.len() < 3, "the question was never heard as asked: {misheard:?}");
-    }
+    // "witchland" in some renditions (and asking again would not help: tts_service answers a
+    // repeated text from its cache), hence heard_as's allowance.
+    let q = hall.converse(&espeak("turn on the lamp"), &live("q-1"), ANSWER).await.unwrap();
+    assert_eq!(q.outcome, Outcome::Answered, "{q:?}");
+    let r = events.finished("q-1").await;
+    assert_eq!(r["outcome"], "clarification", "{r:#}");
+    let asked = r["response"].as_str().unwrap_or_else(|| panic!("{r:#}")).to_string();
+    assert!(asked == "Which lamp: bedroom or kitchen?" || asked == "Which lamp: kitchen or bedroom?", "{r:#}");
+    heard_as(&home.transcribe(&q).await, &words(&asked));
+    listen_to(&q).await;
 
-    // Piper, and again if tiny.en mishears it (espeak-ng's "the kitchen one" it hears as "Vakit
-    // and one", Piper's "The kitchen one." as "the catching one"); a misheard answer is no
-    // answer and leaves the question open.
+    // The answer, by Piper; if tiny.en mishears it, said again another way (espeak-ng's "the
+    // kitchen one" it hears as "Vakit and one", Piper's "The kitchen one." as "the catching
+    // one"; the same words by Piper again would be the same audio, from tts_service's cache).
+    // A misheard answer is no answer: it is understood as something else, and the question is
+    // asked again.
+    let attempts = [
+        (Voice::Piper, "The one in the kitchen."),
+        (Voice::Espeak, "the one in the kitchen"),
+        (Voice::Piper, "In the kitchen."),
+    ];
     let mut tries = Vec::new();
-    let (a, r) = loop {
-        let session = format!("q-2-{}", tries.len());
-        let a = hall
-            .converse(&home.say(Voice::Piper, "The one in the kitchen.").await, &live(&session), ANSWER)
-            .await
-            .unwrap();
-        assert_eq!(a.outcome, Outcome::Answered, "{a:?}");
-        let r = events.finished(&session).await;
-        if words(r["transcript"].as_str().unwrap_or_default()) == "the one in the kitchen" {
-            break (a, r);
+    let (a, r) = 'answered: {
+        for (n, (voice, said)) in attempts.into_iter().enumerate() {
+            let session = format!("q-2-{n}");
+            let a = hall.converse(&home.say(voice, said).await, &live(&session), ANSWER).await.unwrap();
+            assert_eq!(a.outcome, Outcome::Answered, "{a:?}");
+            let r = events.finished(&session).await;
+            if words(r["transcript"].as_str().unwrap_or_default()) == words(said) {
+                break 'answered (a, r);
+            }
+            tries.push(r["transcript"].clone());
+            listen_to(&a).await;
+            let q = hall.converse(&espeak("turn on the lamp"), &live(&format!("q-3-{n}")), ANSWER).await.unwrap();
+            listen_to(&q).await;
         }
-        tries.push(r["transcript"].clone());
-        assert!(tries.len() < 3, "never heard right: {tries:?}");
-        listen_to(&a).await;
-        // The question is asked again: a misheard answer was understood as something else.
-        let q =
-            hall.converse(&espeak("turn on the lamp"), &live(&format!("q-3-{}", tries.len())), ANSWER).await.unwrap();
-        listen_to(&q).await;
+        panic!("the answer was never heard right: {tries:?}");
     };
     assert_eq!((r["outcome"].as_str(), r["intent"].as_str()), (Some("action"), Some("HassTurnOn")), "{r:#}");
     let cmd = command(&mut lamp).await;
