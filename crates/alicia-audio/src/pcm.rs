@@ -31,6 +31,18 @@ impl PcmFormat {
         Ok(PcmFormat { rate, width, channels })
     }
 
+    /// From fields as a peer sends them (JSON numbers): a value too large for its type is
+    /// refused like any other out-of-range one, never wrapped (`rate` 2^32 + 16000 is not
+    /// 16 kHz).
+    pub fn from_fields(rate: u64, width: u64, channels: u64) -> Result<Self, AudioError> {
+        let narrow = |v: u64, max: u64| v.min(max);
+        PcmFormat::new(
+            narrow(rate, u64::from(u32::MAX)) as u32,
+            narrow(width, u64::from(u16::MAX)) as u16,
+            narrow(channels, u64::from(u16::MAX)) as u16,
+        )
+    }
+
     /// Bytes per frame (one sample of every channel).
     pub fn frame_bytes(&self) -> usize {
         self.width as usize * self.channels as usize
@@ -215,6 +227,11 @@ mod tests {
         assert!(x.iter().zip(&y8).all(|(a, b)| (a - b).abs() < 0.01));
         assert!(PcmFormat::new(16000, 5, 1).is_err());
         assert!(PcmFormat::new(0, 2, 1).is_err());
+        // Numbers from a peer: too large is refused, not wrapped into range.
+        assert_eq!(PcmFormat::from_fields(16_000, 2, 1).unwrap(), PcmFormat::SPEECH);
+        assert!(PcmFormat::from_fields((1 << 32) + 16_000, 2, 1).is_err());
+        assert!(PcmFormat::from_fields(16_000, (1 << 16) + 2, 1).is_err());
+        assert!(PcmFormat::from_fields(16_000, 2, (1 << 16) + 1).is_err());
     }
 
     #[test]

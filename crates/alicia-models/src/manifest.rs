@@ -298,9 +298,8 @@ pub static MODELS: &[ModelSpec] = &[
         files: &["melspectrogram.onnx", "embedding_model.onnx", "alexa.onnx", "hey_mycroft.onnx"],
         approx_bytes: 4_126_473,
         default: false,
-        // The release downloads on GitHub are the upstream, but their hashes are not recorded
-        // here (not reachable from where this was written); the crates.io package oww-rs 0.3.1
-        // ships the same four files.
+        // openWakeWord's own release downloads are the upstream, but their hashes are not
+        // recorded here; the crates.io package oww-rs 0.3.1 ships the four files.
         sources: &[Source {
             label: "crates.io oww-rs 0.3.1",
             how: How::Crate {

@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alicia_audio::pcm::PcmFormat;
 use alicia_envelope::{Destination, Envelope, MessageType, ReplyStatus, Value};
 use alicia_sdk::{Bus, LastWill, Link, LinkEvent, LinkOptions, Publish, QoS, Refusal, SdkError, Sender, ServiceConfig};
 use alicia_stt::stream::{StreamEvent, SttStream};
@@ -347,13 +346,17 @@ struct Utterance {
     /// Answered already (transcribed at VAD's end of speech, or refused).
     answered: bool,
     started: Instant,
-    /// Wall clock (unix ms) when its `audio-start` arrived.
+    /// Wall clock (unix ms) when its `audio-start` arrived. Plus the speech's offset in the
+    /// audio, it is when voice activity began ([`speech_at`]): satellites that heard one
+    /// utterance report starts close together (the voice pipeline's arbitration).
     started_unix: u64,
-    /// Wall clock (unix ms) when voice activity began: satellites that heard one utterance
-    /// report starts close together (the voice pipeline's arbitration). It is the stream's
-    /// start plus the speech's offset in the audio, not the time VAD got round to noticing:
-    /// on a busy machine one stream's VAD may lag another's by far more than the window.
-    speech_at: Option<u64>,
+}
+
+/// Wall clock (unix ms) when the speech `at_ms` into an utterance's audio began: its
+/// `audio-start`'s arrival plus the offset, not the time VAD got round to noticing (on a busy machine one
+/// stream's VAD may lag another's by far more than the arbitration window).
+fn speech_at(started_unix: u64, at_ms: u64) -> u64 {
+    started_unix.saturating_add(at_ms)
 }
 
 /// A stream listening for a wake word between its utterances.
@@ -478,11 +481,10 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                             Some(&u.session),
                         );
                         state.send_snd(&satellite, &e).await;
-                        let speech_at = u.started_unix.saturating_add(at);
-                        u.speech_at = Some(speech_at);
+                        let began = speech_at(u.started_unix, at);
                         state
                             .event(json!({"event": "voice_started", "satellite": satellite, "session_id": u.session,
-                                          "at": speech_at, "timestamp": at, "publish": u.opts.publish}))
+                                          "at": began, "timestamp": at, "publish": u.opts.publish}))
                             .await;
                     }
                     Ok(StreamEvent::SpeechEnded) => {
@@ -499,7 +501,6 @@ async fn session(state: Arc<State>, satellite: String, mut rx: mpsc::Receiver<Ev
                             answered: false,
                             started: u.started,
                             started_unix: u.started_unix,
-                            speech_at: u.speech_at,
                         };
                         u.answered = true;
                         finish(&state, &satellite, taken, "vad").await;
@@ -543,12 +544,7 @@ fn listen(
             "this speech-to-text service listens for no wake word (stt_service.wake_word.enabled is off): detect on the satellite, or enable it",
         ));
     };
-    let fmt = PcmFormat::new(
-        event.u64("rate").unwrap_or(16_000).min(u32::MAX as u64) as u32,
-        event.u64("width").unwrap_or(2).min(16) as u16,
-        event.u64("channels").unwrap_or(1).min(64) as u16,
-    )
-    .map_err(|e| audio_error(&e))?;
+    let fmt = event.pcm_format().map_err(|e| audio_error(&e))?;
     let conv = alicia_audio::pcm::StreamConverter::new(fmt).map_err(|e| audio_error(&e))?;
     let detector = WakeDetector::new(models, names, *threshold).map_err(|e| {
         let code = if names.is_empty() { "wake_failed" } else { "unknown_wake_word" };
@@ -567,12 +563,7 @@ fn stream_error(e: &SttError) -> alicia_sdk::ServiceError {
 async fn start(state: &State, satellite: &str, event: &Event, opts: Options) -> Utterance {
     let session = opts.session.clone().unwrap_or_else(|| alicia_envelope::Uuid::new_v4().simple().to_string());
     state.counters.utterances.fetch_add(1, Ordering::Relaxed);
-    let fmt = PcmFormat::new(
-        event.u64("rate").unwrap_or(16_000).min(u32::MAX as u64) as u32,
-        event.u64("width").unwrap_or(2).min(16) as u16,
-        event.u64("channels").unwrap_or(1).min(64) as u16,
-    );
-    let opened = fmt.map_err(|e| audio_error(&e)).and_then(|fmt| {
+    let opened = event.pcm_format().map_err(|e| audio_error(&e)).and_then(|fmt| {
         let vad = match (&state.vad, opts.vad) {
             // A VAD per utterance: its recurrent state belongs to one stream.
             (Some((model, cfg)), true) => Some(Vad::new(model, *cfg).map_err(|e| stt_error(&e))?),
@@ -580,15 +571,8 @@ async fn start(state: &State, satellite: &str, event: &Event, opts: Options) -> 
         };
         SttStream::new(fmt, vad, state.shared.engine.config().max_audio_seconds).map_err(|e| stream_error(&e))
     });
-    let mut u = Utterance {
-        stream: None,
-        opts,
-        session,
-        answered: false,
-        started: Instant::now(),
-        started_unix: unix_ms(),
-        speech_at: None,
-    };
+    let mut u =
+        Utterance { stream: None, opts, session, answered: false, started: Instant::now(), started_unix: unix_ms() };
     match opened {
         Ok(s) => u.stream = Some(s),
         Err(e) => {
@@ -614,7 +598,7 @@ async fn finish(state: &State, satellite: &str, u: Utterance, why: &str) {
     let spoken = stream.speech();
     let audio = stream.finish();
     let speech = json!({
-        "started_at": u.speech_at.unwrap_or_else(|| u.started_unix.saturating_add(spoken.map_or(0, |(s, _)| s))),
+        "started_at": speech_at(u.started_unix, spoken.map_or(0, |(s, _)| s)),
         "start_ms": spoken.map(|(s, _)| s),
         "end_ms": spoken.and_then(|(_, e)| e),
         "energy_dbfs": audio.as_ref().ok().and_then(|a| energy_dbfs(a, spoken)),

@@ -379,8 +379,7 @@ fn parse(data: &Value, max_seconds: f32) -> Result<Request, ServiceError> {
             let rate = uint_field(d, "sample_rate")?.ok_or_else(|| invalid("raw PCM needs `sample_rate`"))?;
             let channels = uint_field(d, "channels")?.unwrap_or(1);
             let width = uint_field(d, "sample_width")?.unwrap_or(2);
-            let fmt = PcmFormat::new(rate as u32, width.min(8) as u16, channels.min(64) as u16)
-                .map_err(|e| audio_error(&e))?;
+            let fmt = PcmFormat::from_fields(rate, width, channels).map_err(|e| audio_error(&e))?;
             let seconds = fmt.seconds(bytes.len());
             if seconds > max_seconds {
                 return Err(audio_error(&AudioError::TooLong { seconds, max: max_seconds }));

@@ -65,7 +65,7 @@ struct AsrSession {
 
 impl AsrSession {
     fn start(&mut self, e: &Event) -> Result<(), SttError> {
-        let fmt = crate::pcm_format(e)?;
+        let fmt = e.pcm_format()?;
         // A VAD per utterance: its recurrent state belongs to one stream (loading is ~ms).
         let vad = match &self.server.vad {
             Some((model, cfg)) => Some(Vad::new(model, *cfg)?),

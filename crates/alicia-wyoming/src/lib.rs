@@ -36,16 +36,6 @@ pub const DEFAULT_ASR_PORT: u16 = 10300;
 pub const DEFAULT_TTS_PORT: u16 = 10200;
 pub use wake::DEFAULT_WAKE_PORT;
 
-/// The PCM format an `audio-start` (or a chunk opening a stream) names; Wyoming's defaults are
-/// 16 kHz, 16-bit, mono.
-pub(crate) fn pcm_format(e: &Event) -> Result<alicia_audio::pcm::PcmFormat, alicia_audio::AudioError> {
-    alicia_audio::pcm::PcmFormat::new(
-        e.u64("rate").unwrap_or(16000) as u32,
-        e.u64("width").unwrap_or(2) as u16,
-        e.u64("channels").unwrap_or(1) as u16,
-    )
-}
-
 /// What both servers share.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {

@@ -46,6 +46,16 @@ impl Event {
         self.data.get(key).and_then(Value::as_u64)
     }
 
+    /// The PCM format an `audio-start` (or a chunk) names: `rate`, `width`, `channels`, with
+    /// Wyoming's defaults (16 kHz, 16-bit, mono) for absent fields.
+    pub fn pcm_format(&self) -> Result<alicia_audio::pcm::PcmFormat, alicia_audio::AudioError> {
+        alicia_audio::pcm::PcmFormat::from_fields(
+            self.u64("rate").unwrap_or(16_000),
+            self.u64("width").unwrap_or(2),
+            self.u64("channels").unwrap_or(1),
+        )
+    }
+
     /// `error` with a text and a code.
     pub fn error(text: &str, code: &str) -> Self {
         Event::with_data("error", serde_json::json!({"text": text, "code": code}))

@@ -61,7 +61,7 @@ struct Stream {
 
 impl WakeSession {
     fn start(&mut self, e: &Event) -> Result<(), SttError> {
-        let fmt = crate::pcm_format(e)?;
+        let fmt = e.pcm_format()?;
         let conv = StreamConverter::new(fmt)?;
         match self.detector.as_mut() {
             Some(d) => d.reset(),

@@ -18,6 +18,7 @@ use alicia_config::Config;
 use alicia_models::{FetchPolicy, ModelError, ModelStore, Progress};
 use alicia_sdk::{Link, LinkOptions, QoS, ServiceConfig};
 use alicia_stt::vad::VadConfig;
+use alicia_stt::wake::{WakeDetector, WakeModels};
 use alicia_voice::stt::{SttHandle, SttServiceConfig};
 use alicia_voice::tts::{TtsHandle, TtsServiceConfig};
 use alicia_voice::wyoming_bridge::{BridgeConfig, BridgeHandle};
@@ -233,6 +234,28 @@ fn onnx(store: &ModelStore, policy: FetchPolicy) -> Result<(), Unavailable> {
     Ok(())
 }
 
+/// openWakeWord's models from the store (`alicia up`'s `stt_service.wake_word`, `alicia wyoming
+/// --wake`: `what` names which in the errors), loaded once here so that a model that does not
+/// load is said at start, not to the first stream. ONNX Runtime must be loaded.
+pub(crate) fn wake_models(
+    store: &ModelStore,
+    policy: FetchPolicy,
+    progress: Progress,
+    threshold: f32,
+    what: &str,
+) -> Result<WakeModels, Unavailable> {
+    let p = alicia_models::openwakeword(store, policy, progress).map_err(|e| Unavailable::of(&e, what))?;
+    let broken = |reason: String| Unavailable {
+        reason: format!("{what}: {reason}"),
+        fix: Some("alicia models fetch openwakeword".into()),
+        retry: false,
+    };
+    let m = WakeModels::from_files(&p.files, alicia_models::WAKE_WORDS)
+        .ok_or_else(|| broken("openwakeword: files missing".into()))?;
+    WakeDetector::new(&m, &[], threshold).map_err(|e| broken(e.to_string()))?;
+    Ok(m)
+}
+
 /// `alicia models fetch a b a c` → `alicia models fetch a b c`.
 fn dedup_words(command: &str) -> String {
     let ids = command.strip_prefix("alicia models fetch ").unwrap_or(command);
@@ -299,34 +322,18 @@ async fn start_stt(setup: &VoiceSetup, service: ServiceConfig, policy: FetchPoli
         // openWakeWord, asked for (its pre-trained models are for non-commercial use).
         let wake = match s.wake_word.enabled {
             false => None,
-            true => match alicia_models::openwakeword(&store, policy, progress()) {
-                Ok(p) => {
-                    tracing::info!(
-                        "stt_service.wake_word: openWakeWord's alexa and hey_mycroft (models licensed CC BY-NC-SA 4.0: non-commercial use only)"
-                    );
-                    let m = alicia_stt::wake::WakeModels::from_files(&p.files, alicia_models::WAKE_WORDS)
-                        .ok_or_else(|| alicia_stt::SttError::Wake("openwakeword: files missing".into()));
-                    // Loaded once here, so a model that does not load is said at start, not
-                    // to the first satellite.
-                    match m.and_then(|m| {
-                        alicia_stt::wake::WakeDetector::new(&m, &[], s.wake_word.threshold as f32).map(|_| m)
-                    }) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            missing.push(Unavailable {
-                                reason: format!("stt_service.wake_word: {e}"),
-                                fix: Some("alicia models fetch openwakeword".into()),
-                                retry: false,
-                            });
-                            None
-                        }
+            true => {
+                tracing::info!(
+                    "stt_service.wake_word: openWakeWord's alexa and hey_mycroft (models licensed CC BY-NC-SA 4.0: non-commercial use only)"
+                );
+                match wake_models(&store, policy, progress(), s.wake_word.threshold as f32, "stt_service.wake_word") {
+                    Ok(m) => Some(m),
+                    Err(u) => {
+                        missing.push(u);
+                        None
                     }
                 }
-                Err(e) => {
-                    missing.push(Unavailable::of(&e, "stt_service.wake_word"));
-                    None
-                }
-            },
+            }
         };
         if !missing.is_empty() {
             return Err(merge_fixes(missing));

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use alicia_models::{FetchPolicy, ModelStore, Progress};
 use alicia_stt::vad::VadConfig;
-use alicia_stt::wake::{WakeDetector, WakeModels};
 use alicia_stt::{SttConfig, SttEngine};
 use alicia_tts::{TtsConfig, TtsEngine};
 use alicia_wyoming::asr::AsrServer;
@@ -72,18 +71,19 @@ pub fn run(args: WyomingArgs) -> anyhow::Result<()> {
     if args.no_asr && args.no_tts && args.wake.is_none() {
         anyhow::bail!("nothing to serve: --no-asr and --no-tts without --wake");
     }
-    if !(0.0..=1.0).contains(&args.wake_threshold) || args.wake_threshold == 0.0 {
+    if !(args.wake_threshold > 0.0 && args.wake_threshold <= 1.0) {
         anyhow::bail!("--wake-threshold is a score in (0, 1], not {}", args.wake_threshold);
     }
     let wake = match args.wake {
         None => None,
         Some(_) => {
             init_onnx(&store, policy, progress)?;
-            let p = alicia_models::openwakeword(&store, policy, progress)?;
-            let models = WakeModels::from_files(&p.files, alicia_models::WAKE_WORDS)
-                .context("openwakeword: files missing (alicia models verify openwakeword)")?;
-            // Load once now, so a broken model is an error at start, not on the first stream.
-            WakeDetector::new(&models, &[], args.wake_threshold)?;
+            let models = crate::voice::wake_models(&store, policy, progress, args.wake_threshold, "--wake").map_err(
+                |u| match u.fix {
+                    Some(fix) => anyhow::anyhow!("{}; to fix it: {fix}", u.reason),
+                    None => anyhow::anyhow!("{}", u.reason),
+                },
+            )?;
             Some(WakeServer { models, threshold: args.wake_threshold })
         }
     };
