@@ -34,6 +34,24 @@ async fn piper(tts: &TtsEngine, text: &str) -> Vec<f32> {
     [pad.clone(), speech, pad].concat()
 }
 
+/// A rendition of `name` by Piper that the detector hears as `name`, once, from up to three
+/// ways of writing it: Piper samples noise, and like any wake word detector openWakeWord misses
+/// some renditions (one of about eight runs missed "Hey Mycroft." alone). No rendition may be
+/// heard as another word or twice.
+async fn rendition(tts: &TtsEngine, d: &mut WakeDetector, name: &str, texts: [&str; 3]) -> Vec<f32> {
+    let mut missed = Vec::new();
+    for text in texts {
+        let audio = piper(tts, text).await;
+        let h = heard(d, &audio);
+        match h.as_slice() {
+            [] => missed.push(format!("{text:?} (best {})", d.best_score())),
+            [(n, _)] if n == name => return audio,
+            other => panic!("{text:?} heard as {other:?}"),
+        }
+    }
+    panic!("{name} never heard: {missed:?}");
+}
+
 /// The words heard in `audio`, fed in 20 ms pieces as a satellite streams.
 fn heard(d: &mut WakeDetector, audio: &[f32]) -> Vec<(String, u64)> {
     d.reset();
@@ -50,22 +68,16 @@ async fn wake_words_are_heard_where_they_are_said() {
     let models = models(&store);
     let voice = alicia_models::piper_voice(&store, "en_US-joe-medium", FetchPolicy::Never, Progress::Quiet).unwrap();
     let tts = TtsEngine::new(&[voice.paths.main().to_path_buf()], TtsConfig::default()).unwrap();
-    let (alexa, mycroft, command) = (
-        piper(&tts, "Alexa.").await,
-        piper(&tts, "Hey Mycroft.").await,
-        piper(&tts, "Turn on the kitchen light.").await,
-    );
     let mut any = WakeDetector::new(&models, &[], 0.5).unwrap();
     assert_eq!(any.names(), ["alexa", "hey_mycroft"]);
+    let alexa = rendition(&tts, &mut any, "alexa", ["Alexa.", "Alexa!", "Alexa?"]).await;
+    let mycroft = rendition(&tts, &mut any, "hey_mycroft", ["Hey Mycroft.", "Hey, Mycroft.", "Hey Mycroft!"]).await;
+    let command = piper(&tts, "Turn on the kitchen light.").await;
 
     let h = heard(&mut any, &alexa);
-    assert_eq!(h.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["alexa"], "{h:?} (best {})", any.best_score());
     // After the word (its first second is silence), before the clip's end.
     let end_ms = alexa.len() as u64 * 1000 / 16_000;
     assert!((1_000..end_ms).contains(&h[0].1), "{h:?} of {end_ms} ms");
-
-    let h = heard(&mut any, &mycroft);
-    assert_eq!(h.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["hey_mycroft"], "{h:?}");
 
     let h = heard(&mut any, &command);
     assert!(h.is_empty(), "{h:?} in a command");
